@@ -1,0 +1,1 @@
+"""callboard: a job runtime for trio."""

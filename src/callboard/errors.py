@@ -1,0 +1,72 @@
+"""Typed errors of the public API.
+
+Each carries the data a caller needs (ids, names, states), so the web layer can
+turn them into JSON in one place and a script can branch on the type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class CallboardError(Exception):
+    """Base of every error callboard raises on purpose."""
+
+
+class InvalidRequest(CallboardError):
+    """The request itself is malformed: wrong types, input not an object, bad values."""
+
+
+class UnknownJobType(CallboardError):
+    def __init__(self, job_type: str, known: Iterable[str]) -> None:
+        self.job_type = job_type
+        self.known = sorted(known)
+        super().__init__(
+            f"unknown job type {job_type!r}; known job types: {', '.join(self.known) or '(none)'}"
+        )
+
+
+class NotFound(CallboardError):
+    """Base for unknown ids (and, over HTTP, another company's ids)."""
+
+
+class CompanyNotFound(NotFound):
+    def __init__(self, company_id: str) -> None:
+        self.company_id = company_id
+        super().__init__(f"company {company_id!r} not found")
+
+
+class JobNotFound(NotFound):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id!r} not found")
+
+
+class Conflict(CallboardError):
+    """The operation does not fit the current state (HTTP 409)."""
+
+
+class CompanyExists(Conflict):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a company named {name!r} already exists")
+
+
+class InvalidTransition(Conflict):
+    def __init__(self, job_id: str, status: str, action: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        self.action = action
+        super().__init__(f"cannot {action} job {job_id} while it is {status}")
+
+
+class StoreUnavailable(CallboardError):
+    """The store could not be reached or failed; the driver's error is the __cause__."""
+
+
+class StoreInUse(CallboardError):
+    """Another process already runs on this embedded store."""
+
+
+class ShuttingDown(CallboardError):
+    """The runtime is stopping and accepts no new work."""

@@ -1,0 +1,259 @@
+"""The JobStore interface: domain operations over a database, no SQL text in callers.
+
+Every implementation (the in-memory fake in `callboard.testing`, SQLite, PostgreSQL)
+passes the one contract suite in `tests/store_contract.py`.
+
+Rules every implementation keeps:
+
+- Times are passed in (`now`), never read from the machine's clock inside the store,
+  so the runtime and the tests decide what time it is (virtual time in unit tests).
+  All datetimes are timezone-aware UTC.
+- Every state change writes the job row and one event row in one transaction, and
+  returns the committed `JobEvent`s (the caller publishes them after commit).
+- Event ids increase monotonically in commit order.
+- A method that writes either commits fully or raises; it never leaves half a change.
+  Writes are not interrupted by trio cancellation once they started: the
+  implementation shields the wait for its commit, so a caller that gets a result back
+  can always publish what it got.
+- Driver errors are wrapped in `StoreUnavailable` (with the driver error as __cause__);
+  domain errors (`JobNotFound`, `InvalidTransition`, `CompanyExists`,
+  `CompanyNotFound`) are raised as such.
+- Lease-guarded methods (`renew_leases`, `record_progress`, `complete`, `fail`,
+  `mark_cancelled`) act only when the job is `running` and `lease_owner` matches; when
+  it does not (the reaper took the job, or it was retried elsewhere) they change
+  nothing and return None / leave the id out, so a lost worker can never overwrite
+  another attempt.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..jobs import Company, Inserted, Job, JobEvent, JobStatus, NewJob, Page
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """What `renew_leases` found: the ids still held, and which of those a cancel was
+    requested for (so a worker on any node learns of a cancel at its next renewal)."""
+
+    held: frozenset[str]
+    cancel_requested: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    """`cancel` on a queued job ends it at once (`event` set, job cancelled); on a running
+    job it only records the request (`event` None) and the owner of the lease ends it."""
+
+    job: Job
+    event: JobEvent | None
+
+
+class JobStore(abc.ABC):
+    """Persistence of companies, jobs and their events."""
+
+    #: True when one process owns the store exclusively (embedded SQLite): on start-up
+    #: every job still `running` belongs to a dead process and can be reclaimed at once.
+    exclusive: bool = False
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, apply pending migrations, be ready for use. Raises StoreInUse for an
+        exclusive store another live process holds."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release connections and threads. Idempotent; safe after a failed open()."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers a trivial query."""
+
+    # --- companies ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_company(self, name: str, now: datetime) -> Company:
+        """Raises CompanyExists if the name is taken (names are unique, case-sensitive)."""
+
+    @abc.abstractmethod
+    async def get_company(self, company_id: str) -> Company | None: ...
+
+    @abc.abstractmethod
+    async def get_company_by_name(self, name: str) -> Company | None: ...
+
+    @abc.abstractmethod
+    async def list_companies(self) -> list[Company]:
+        """Oldest first."""
+
+    # --- submitting --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def insert_jobs(self, jobs: Sequence[NewJob], now: datetime) -> list[Inserted]:
+        """Insert all jobs with status queued, attempt 0, progress 0, each with a
+        `content_job.queued` event, in ONE transaction (all or nothing).
+
+        Raises CompanyNotFound (writing nothing) if a job's company does not exist.
+        A job whose (company_id, idempotency_key) already exists, in the store or earlier
+        in the same batch, is not inserted: the existing job comes back with
+        created=False and event None. Results are in input order.
+        """
+
+    # --- reading -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    @abc.abstractmethod
+    async def list_jobs(
+        self,
+        company_id: str | None,
+        *,
+        status: JobStatus | None = None,
+        job_type: str | None = None,
+        source_task_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Job]:
+        """Newest first (created_at desc, id desc), keyset-paginated: `next_cursor` is an
+        opaque string for the next page, None on the last. `company_id` None lists all
+        companies. Raises InvalidRequest for a cursor it did not issue."""
+
+    @abc.abstractmethod
+    async def count_by_status(self, company_id: str | None = None) -> dict[JobStatus, int]:
+        """Every status is a key, zero included."""
+
+    @abc.abstractmethod
+    async def next_run_at(self, job_types: Collection[str]) -> datetime | None:
+        """The earliest run_at among queued jobs of these types, or None."""
+
+    # --- the worker's side -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def claim(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        type_caps: Mapping[str, int | None],
+        lease_owner: str,
+        lease_expires_at: datetime,
+    ) -> list[tuple[Job, JobEvent]]:
+        """Atomically take up to `limit` runnable jobs and mark them running.
+
+        Runnable: status queued and run_at <= now, job_type a key of `type_caps`, and
+        at most `type_caps[t]` jobs of type t taken in this call when that is not None
+        (the caller passes what it may still start; 0 takes none). Order: priority
+        desc, then run_at, then created_at, then id. Each taken job gets attempt + 1,
+        started_at = now, finished_at None, the lease, progress reset to 0 with no
+        message, and a `content_job.running` event. Two concurrent claims never take
+        the same job (SKIP LOCKED on PostgreSQL).
+        """
+
+    @abc.abstractmethod
+    async def renew_leases(
+        self, job_ids: Collection[str], lease_owner: str, lease_expires_at: datetime
+    ) -> Renewal:
+        """Extend the leases this owner still holds; ids it no longer holds are left out."""
+
+    @abc.abstractmethod
+    async def record_progress(
+        self,
+        job_id: str,
+        lease_owner: str,
+        percent: int,
+        message: str | None,
+        now: datetime,
+    ) -> JobEvent | None:
+        """Store progress and a `content_job.progress` event; None if the lease is lost."""
+
+    @abc.abstractmethod
+    async def complete(
+        self,
+        job_id: str,
+        lease_owner: str,
+        now: datetime,
+        result_asset_id: str | None = None,
+    ) -> JobEvent | None:
+        """running -> done: progress percent 100 (message kept), finished_at, lease
+        cleared, error_message cleared, result_asset_id set when given.
+        Event `content_job.done`. None if the lease is lost."""
+
+    @abc.abstractmethod
+    async def fail(
+        self,
+        job_id: str,
+        lease_owner: str,
+        now: datetime,
+        error_message: str,
+        retry_at: datetime | None = None,
+    ) -> JobEvent | None:
+        """End a failed attempt. With `retry_at`: running -> queued, run_at = retry_at,
+        error_message kept, lease cleared, event `content_job.retrying`. Without:
+        running -> failed, finished_at set, event `content_job.failed`.
+        None if the lease is lost."""
+
+    @abc.abstractmethod
+    async def mark_cancelled(self, job_id: str, lease_owner: str, now: datetime) -> JobEvent | None:
+        """running -> cancelled (the handler was stopped): finished_at set, lease
+        cleared, error_message "cancelled", event `content_job.cancelled`.
+        None if the lease is lost."""
+
+    # --- operator actions --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str, now: datetime) -> CancelOutcome:
+        """queued -> cancelled at once (event `content_job.cancelled`, error_message
+        "cancelled"); running -> cancel_requested set, no event (idempotent).
+        Raises JobNotFound, or InvalidTransition when the job is terminal."""
+
+    @abc.abstractmethod
+    async def retry(self, job_id: str, now: datetime) -> JobEvent:
+        """failed | cancelled -> queued with run_at = now, cancel_requested cleared,
+        finished_at cleared, error_message kept until the next attempt ends, and
+        max_attempts raised to attempt + 1 if it is lower (a manual retry always gets
+        one more run). Event `content_job.queued`.
+        Raises JobNotFound, or InvalidTransition from any other status."""
+
+    @abc.abstractmethod
+    async def reap_expired(
+        self,
+        *,
+        now: datetime,
+        expired_before: datetime,
+        retry_at: datetime,
+        exclude_owner: str | None = None,
+        limit: int = 100,
+    ) -> list[JobEvent]:
+        """Reclaim running jobs whose lease_expires_at <= expired_before (their worker is
+        gone), skipping `exclude_owner`'s leases when given:
+        cancel_requested -> cancelled (event cancelled);
+        attempt < max_attempts -> queued with run_at = retry_at and error_message
+        "worker lost" (event retrying);
+        otherwise -> failed with error_message "worker lost" (event failed).
+        At most `limit` jobs per call, oldest lease first."""
+
+    # --- events ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def events_after(
+        self,
+        after_id: int,
+        *,
+        company_id: str | None = None,
+        job_id: str | None = None,
+        limit: int = 500,
+    ) -> list[JobEvent]:
+        """Events with id > after_id, ascending, optionally for one company or one job."""
+
+    @abc.abstractmethod
+    async def latest_event(self, job_id: str) -> JobEvent | None: ...
+
+    @abc.abstractmethod
+    async def last_event_id(self) -> int:
+        """The highest event id stored, 0 when there are none."""
