@@ -1,1 +1,62 @@
-"""callboard: a job runtime for trio."""
+"""callboard: a job runtime for trio.
+
+The public API is small on purpose (pinned by tests/unit/test_public_api.py):
+
+    board = callboard.Board(database_url="sqlite:///cb.db", workers=8)
+
+    @board.handler("diagram", timeout=120, max_attempts=3, concurrency=4)
+    async def render(ctx: callboard.JobContext) -> None: ...
+
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        job = await rt.submit(company.id, "diagram", {"x": 1})
+        job = await rt.wait(job.id)
+"""
+
+from .actors.broker import Lagged
+from .board import Board
+from .errors import (
+    CallboardError,
+    CompanyExists,
+    CompanyNotFound,
+    Conflict,
+    InvalidRequest,
+    InvalidTransition,
+    JobNotFound,
+    NotFound,
+    ShuttingDown,
+    StoreInUse,
+    StoreUnavailable,
+    UnknownJobType,
+)
+from .jobs import TERMINAL, Company, Job, JobContext, JobEvent, JobSpec, JobStatus, Page, Progress
+from .running_board import RunningBoard
+from .runtime import SupervisorEscalation
+
+__all__ = [
+    "TERMINAL",
+    "Board",
+    "CallboardError",
+    "Company",
+    "CompanyExists",
+    "CompanyNotFound",
+    "Conflict",
+    "InvalidRequest",
+    "InvalidTransition",
+    "Job",
+    "JobContext",
+    "JobEvent",
+    "JobNotFound",
+    "JobSpec",
+    "JobStatus",
+    "Lagged",
+    "NotFound",
+    "Page",
+    "Progress",
+    "RunningBoard",
+    "ShuttingDown",
+    "StoreInUse",
+    "StoreUnavailable",
+    "SupervisorEscalation",
+    "UnknownJobType",
+]

@@ -94,7 +94,7 @@ class Company:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A job as stored. Attribute names are snake_case; `to_dict()` gives the camelCase wire form."""
+    """A job as stored. Attributes are snake_case; `to_dict()` gives the camelCase wire form."""
 
     id: str
     company_id: str
@@ -207,7 +207,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Page(Generic[T]):  # noqa: UP046 - Python 3.11 has no PEP 695 syntax
+class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
 
@@ -346,7 +346,11 @@ def build_new_job(
     if isinstance(delay, timedelta):
         delay = delay.total_seconds()
     if delay is not None:
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay):
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+        ):
             raise InvalidRequest("delay must be a number of seconds")
         if delay < 0:
             raise InvalidRequest("delay must not be negative")

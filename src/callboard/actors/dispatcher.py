@@ -1,0 +1,137 @@
+"""The dispatcher: claims runnable jobs and hands them to idle workers.
+
+It claims at most as many jobs as there are idle workers (and as each job type's
+concurrency limit still allows), highest priority first, and passes them on over a
+zero-buffer channel, so a job is only ever claimed when a worker is free to take it
+(backpressure). It sleeps until one of: a submit or retry on this node (the wake-up
+channel, so the fast path has no polling delay), a worker freeing its slot, the
+earliest `run_at` of a delayed job, or the poll interval (which covers jobs made
+runnable by another node).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import trio
+
+from ..ledger import Ledger
+from .capacity import Capacity
+
+log = logging.getLogger("callboard.dispatcher")
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherStatistics:
+    claims: int
+    dispatched: int
+    wakeups: int
+    idle_workers: int
+
+
+class Wakeup:
+    """A coalescing doorbell: any number of rings before the dispatcher looks count once.
+
+    A channel of size 1 keeps it bounded; a ring while one is pending is dropped, which
+    loses nothing because the dispatcher re-reads the store after every wake-up.
+    """
+
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[None](1)
+        self.rings = 0
+
+    def ring(self) -> None:
+        self.rings += 1
+        try:
+            self._send.send_nowait(None)
+        except trio.WouldBlock:
+            pass
+
+    async def wait(self, seconds: float) -> None:
+        with trio.move_on_after(seconds):
+            await self._receive.receive()
+
+
+class Dispatcher:
+    name = "dispatcher"
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        capacity: Capacity,
+        to_workers: trio.MemorySendChannel,
+        wakeup: Wakeup,
+        *,
+        lease_owner: str,
+        lease_seconds: float,
+        poll_interval: float = 2.0,
+        max_batch: int = 64,
+    ) -> None:
+        self._ledger = ledger
+        self._capacity = capacity
+        self._to_workers = to_workers
+        self._wakeup = wakeup
+        self._lease_owner = lease_owner
+        self._lease_seconds = lease_seconds
+        self._poll_interval = poll_interval
+        self._max_batch = max_batch
+        self._claims = 0
+        self._dispatched = 0
+        self._draining = False
+
+    def statistics(self) -> DispatcherStatistics:
+        return DispatcherStatistics(
+            claims=self._claims,
+            dispatched=self._dispatched,
+            wakeups=self._wakeup.rings,
+            idle_workers=self._capacity.idle(),
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while not self._draining:
+            if await self._dispatch_once():
+                continue  # a full batch: there may be more waiting right now
+            await self._wakeup.wait(await self._sleep_seconds())
+        # Returning would count as an exit to the supervisor; a draining node stays idle.
+        await trio.sleep_forever()
+
+    def drain(self) -> None:
+        """Stop claiming jobs (the node is shutting down); jobs already handed out run on."""
+        self._draining = True
+        self._wakeup.ring()
+
+    async def _dispatch_once(self) -> bool:
+        """Claim and hand out one batch; True if the batch was full."""
+        idle = self._capacity.idle()
+        if idle <= 0 or self._draining:
+            return False
+        caps = self._capacity.type_caps()
+        if not any(cap is None or cap > 0 for cap in caps.values()):
+            return False
+        limit = min(idle, self._max_batch)
+        jobs = await self._ledger.claim(limit, caps, self._lease_owner, self._lease_seconds)
+        self._claims += 1
+        for job in jobs:
+            self._capacity.reserve(job)
+        for job in jobs:
+            await self._to_workers.send(job)
+            self._dispatched += 1
+        return len(jobs) == limit
+
+    async def _sleep_seconds(self) -> float:
+        if self._capacity.idle() <= 0:
+            return math.inf  # only a freed worker (which rings) can change anything
+        caps = self._capacity.type_caps()
+        startable = [t for t, cap in caps.items() if cap is None or cap > 0]
+        if not startable:
+            return math.inf
+        next_at = await self._ledger.store.next_run_at(startable)
+        if next_at is None:
+            return self._poll_interval
+        until = (next_at - self._ledger.now()).total_seconds()
+        # A floor, so a job another node holds locked (seen by next_run_at, skipped by
+        # claim) cannot make this loop spin.
+        return max(0.01, min(self._poll_interval, until))

@@ -1,0 +1,68 @@
+"""The lease reaper: reclaims jobs whose worker died.
+
+A running job whose lease ran out goes back to queued for another attempt, or to
+failed with "worker lost" when it has no attempts left (or to cancelled if a cancel
+was requested). On an exclusive store (embedded SQLite, one process) every job still
+running when the node starts belongs to a dead process, so the first pass reclaims
+them all at once instead of waiting for their leases to run out.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import trio
+
+from ..ledger import Ledger
+
+log = logging.getLogger("callboard.reaper")
+
+_END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ReaperStatistics:
+    passes: int
+    reclaimed: int
+
+
+class Reaper:
+    name = "reaper"
+
+    def __init__(self, ledger: Ledger, *, lease_owner: str, interval: float) -> None:
+        self._ledger = ledger
+        self._lease_owner = lease_owner
+        self._interval = interval
+        self._passes = 0
+        self._reclaimed = 0
+        self._recovered_orphans = False
+
+    def statistics(self) -> ReaperStatistics:
+        return ReaperStatistics(passes=self._passes, reclaimed=self._reclaimed)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self._ledger.store.exclusive and not self._recovered_orphans:
+            # Before reporting ready, so no job of ours can be confused with an orphan.
+            await self._reap_all(_END_OF_TIME, exclude_owner=self._lease_owner)
+            self._recovered_orphans = True
+        task_status.started()
+        while True:
+            await self._reap_all(self._ledger.now(), exclude_owner=None)
+            await trio.sleep(self._interval)
+
+    async def _reap_all(self, expired_before: datetime, exclude_owner: str | None) -> None:
+        self._passes += 1
+        while True:
+            events = await self._ledger.reap(expired_before, exclude_owner)
+            for event in events:
+                log.warning(
+                    "reclaimed job %s (%s): %s",
+                    event.job_id,
+                    event.job.job_type,
+                    event.type,
+                )
+            self._reclaimed += len(events)
+            if len(events) < 100:
+                return

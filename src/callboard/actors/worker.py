@@ -1,0 +1,268 @@
+"""Workers: each takes a claimed job from the dispatcher and runs its handler.
+
+One job runs inside its own nursery, which holds the handler, the lease renewal and
+the progress writer; nothing a job starts outlives it. The handler runs inside the
+job's cancel scope, with the handler's timeout around it:
+
+- it returns: the job is done;
+- it raises: the attempt failed with the exception's message (the worker carries on);
+  with attempts left the job is requeued with exponential backoff plus jitter;
+- the timeout fires: the attempt failed with "timed out after N seconds";
+- a cancel was requested (here, or on another node, learnt at the next renewal):
+  the job ends cancelled;
+- the lease is lost (the reaper took the job, or renewals failed until the lease ran
+  out): the handler is cancelled at once and nothing more is written, so a job never
+  runs twice at the same time;
+- the runtime itself is cancelled (shutdown): nothing is written; the lease runs out
+  and the reaper of this or another node reclaims the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import trio
+
+from ..errors import StoreUnavailable
+from ..jobs import HandlerRegistry, Job, JobContext
+from ..ledger import Ledger
+from .capacity import Capacity, RunningJob
+
+log = logging.getLogger("callboard.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with "equal jitter": half the delay fixed, half random,
+    so retries of many jobs failing together spread out."""
+
+    base: float = 1.0
+    maximum: float = 300.0
+
+    def delay(self, attempt: int, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+        full = min(self.maximum, self.base * 2 ** max(0, attempt - 1))
+        return full / 2 + rng.uniform(0, full / 2)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line message for a failed attempt: the exception's own message, or its type
+    when it has none; the leaves of an exception group joined."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe_error(e) for e in exc.exceptions)
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    lease_owner: str
+    lease_seconds: float
+    backoff: Backoff = Backoff()
+    progress_interval: float = 0.25
+
+
+class _ProgressWriter:
+    """Coalesces a handler's progress reports: the first is stored at once, later ones
+    at most once per `interval`, always the latest value; reporting never waits on the
+    store (the write runs in the job's nursery)."""
+
+    def __init__(self, ledger: Ledger, running: RunningJob, settings: WorkerSettings) -> None:
+        self._ledger = ledger
+        self._running = running
+        self._settings = settings
+        self._pending: tuple[int, str | None] | None = None
+        self._send, self._receive = trio.open_memory_channel[None](1)
+        # One write at a time, so the final flush waits for one in flight and the
+        # stored order is the reported order.
+        self._writing = trio.Lock()
+
+    async def report(self, percent: int, message: str | None) -> None:
+        self._pending = (percent, message)
+        try:
+            self._send.send_nowait(None)
+        except trio.WouldBlock:
+            pass
+        await trio.lowlevel.checkpoint()
+
+    async def flush(self) -> None:
+        async with self._writing:
+            if self._pending is None:
+                return
+            percent, message = self._pending
+            self._pending = None
+            job = self._running.job
+            try:
+                event = await self._ledger.progress(
+                    job.id, self._settings.lease_owner, percent, message
+                )
+            except StoreUnavailable:
+                log.warning("could not store progress of job %s", job.id, exc_info=True)
+                return
+        if event is None:
+            self._running.lease_lost = True
+            self._running.scope.cancel()
+
+    async def run(self) -> None:
+        async for _ in self._receive:
+            await self.flush()
+            await trio.sleep(self._settings.progress_interval)
+
+
+class JobRunner:
+    """Runs one claimed job to its end and records the outcome."""
+
+    def __init__(self, ledger: Ledger, registry: HandlerRegistry, settings: WorkerSettings) -> None:
+        self._ledger = ledger
+        self._registry = registry
+        self._settings = settings
+
+    async def run(self, running: RunningJob) -> None:
+        job = running.job
+        spec = self._registry.get(job.job_type)
+        progress = _ProgressWriter(self._ledger, running, self._settings)
+        error: BaseException | None = None
+        timed_out = finished = False
+        with running.scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keep_lease, running)
+                nursery.start_soon(progress.run)
+                ctx = JobContext(job, progress)
+                with trio.move_on_after(job.timeout_seconds or math.inf) as timeout_scope:
+                    try:
+                        await spec.fn(ctx)
+                        finished = True
+                    except Exception as exc:
+                        error = exc
+                timed_out = timeout_scope.cancelled_caught
+                if finished:
+                    await progress.flush()
+                nursery.cancel_scope.cancel()
+        await self._record(running, error, timed_out, finished)
+
+    async def _record(
+        self, running: RunningJob, error: BaseException | None, timed_out: bool, finished: bool
+    ) -> None:
+        job = running.job
+        owner = self._settings.lease_owner
+        if running.lease_lost:
+            log.warning("job %s lost its lease; another attempt owns it now", job.id)
+            return
+        if running.cancel_requested and not finished:
+            await self._write(lambda: self._ledger.mark_cancelled(job.id, owner), running)
+            return
+        if timed_out:
+            error_message = f"timed out after {job.timeout_seconds:g} seconds"
+        elif error is not None:
+            error_message = describe_error(error)
+            log.info(
+                "job %s (%s) attempt %d failed: %s",
+                job.id,
+                job.job_type,
+                job.attempt,
+                error_message,
+            )
+        else:
+            await self._write(lambda: self._ledger.complete(job.id, owner), running)
+            return
+        retry_at = self._retry_at(job)
+        await self._write(
+            lambda: self._ledger.fail(job.id, owner, error_message, retry_at), running
+        )
+
+    def _retry_at(self, job: Job) -> datetime | None:
+        if job.attempt >= job.max_attempts:
+            return None
+        return self._ledger.now() + timedelta(seconds=self._settings.backoff.delay(job.attempt))
+
+    async def _write(self, write, running: RunningJob) -> None:
+        """Record an outcome, retrying while the store is unreachable; past the lease the
+        reaper owns the job, so giving up then loses nothing."""
+        deadline = trio.current_time() + self._settings.lease_seconds
+        delay = 0.1
+        while True:
+            try:
+                event = await write()
+            except StoreUnavailable:
+                if trio.current_time() + delay >= deadline:
+                    log.error(
+                        "gave up recording the outcome of job %s", running.job.id, exc_info=True
+                    )
+                    return
+                log.warning(
+                    "store unavailable recording job %s; retrying", running.job.id, exc_info=True
+                )
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if event is None:
+                log.warning("job %s lost its lease before its outcome was stored", running.job.id)
+            return
+
+    async def _keep_lease(self, running: RunningJob) -> None:
+        """Renew the lease every third of its length; on a lost lease or a cancel request
+        stop the handler at once."""
+        settings = self._settings
+        expires = trio.current_time() + settings.lease_seconds
+        interval = settings.lease_seconds / 3
+        while True:
+            await trio.sleep(interval)
+            new_expiry = self._ledger.now() + timedelta(seconds=settings.lease_seconds)
+            try:
+                renewal = await self._ledger.renew(
+                    [running.job.id], settings.lease_owner, new_expiry
+                )
+            except StoreUnavailable:
+                log.warning("could not renew the lease of job %s", running.job.id, exc_info=True)
+                if trio.current_time() + interval >= expires:
+                    running.lease_lost = True
+                    running.scope.cancel()
+                    return
+                continue
+            if running.job.id not in renewal.held:
+                running.lease_lost = True
+                running.scope.cancel()
+                return
+            expires = trio.current_time() + settings.lease_seconds
+            if running.job.id in renewal.cancel_requested:
+                running.cancel_requested = True
+                running.scope.cancel()
+                return
+
+
+class Worker:
+    """An actor that runs jobs one at a time from the dispatcher's channel."""
+
+    def __init__(
+        self,
+        name: str,
+        jobs: trio.MemoryReceiveChannel[Job],
+        runner: JobRunner,
+        capacity: Capacity,
+    ) -> None:
+        self.name = name
+        self._jobs = jobs
+        self._runner = runner
+        self._capacity = capacity
+        self.current: RunningJob | None = None
+        self.completed = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            try:
+                job = await self._jobs.receive()
+            except trio.EndOfChannel:
+                return
+            running = RunningJob(job=job, scope=trio.CancelScope(), worker=self.name)
+            self.current = running
+            self._capacity.started(running)
+            try:
+                await self._runner.run(running)
+                self.completed += 1
+            finally:
+                self.current = None
+                self._capacity.release(job)

@@ -1,0 +1,239 @@
+"""Board: the handler registry and the configuration of one callboard node.
+
+`Board.running()` opens the store and builds the supervised actor tree:
+
+    root supervisor (one_for_one)
+    ├── broker                       fan-out of committed events
+    ├── workers supervisor (one_for_one)
+    │   └── worker-1 .. worker-N     run handlers, one job each at a time
+    ├── dispatcher                   claims runnable jobs for idle workers
+    └── reaper                       reclaims jobs whose lease ran out
+
+Children start in that order, each ready before the next. Leaving `running()` drains
+the node: no new submits, no new claims, running jobs get `shutdown_grace` seconds
+to finish, then everything is cancelled. A job still running then keeps its lease,
+which runs out; the reaper of the next start (or of another node) reclaims it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from .actors.broker import Broker
+from .actors.capacity import Capacity
+from .actors.dispatcher import Dispatcher, Wakeup
+from .actors.reaper import Reaper
+from .actors.worker import Backoff, JobRunner, Worker, WorkerSettings
+from .builtin_handlers import builtins
+from .clock import TrioWallClock
+from .config import SettingError, sqlite_path
+from .jobs import Handler, HandlerRegistry, HandlerSpec, Job
+from .ledger import Ledger
+from .running_board import RunningBoard
+from .runtime import ChildSpec, Restart, Strategy, Supervisor
+from .store.base import JobStore
+
+log = logging.getLogger("callboard")
+
+DEFAULT_DATABASE_URL = "sqlite:///callboard-data/callboard.db"
+
+
+def open_store(database_url: str) -> JobStore:
+    """The JobStore for a database URL (SQLAlchemy spelling)."""
+    if database_url.startswith("sqlite:///"):
+        from .store.sqlite import SqliteStore
+
+        path = sqlite_path(database_url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteStore(path)
+    if database_url.startswith(("postgresql://", "postgres://")):
+        raise SettingError(
+            "CALLBOARD_DATABASE_URL: the PostgreSQL store is not part of this build yet; "
+            "use a sqlite:/// URL"
+        )
+    raise SettingError(f"CALLBOARD_DATABASE_URL: unsupported database URL {database_url!r}")
+
+
+class Board:
+    """Handlers and settings of a node. Register handlers with `@board.handler(...)`,
+    then `async with board.running() as rt:` to run it."""
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        storage_dir: str | os.PathLike[str] | None = None,
+        workers: int = 8,
+        *,
+        lease_seconds: float = 30.0,
+        shutdown_grace: float = 10.0,
+        poll_interval: float = 2.0,
+        retry_backoff: Backoff | None = None,
+        progress_interval: float = 0.25,
+        store: JobStore | None = None,
+    ) -> None:
+        if workers < 0:
+            raise ValueError("workers must be 0 or more")
+        if not lease_seconds > 0:
+            raise ValueError("lease_seconds must be positive")
+        self.database_url = database_url or DEFAULT_DATABASE_URL
+        self.storage_dir = (
+            Path(storage_dir) if storage_dir is not None else Path("callboard-data/assets")
+        )
+        self.workers = workers
+        self.lease_seconds = lease_seconds
+        self.shutdown_grace = shutdown_grace
+        self.poll_interval = poll_interval
+        self.retry_backoff = retry_backoff or Backoff()
+        self.progress_interval = progress_interval
+        self._store = store
+        self._registry = HandlerRegistry()
+
+    def handler(
+        self,
+        job_type: str,
+        *,
+        timeout: float | None = None,
+        max_attempts: int = 1,
+        concurrency: int | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register an async function `fn(ctx: JobContext)` for `job_type`.
+
+        `timeout` is per attempt in seconds; `max_attempts` counts every run (a submit
+        may override both); `concurrency` caps how many run at once on this node.
+        """
+
+        def register(fn: Handler) -> Handler:
+            self._registry.register(
+                job_type, fn, timeout=timeout, max_attempts=max_attempts, concurrency=concurrency
+            )
+            return fn
+
+        return register
+
+    def load_handlers(self, module_name: str) -> None:
+        """Import a module that registers handlers on a Board named `board` (or exposes a
+        `register(board)` function)."""
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise SettingError(f"--handlers: cannot import {module_name!r}: {exc}") from exc
+        register = getattr(module, "register", None)
+        other = getattr(module, "board", None)
+        if callable(register):
+            register(self)
+        elif isinstance(other, Board):
+            for spec in other._registry.specs():
+                self._registry.register(
+                    spec.job_type,
+                    spec.fn,
+                    timeout=spec.timeout,
+                    max_attempts=spec.max_attempts,
+                    concurrency=spec.concurrency,
+                )
+        else:
+            raise SettingError(
+                f"--handlers: module {module_name!r} has neither a `board = Board()` "
+                "with handlers nor a `register(board)` function"
+            )
+
+    @property
+    def registry(self) -> HandlerRegistry:
+        """The built-in job types plus this board's."""
+        return builtins.merged(self._registry)
+
+    def handler_specs(self) -> list[HandlerSpec]:
+        return self.registry.specs()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[RunningBoard]:
+        store = self._store or open_store(self.database_url)
+        try:
+            await store.open()
+            async with self._tree(store) as rt:
+                yield rt
+        finally:
+            with trio.CancelScope(shield=True):
+                await store.aclose()
+
+    @asynccontextmanager
+    async def _tree(self, store: JobStore) -> AsyncIterator[RunningBoard]:
+        registry = self.registry
+        lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        clock = TrioWallClock()
+        broker = Broker()
+        wakeup = Wakeup()
+        capacity = Capacity(
+            self.workers,
+            {spec.job_type: spec.concurrency for spec in registry.specs()},
+            on_release=wakeup.ring,
+        )
+        ledger = Ledger(store, broker, clock, registry, wakeup.ring)
+        to_workers, from_dispatcher = trio.open_memory_channel[Job](0)
+        settings = WorkerSettings(
+            lease_owner=lease_owner,
+            lease_seconds=self.lease_seconds,
+            backoff=self.retry_backoff,
+            progress_interval=self.progress_interval,
+        )
+        runner = JobRunner(ledger, registry, settings)
+        workers = [
+            Worker(f"worker-{i + 1}", from_dispatcher, runner, capacity)
+            for i in range(self.workers)
+        ]
+        dispatcher = Dispatcher(
+            ledger,
+            capacity,
+            to_workers,
+            wakeup,
+            lease_owner=lease_owner,
+            lease_seconds=self.lease_seconds,
+            poll_interval=self.poll_interval,
+        )
+        reaper = Reaper(ledger, lease_owner=lease_owner, interval=max(0.5, self.lease_seconds / 2))
+        worker_pool = Supervisor(
+            "workers",
+            [ChildSpec(w.name, w.run, Restart.PERMANENT) for w in workers],
+            strategy=Strategy.ONE_FOR_ONE,
+            max_restarts=max(3, self.workers),
+            period=60.0,
+        )
+        children = [ChildSpec("broker", broker.run, Restart.PERMANENT)]
+        if workers:
+            children.append(ChildSpec("workers", worker_pool.run, Restart.PERMANENT))
+            children.append(ChildSpec("dispatcher", dispatcher.run, Restart.PERMANENT))
+        children.append(ChildSpec("reaper", reaper.run, Restart.PERMANENT))
+        root = Supervisor(
+            "callboard", children, strategy=Strategy.ONE_FOR_ONE, max_restarts=5, period=60.0
+        )
+        rt = RunningBoard(
+            ledger=ledger,
+            capacity=capacity,
+            workers=workers,
+            dispatcher=dispatcher,
+            reaper=reaper,
+            supervisor=root,
+            lease_owner=lease_owner,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(root.run)
+            log.info(
+                "callboard node %s running: %d workers, job types %s",
+                lease_owner,
+                self.workers,
+                ", ".join(registry.job_types()),
+            )
+            try:
+                yield rt
+            finally:
+                with trio.CancelScope(shield=True):
+                    await rt.drain(self.shutdown_grace)
+                nursery.cancel_scope.cancel()

@@ -1,0 +1,148 @@
+"""One settings object, read from command-line flags, then CALLBOARD_* environment
+variables, then defaults (DESIGN.md section 9). Every value is checked here, once: a
+bad one raises `SettingError` whose message names the setting and what was wrong."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CallboardError
+
+
+class SettingError(CallboardError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("callboard-data")
+    bind: str = "127.0.0.1:8000"
+    database_url: str = ""
+    storage_dir: Path = Path()
+    workers: int = 8
+    handlers: tuple[str, ...] = ()
+    lease_seconds: float = 30.0
+    generated_asset_max_bytes: int = 524_288_000
+    attachment_max_bytes: int = 10_485_760
+    event_retention_seconds: float = 7 * 24 * 3600
+    cors_origins: tuple[str, ...] = ()
+    shutdown_grace_seconds: float = 10.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def operator_token_file(self) -> Path:
+        return self.data_dir / "operator.token"
+
+
+# setting name -> (environment variable, parser)
+def _positive_int(name: str, raw: str, minimum: int = 1) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingError(f"{name}: expected a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingError(f"{name}: expected a number of seconds, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise SettingError(f"{name}: must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(name: str, raw: str) -> float:
+    """Seconds, or a number with s/m/h/d (e.g. "7d", "36h")."""
+    match = _DURATION.match(raw.lower())
+    if not match or float(match.group(1)) <= 0:
+        raise SettingError(f"{name}: expected a duration such as 3600, 90m, 36h or 7d, got {raw!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _bind(name: str, raw: str) -> str:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingError(f"{name}: expected HOST:PORT such as 127.0.0.1:8000, got {raw!r}")
+    return raw
+
+
+def _database_url(name: str, raw: str) -> str:
+    if raw.startswith("sqlite:///") and len(raw) > len("sqlite:///"):
+        return raw
+    if raw.startswith(("postgresql://", "postgres://")):
+        return raw
+    raise SettingError(
+        f"{name}: expected sqlite:///relative.db, sqlite:////absolute.db or "
+        f"postgresql://user@host:port/db, got {raw!r}"
+    )
+
+
+def _list(_name: str, raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+_FIELDS: dict[str, tuple[str, Any]] = {
+    "data_dir": ("CALLBOARD_DATA_DIR", lambda n, r: Path(r)),
+    "bind": ("CALLBOARD_BIND", _bind),
+    "database_url": ("CALLBOARD_DATABASE_URL", _database_url),
+    "storage_dir": ("CALLBOARD_STORAGE_DIR", lambda n, r: Path(r)),
+    "workers": ("CALLBOARD_WORKERS", lambda n, r: _positive_int(n, r, minimum=0)),
+    "handlers": ("CALLBOARD_HANDLERS", _list),
+    "lease_seconds": ("CALLBOARD_LEASE_SECONDS", _positive_float),
+    "generated_asset_max_bytes": ("CALLBOARD_GENERATED_ASSET_MAX_BYTES", _positive_int),
+    "attachment_max_bytes": ("CALLBOARD_ATTACHMENT_MAX_BYTES", _positive_int),
+    "event_retention_seconds": ("CALLBOARD_EVENT_RETENTION", _duration),
+    "cors_origins": ("CALLBOARD_CORS_ORIGINS", _list),
+    "shutdown_grace_seconds": ("CALLBOARD_SHUTDOWN_GRACE", _duration),
+}
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Flags win over the environment, which wins over defaults. Flags arrive already
+    typed by argparse but are checked by the same rules as the environment."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, (var, parse) in _FIELDS.items():
+        flag = (flags or {}).get(name)
+        label = f"--{name.replace('_', '-')}"
+        if flag is not None:
+            raw = ",".join(flag) if isinstance(flag, list | tuple) else str(flag)
+            values[name] = parse(label, raw)
+        elif env.get(var, "").strip():
+            values[name] = parse(var, env[var].strip())
+    settings = Settings(**values)
+    data_dir = settings.data_dir
+    if not settings.database_url:
+        settings = _replace(settings, database_url=f"sqlite:///{data_dir / 'callboard.db'}")
+    if settings.storage_dir == Path():
+        settings = _replace(settings, storage_dir=data_dir / "assets")
+    return settings
+
+
+def _replace(settings: Settings, **changes: Any) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, **changes)
+
+
+def sqlite_path(database_url: str) -> Path:
+    """`sqlite:///rel.db` is relative to the working directory, `sqlite:////abs.db`
+    absolute, as SQLAlchemy spells them."""
+    if not database_url.startswith("sqlite:///"):
+        raise SettingError(f"not a SQLite URL: {database_url!r}")
+    return Path(database_url[len("sqlite:///") :])

@@ -1,0 +1,291 @@
+"""RunningBoard: what `async with board.running() as rt` gives you.
+
+Every method validates its input first and raises a typed error (`UnknownJobType`,
+`InvalidRequest`, `CompanyNotFound`, `JobNotFound`, `InvalidTransition`) having
+written nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import trio
+
+from .actors.broker import BrokerStatistics, Lagged
+from .actors.capacity import Capacity
+from .actors.dispatcher import Dispatcher, DispatcherStatistics
+from .actors.reaper import Reaper, ReaperStatistics
+from .actors.worker import Worker
+from .errors import InvalidRequest, JobNotFound, ShuttingDown
+from .event_stream import open_event_stream
+from .jobs import Company, Job, JobEvent, JobSpec, JobStatus, Page
+from .ledger import Ledger
+from .runtime import Supervisor
+
+MAX_PAGE = 500
+WAIT_RECHECK_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    name: str
+    job_id: str | None
+    job_type: str | None
+    running_for: float | None
+    completed: int
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeStatistics:
+    lease_owner: str
+    accepting: bool
+    workers: tuple[WorkerState, ...]
+    broker: BrokerStatistics
+    dispatcher: DispatcherStatistics
+    reaper: ReaperStatistics
+    supervisor: Any
+
+
+def _company_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRequest("company name must be a non-empty string")
+    if len(name) > 200:
+        raise InvalidRequest("company name must be at most 200 characters")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise InvalidRequest("company name must not contain control characters")
+    return name.strip()
+
+
+class RunningBoard:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        capacity: Capacity,
+        workers: Sequence[Worker],
+        dispatcher: Dispatcher,
+        reaper: Reaper,
+        supervisor: Supervisor,
+        lease_owner: str,
+    ) -> None:
+        self._ledger = ledger
+        self._store = ledger.store
+        self._capacity = capacity
+        self._workers = list(workers)
+        self._dispatcher = dispatcher
+        self._reaper = reaper
+        self._supervisor = supervisor
+        self.lease_owner = lease_owner
+        self.accepting = True
+
+    @property
+    def store(self):
+        return self._store
+
+    @property
+    def job_types(self) -> list[str]:
+        return self._ledger.registry.job_types()
+
+    # --- companies -----------------------------------------------------------------------
+
+    async def create_company(self, name: str) -> Company:
+        return await self._store.create_company(_company_name(name), self._ledger.now())
+
+    async def get_company(self, company_id: str) -> Company | None:
+        return await self._store.get_company(company_id)
+
+    async def get_company_by_name(self, name: str) -> Company | None:
+        return await self._store.get_company_by_name(name)
+
+    async def companies(self) -> list[Company]:
+        return await self._store.list_companies()
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        company_id: str,
+        job_type: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        source_task_id: str | None = None,
+        priority: int = 0,
+        delay: float | timedelta | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the handler timeout, not this call's
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Queue one job and return it (status queued), without waiting for it to run.
+        With an idempotency key already used by this company, the existing job comes back."""
+        spec = JobSpec(
+            job_type,
+            {} if input is None else input,
+            source_task_id=source_task_id,
+            priority=priority,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            idempotency_key=idempotency_key,
+        )
+        (job,) = await self.submit_many(company_id, [spec])
+        return job
+
+    async def submit_many(self, company_id: str, specs: Iterable[JobSpec]) -> list[Job]:
+        """Queue several jobs in one transaction: all of them, or (on any error) none."""
+        specs = list(specs)
+        if not self.accepting:
+            raise ShuttingDown("the node is shutting down and accepts no new jobs")
+        for index, spec in enumerate(specs):
+            if not isinstance(spec, JobSpec):
+                raise InvalidRequest(f"job {index}: expected a JobSpec, got {type(spec).__name__}")
+        inserted = await self._ledger.submit(company_id, specs)
+        return [item.job for item in inserted]
+
+    async def get(self, job_id: str) -> Job:
+        job = await self._store.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def list(
+        self,
+        company_id: str | None,
+        status: JobStatus | str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        *,
+        job_type: str | None = None,
+        source_task_id: str | None = None,
+    ) -> Page[Job]:
+        """Newest first, `limit` (1-500) at a time; pass `page.next_cursor` for the next."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be an integer from 1 to {MAX_PAGE}")
+        if status is not None:
+            try:
+                status = JobStatus(status)
+            except ValueError:
+                known = ", ".join(s.value for s in JobStatus)
+                raise InvalidRequest(f"unknown status {status!r}; use one of {known}") from None
+        return await self._store.list_jobs(
+            company_id,
+            status=status,
+            job_type=job_type,
+            source_task_id=source_task_id,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    async def counts(self, company_id: str | None = None) -> dict[JobStatus, int]:
+        return await self._store.count_by_status(company_id)
+
+    async def cancel(self, job_id: str) -> Job:
+        """A queued job ends cancelled at once; a running one is stopped (here at once,
+        on another node at its next lease renewal) and then ends cancelled.
+        Raises InvalidTransition for a job already finished."""
+        outcome = await self._ledger.cancel(job_id)
+        if outcome.event is None:
+            self._capacity.cancel(job_id)
+        return outcome.job
+
+    async def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again; it runs as the next attempt."""
+        return await self._ledger.retry(job_id)
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - the API DESIGN.md fixes
+        """The job once it is terminal. Raises TimeoutError after `timeout` seconds."""
+        if timeout is not None and not (timeout >= 0 and math.isfinite(timeout)):
+            raise InvalidRequest("timeout must be a non-negative number of seconds")
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            return await self._wait_terminal(job_id)
+        raise TimeoutError(f"job {job_id} did not finish within {timeout:g} seconds")
+
+    async def _wait_terminal(self, job_id: str) -> Job:
+        while True:
+            # Re-read now and then: a job run by another node may reach its end without
+            # an event passing through this node's broker.
+            with trio.move_on_after(WAIT_RECHECK_SECONDS):
+                try:
+                    async with open_event_stream(
+                        self._store, self._ledger.broker, job_id=job_id
+                    ) as events:
+                        # Subscribed first, then read: a transition in between is not missed.
+                        job = await self.get(job_id)
+                        if job.terminal:
+                            return job
+                        async for event in events:
+                            if event.job.terminal:
+                                return event.job
+                except Lagged:
+                    continue
+                # The broker closed (shutdown): the job will not change here any more.
+                return await self.get(job_id)
+
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        company_id: str | None = None,
+        after_event_id: int | None = None,
+        *,
+        job_id: str | None = None,
+        buffer: int | None = None,
+    ) -> AsyncIterator[AsyncIterator[JobEvent]]:
+        """Job events of one company (or all), live; with `after_event_id`, first every
+        stored event after it. Iterating raises `Lagged` if you fall behind: subscribe
+        again with `after_event_id` set to the last id you saw."""
+        if after_event_id is not None and (
+            isinstance(after_event_id, bool)
+            or not isinstance(after_event_id, int)
+            or after_event_id < 0
+        ):
+            raise InvalidRequest("after_event_id must be a non-negative integer")
+        async with open_event_stream(
+            self._store,
+            self._ledger.broker,
+            company_id=company_id,
+            job_id=job_id,
+            after_event_id=after_event_id,
+            buffer=buffer,
+        ) as events:
+            yield events
+
+    # --- the node ------------------------------------------------------------------------
+
+    def worker_states(self) -> list[WorkerState]:
+        now = trio.current_time()
+        states = []
+        for worker in self._workers:
+            current = worker.current
+            states.append(
+                WorkerState(
+                    name=worker.name,
+                    job_id=current.job.id if current else None,
+                    job_type=current.job.job_type if current else None,
+                    running_for=(now - current.started) if current else None,
+                    completed=worker.completed,
+                )
+            )
+        return states
+
+    def statistics(self) -> RuntimeStatistics:
+        return RuntimeStatistics(
+            lease_owner=self.lease_owner,
+            accepting=self.accepting,
+            workers=tuple(self.worker_states()),
+            broker=self._ledger.broker.statistics(),
+            dispatcher=self._dispatcher.statistics(),
+            reaper=self._reaper.statistics(),
+            supervisor=self._supervisor.statistics(),
+        )
+
+    async def drain(self, grace: float) -> None:
+        """Stop accepting and claiming; wait up to `grace` seconds for running jobs."""
+        self.accepting = False
+        self._dispatcher.drain()
+        with trio.move_on_after(grace):
+            await self._capacity.wait_until_empty()
