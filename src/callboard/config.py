@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,6 @@ class Settings:
         return self.data_dir / "operator.token"
 
 
-# setting name -> (environment variable, parser)
 def _positive_int(name: str, raw: str, minimum: int = 1) -> int:
     try:
         value = int(raw)
@@ -94,6 +93,7 @@ def _list(_name: str, raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+# setting name -> (environment variable, parser)
 _FIELDS: dict[str, tuple[str, Any]] = {
     "data_dir": ("CALLBOARD_DATA_DIR", lambda n, r: Path(r)),
     "bind": ("CALLBOARD_BIND", _bind),
@@ -128,16 +128,10 @@ def load_settings(
     settings = Settings(**values)
     data_dir = settings.data_dir
     if not settings.database_url:
-        settings = _replace(settings, database_url=f"sqlite:///{data_dir / 'callboard.db'}")
+        settings = replace(settings, database_url=f"sqlite:///{data_dir / 'callboard.db'}")
     if settings.storage_dir == Path():
-        settings = _replace(settings, storage_dir=data_dir / "assets")
+        settings = replace(settings, storage_dir=data_dir / "assets")
     return settings
-
-
-def _replace(settings: Settings, **changes: Any) -> Settings:
-    from dataclasses import replace
-
-    return replace(settings, **changes)
 
 
 def sqlite_path(database_url: str) -> Path:

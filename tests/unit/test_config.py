@@ -1,0 +1,59 @@
+"""Settings: flags over environment over defaults, and one clear line for a bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from callboard.config import SettingError, load_settings, sqlite_path
+
+
+def test_defaults_follow_the_data_dir():
+    settings = load_settings({}, {})
+    assert settings.data_dir == Path("callboard-data")
+    assert settings.database_url == "sqlite:///callboard-data/callboard.db"
+    assert settings.storage_dir == Path("callboard-data/assets")
+    assert settings.workers == 8
+    assert settings.lease_seconds == 30
+    assert settings.operator_token_file == Path("callboard-data/operator.token")
+
+
+def test_flags_win_over_environment():
+    env = {"CALLBOARD_WORKERS": "3", "CALLBOARD_DATA_DIR": "/srv/cb", "CALLBOARD_LEASE_SECONDS": "12"}
+    settings = load_settings({"workers": "5"}, env)
+    assert settings.workers == 5
+    assert settings.lease_seconds == 12
+    assert settings.database_url == "sqlite:////srv/cb/callboard.db"
+    assert sqlite_path(settings.database_url) == Path("/srv/cb/callboard.db")
+
+
+def test_lists_and_durations():
+    env = {"CALLBOARD_HANDLERS": "a.b, c", "CALLBOARD_EVENT_RETENTION": "36h"}
+    settings = load_settings({}, env)
+    assert settings.handlers == ("a.b", "c")
+    assert settings.event_retention_seconds == 36 * 3600
+    assert load_settings({"handlers": ["x", "y"]}, {}).handlers == ("x", "y")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CALLBOARD_WORKERS": "many"}, "CALLBOARD_WORKERS: expected a whole number, got 'many'"),
+        ({"CALLBOARD_WORKERS": "-1"}, "CALLBOARD_WORKERS: must be at least 0, got -1"),
+        ({"CALLBOARD_LEASE_SECONDS": "0"}, "CALLBOARD_LEASE_SECONDS: must be a positive number"),
+        ({"CALLBOARD_BIND": "8000"}, "CALLBOARD_BIND: expected HOST:PORT"),
+        ({"CALLBOARD_DATABASE_URL": "mysql://x"}, "CALLBOARD_DATABASE_URL: expected sqlite:///"),
+        ({"CALLBOARD_EVENT_RETENTION": "forever"}, "CALLBOARD_EVENT_RETENTION: expected a duration"),
+    ],
+)
+def test_a_bad_value_names_the_setting(env, message):
+    with pytest.raises(SettingError) as caught:
+        load_settings({}, env)
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_bad_flag_names_the_flag():
+    with pytest.raises(SettingError, match="^--lease-seconds: "):
+        load_settings({"lease_seconds": "soon"}, {})
