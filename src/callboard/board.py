@@ -4,10 +4,16 @@
 
     root supervisor (one_for_one)
     ├── broker                       fan-out of committed events
+    ├── reaper                       reclaims jobs whose lease ran out
     ├── workers supervisor (one_for_one)
     │   └── worker-1 .. worker-N     run handlers, one job each at a time
-    ├── dispatcher                   claims runnable jobs for idle workers
-    └── reaper                       reclaims jobs whose lease ran out
+    └── dispatcher                   claims runnable jobs for idle workers
+
+Supervision: one_for_one at both levels, because the children share no state that a
+crash could corrupt: a crashed worker's job is recovered by its lease, a crashed
+dispatcher re-reads the store. More than 5 restarts in 60 s at the root (or more
+than max(3, workers) in the pool) escalates as SupervisorEscalation out of
+`running()`.
 
 Children start in that order, each ready before the next. Leaving `running()` drains
 the node: no new submits, no new claims, running jobs get `shutdown_grace` seconds
@@ -30,7 +36,7 @@ import trio
 
 from .actors.broker import Broker
 from .actors.capacity import Capacity
-from .actors.dispatcher import Dispatcher, Wakeup
+from .actors.dispatcher import Dispatcher
 from .actors.reaper import Reaper
 from .actors.worker import Backoff, JobRunner, Worker, WorkerSettings
 from .builtin_handlers import builtins
@@ -61,6 +67,18 @@ def open_store(database_url: str) -> JobStore:
             "use a sqlite:/// URL"
         )
     raise SettingError(f"CALLBOARD_DATABASE_URL: unsupported database URL {database_url!r}")
+
+
+def _sole_exception(group: BaseExceptionGroup) -> BaseException | None:
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else None
 
 
 class Board:
@@ -170,13 +188,18 @@ class Board:
         lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         clock = TrioWallClock()
         broker = Broker()
-        wakeup = Wakeup()
+        dispatcher: Dispatcher | None = None
+
+        def wake_dispatcher() -> None:
+            if dispatcher is not None:
+                dispatcher.wake()
+
         capacity = Capacity(
             self.workers,
             {spec.job_type: spec.concurrency for spec in registry.specs()},
-            on_release=wakeup.ring,
+            on_release=wake_dispatcher,
         )
-        ledger = Ledger(store, broker, clock, registry, wakeup.ring)
+        ledger = Ledger(store, broker, clock, registry, wake_dispatcher)
         to_workers, from_dispatcher = trio.open_memory_channel[Job](0)
         settings = WorkerSettings(
             lease_owner=lease_owner,
@@ -193,7 +216,6 @@ class Board:
             ledger,
             capacity,
             to_workers,
-            wakeup,
             lease_owner=lease_owner,
             lease_seconds=self.lease_seconds,
             poll_interval=self.poll_interval,
@@ -206,11 +228,15 @@ class Board:
             max_restarts=max(3, self.workers),
             period=60.0,
         )
-        children = [ChildSpec("broker", broker.run, Restart.PERMANENT)]
+        # The reaper starts before any claim, so orphans of a dead process are
+        # requeued before this node looks for work.
+        children = [
+            ChildSpec("broker", broker.run, Restart.PERMANENT),
+            ChildSpec("reaper", reaper.run, Restart.PERMANENT),
+        ]
         if workers:
             children.append(ChildSpec("workers", worker_pool.run, Restart.PERMANENT))
             children.append(ChildSpec("dispatcher", dispatcher.run, Restart.PERMANENT))
-        children.append(ChildSpec("reaper", reaper.run, Restart.PERMANENT))
         root = Supervisor(
             "callboard", children, strategy=Strategy.ONE_FOR_ONE, max_restarts=5, period=60.0
         )
@@ -223,17 +249,25 @@ class Board:
             supervisor=root,
             lease_owner=lease_owner,
         )
-        async with trio.open_nursery() as nursery:
-            await nursery.start(root.run)
-            log.info(
-                "callboard node %s running: %d workers, job types %s",
-                lease_owner,
-                self.workers,
-                ", ".join(registry.job_types()),
-            )
-            try:
-                yield rt
-            finally:
-                with trio.CancelScope(shield=True):
-                    await rt.drain(self.shutdown_grace)
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(root.run)
+                log.info(
+                    "callboard node %s running: %d workers, job types %s",
+                    lease_owner,
+                    self.workers,
+                    ", ".join(registry.job_types()),
+                )
+                try:
+                    yield rt
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await rt.drain(self.shutdown_grace)
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The nursery is an implementation detail: the caller's own exception, or
+            # the root supervisor's escalation, comes out as itself.
+            sole = _sole_exception(group)
+            if sole is None:
+                raise
+            raise sole from sole.__cause__

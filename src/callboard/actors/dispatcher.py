@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import trio
 
 from ..ledger import Ledger
+from ..runtime import Actor
 from .capacity import Capacity
 
 log = logging.getLogger("callboard.dispatcher")
@@ -31,48 +32,27 @@ class DispatcherStatistics:
     idle_workers: int
 
 
-class Wakeup:
-    """A coalescing doorbell: any number of rings before the dispatcher looks count once.
-
-    A channel of size 1 keeps it bounded; a ring while one is pending is dropped, which
-    loses nothing because the dispatcher re-reads the store after every wake-up.
-    """
-
-    def __init__(self) -> None:
-        self._send, self._receive = trio.open_memory_channel[None](1)
-        self.rings = 0
-
-    def ring(self) -> None:
-        self.rings += 1
-        try:
-            self._send.send_nowait(None)
-        except trio.WouldBlock:
-            pass
-
-    async def wait(self, seconds: float) -> None:
-        with trio.move_on_after(seconds):
-            await self._receive.receive()
-
-
-class Dispatcher:
-    name = "dispatcher"
+class Dispatcher(Actor[None]):
+    """Its inbox is a coalescing doorbell of size 1: any number of `wake()` calls
+    before the dispatcher looks count once, which loses nothing because it re-reads
+    the store after every wake-up."""
 
     def __init__(
         self,
         ledger: Ledger,
         capacity: Capacity,
         to_workers: trio.MemorySendChannel,
-        wakeup: Wakeup,
         *,
         lease_owner: str,
         lease_seconds: float,
         poll_interval: float = 2.0,
         max_batch: int = 64,
     ) -> None:
+        super().__init__("dispatcher", inbox_size=1)
         self._ledger = ledger
         self._capacity = capacity
         self._to_workers = to_workers
-        self._wakeup = wakeup
+        self._wakeups = 0
         self._lease_owner = lease_owner
         self._lease_seconds = lease_seconds
         self._poll_interval = poll_interval
@@ -81,11 +61,11 @@ class Dispatcher:
         self._dispatched = 0
         self._draining = False
 
-    def statistics(self) -> DispatcherStatistics:
+    def statistics(self) -> DispatcherStatistics:  # type: ignore[override]
         return DispatcherStatistics(
             claims=self._claims,
             dispatched=self._dispatched,
-            wakeups=self._wakeup.rings,
+            wakeups=self._wakeups,
             idle_workers=self._capacity.idle(),
         )
 
@@ -94,14 +74,23 @@ class Dispatcher:
         while not self._draining:
             if await self._dispatch_once():
                 continue  # a full batch: there may be more waiting right now
-            await self._wakeup.wait(await self._sleep_seconds())
+            with trio.move_on_after(await self._sleep_seconds()):
+                await self.inbox.receive()
         # Returning would count as an exit to the supervisor; a draining node stays idle.
         await trio.sleep_forever()
 
     def drain(self) -> None:
         """Stop claiming jobs (the node is shutting down); jobs already handed out run on."""
         self._draining = True
-        self._wakeup.ring()
+        self.wake()
+
+    def wake(self) -> None:
+        """Look at the store now: a job was submitted or a worker became free."""
+        self._wakeups += 1
+        try:
+            self.send_nowait(None)
+        except trio.WouldBlock:
+            pass
 
     async def _dispatch_once(self) -> bool:
         """Claim and hand out one batch; True if the batch was full."""

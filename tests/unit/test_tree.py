@@ -1,0 +1,60 @@
+"""The actor tree as a whole: supervision, escalation, and what leaves `running()`."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from callboard import SupervisorEscalation
+from callboard.testing import MemoryStore
+
+pytestmark = pytest.mark.trio
+
+
+class BrokenClaims(MemoryStore):
+    """A store whose claims fail, as a bug in a store would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claim_calls = 0
+
+    async def claim(self, **kwargs):
+        self.claim_calls += 1
+        raise RuntimeError("claim exploded")
+
+
+async def test_a_crashing_dispatcher_is_restarted_then_escalates(make_board, autojump_clock):
+    store = BrokenClaims()
+    board = make_board(store=store)
+    with pytest.raises(SupervisorEscalation) as caught:
+        async with board.running() as rt:
+            company = await rt.create_company("acme")
+            await rt.submit(company.id, "noop")
+            await trio.sleep_forever()
+    assert caught.value.child == "dispatcher"
+    assert isinstance(caught.value.error, RuntimeError)
+    assert store.claim_calls == 6  # the first run and five restarts
+
+
+async def test_the_callers_own_exception_comes_out_bare(make_board, autojump_clock):
+    with pytest.raises(KeyError, match="mine"):
+        async with make_board().running():
+            raise KeyError("mine")
+
+
+async def test_statistics_describe_the_tree(make_board, autojump_clock):
+    async with make_board(workers=3).running() as rt:
+        company = await rt.create_company("acme")
+        job = await rt.submit(company.id, "noop")
+        await rt.wait(job.id)
+        stats = rt.statistics()
+    assert [c.name for c in stats.supervisor.children] == [
+        "broker",
+        "reaper",
+        "workers",
+        "dispatcher",
+    ]
+    assert [w.name for w in stats.workers] == ["worker-1", "worker-2", "worker-3"]
+    assert sum(w.completed for w in stats.workers) == 1
+    assert stats.dispatcher.dispatched == 1
+    assert stats.broker.published == 3
