@@ -1,0 +1,115 @@
+-- 0001: the first schema (companies, api_tokens, content_jobs, content_job_events, assets).
+
+CREATE TABLE companies (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    company_id TEXT REFERENCES companies (id) ON DELETE CASCADE, -- NULL: the operator
+    label TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+) STRICT;
+
+CREATE INDEX api_tokens_company ON api_tokens (company_id, created_at);
+
+CREATE TABLE content_jobs (
+    id TEXT PRIMARY KEY,
+    company_id TEXT NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
+    job_type TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+    priority INTEGER NOT NULL DEFAULT 0,
+    input TEXT NOT NULL,
+    progress_percent INTEGER NOT NULL DEFAULT 0
+        CHECK (progress_percent BETWEEN 0 AND 100),
+    progress_message TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL DEFAULT 1,
+    timeout_seconds REAL,
+    run_at TEXT NOT NULL,
+    result_asset_id TEXT,
+    error_message TEXT,
+    source_task_id TEXT,
+    idempotency_key TEXT,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    updated_at TEXT NOT NULL,
+    lease_owner TEXT,
+    lease_expires_at TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1))
+) STRICT;
+
+CREATE UNIQUE INDEX content_jobs_idempotency
+    ON content_jobs (company_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+-- Claiming scans queued jobs in claim order; next_run_at looks up per type.
+CREATE INDEX content_jobs_claim
+    ON content_jobs (priority DESC, run_at, created_at, id)
+    WHERE status = 'queued';
+
+CREATE INDEX content_jobs_queued_type
+    ON content_jobs (job_type, run_at)
+    WHERE status = 'queued';
+
+-- The reaper looks for running jobs by lease expiry.
+CREATE INDEX content_jobs_leases
+    ON content_jobs (lease_expires_at)
+    WHERE status = 'running';
+
+-- Lists are newest first, for one company or for all.
+CREATE INDEX content_jobs_company_created
+    ON content_jobs (company_id, created_at DESC, id DESC);
+
+CREATE INDEX content_jobs_created
+    ON content_jobs (created_at DESC, id DESC);
+
+CREATE INDEX content_jobs_source_task
+    ON content_jobs (company_id, source_task_id, created_at DESC, id DESC)
+    WHERE source_task_id IS NOT NULL;
+
+-- AUTOINCREMENT: ids are never reused, even after the newest rows are deleted,
+-- because they are SSE ids that clients resume from.
+CREATE TABLE content_job_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL REFERENCES content_jobs (id) ON DELETE CASCADE,
+    company_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at TEXT NOT NULL
+) STRICT;
+
+CREATE INDEX content_job_events_job ON content_job_events (job_id, id);
+
+CREATE INDEX content_job_events_company ON content_job_events (company_id, id);
+
+CREATE INDEX content_job_events_created ON content_job_events (created_at);
+
+CREATE TABLE assets (
+    id TEXT PRIMARY KEY,
+    company_id TEXT NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
+    namespace TEXT NOT NULL,
+    object_key TEXT NOT NULL UNIQUE,
+    content_type TEXT NOT NULL,
+    byte_size INTEGER NOT NULL CHECK (byte_size >= 0),
+    sha256 TEXT NOT NULL,
+    original_filename TEXT NOT NULL,
+    source_task_id TEXT,
+    created_by_job_id TEXT REFERENCES content_jobs (id) ON DELETE SET NULL,
+    created_at TEXT NOT NULL
+) STRICT;
+
+CREATE INDEX assets_company_created ON assets (company_id, created_at DESC, id DESC);
+
+CREATE INDEX assets_source_task
+    ON assets (company_id, source_task_id, created_at DESC, id DESC)
+    WHERE source_task_id IS NOT NULL;
+
+CREATE INDEX assets_job ON assets (created_by_job_id) WHERE created_by_job_id IS NOT NULL;

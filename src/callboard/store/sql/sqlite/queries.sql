@@ -1,0 +1,303 @@
+-- Named queries of the SQLite store, loaded once by callboard.store.queries.
+-- Each block starts with "-- name: <name>" and holds one statement with :named
+-- parameters. Optional filters use "(:x IS NULL OR col = :x)". Lists of values
+-- come in as one JSON text parameter read with json_each(), so no SQL is ever
+-- built by formatting strings.
+
+-- name: journal_mode_wal
+PRAGMA journal_mode = WAL;
+
+-- name: synchronous_off
+PRAGMA synchronous = OFF;
+
+-- name: synchronous_normal
+PRAGMA synchronous = NORMAL;
+
+-- name: synchronous_full
+PRAGMA synchronous = FULL;
+
+-- name: synchronous_extra
+PRAGMA synchronous = EXTRA;
+
+-- name: foreign_keys_on
+PRAGMA foreign_keys = ON;
+
+-- name: busy_timeout
+PRAGMA busy_timeout = 5000;
+
+-- name: query_only
+PRAGMA query_only = ON;
+
+-- name: ping
+SELECT 1;
+
+-- name: create_schema_version
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+) STRICT;
+
+-- name: applied_versions
+SELECT version FROM schema_version ORDER BY version;
+
+-- name: record_migration
+-- applied_at is bookkeeping, not domain time, so SQLite's own clock is fine here.
+INSERT INTO schema_version (version, name, applied_at)
+VALUES (:version, :name, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+
+-- name: schema_objects
+SELECT type, name, tbl_name, sql
+FROM sqlite_master
+WHERE name NOT LIKE 'sqlite_%' AND name != 'schema_version'
+ORDER BY type, name;
+
+-- name: insert_company
+INSERT INTO companies (id, name, created_at)
+VALUES (:id, :name, :created_at)
+RETURNING id, name, created_at;
+
+-- name: get_company
+SELECT id, name, created_at FROM companies WHERE id = :id;
+
+-- name: get_company_by_name
+SELECT id, name, created_at FROM companies WHERE name = :name;
+
+-- name: list_companies
+-- rowid breaks ties in insertion order.
+SELECT id, name, created_at FROM companies ORDER BY created_at, rowid;
+
+-- name: company_exists
+SELECT 1 FROM companies WHERE id = :id;
+
+-- name: get_job
+SELECT * FROM content_jobs WHERE id = :id;
+
+-- name: get_job_by_idempotency_key
+SELECT * FROM content_jobs
+WHERE company_id = :company_id AND idempotency_key = :idempotency_key;
+
+-- name: insert_job
+INSERT INTO content_jobs (
+    id, company_id, job_type, status, priority, input, progress_percent,
+    progress_message, attempt, max_attempts, timeout_seconds, run_at,
+    source_task_id, idempotency_key, created_at, updated_at
+) VALUES (
+    :id, :company_id, :job_type, 'queued', :priority, :input, 0,
+    NULL, 0, :max_attempts, :timeout_seconds, :run_at,
+    :source_task_id, :idempotency_key, :created_at, :created_at
+)
+RETURNING *;
+
+-- name: insert_event
+INSERT INTO content_job_events (job_id, company_id, type, payload, created_at)
+VALUES (:job_id, :company_id, :type, :payload, :created_at)
+RETURNING id;
+
+-- name: list_jobs_company
+SELECT * FROM content_jobs
+WHERE company_id = :company_id
+  AND (:status IS NULL OR status = :status)
+  AND (:job_type IS NULL OR job_type = :job_type)
+  AND (:source_task_id IS NULL OR source_task_id = :source_task_id)
+  AND (:after_created_at IS NULL OR (created_at, id) < (:after_created_at, :after_id))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: list_jobs_all
+SELECT * FROM content_jobs
+WHERE (:status IS NULL OR status = :status)
+  AND (:job_type IS NULL OR job_type = :job_type)
+  AND (:source_task_id IS NULL OR source_task_id = :source_task_id)
+  AND (:after_created_at IS NULL OR (created_at, id) < (:after_created_at, :after_id))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: count_by_status
+SELECT status, count(*) AS n FROM content_jobs
+WHERE (:company_id IS NULL OR company_id = :company_id)
+GROUP BY status;
+
+-- name: next_run_at
+SELECT min(run_at) FROM content_jobs
+WHERE status = 'queued' AND job_type IN (SELECT value FROM json_each(:job_types));
+
+-- name: claim
+-- :type_caps is a JSON object {job_type: cap or null}. Jobs are ranked within
+-- their type in claim order, those past their type's cap dropped, and the best
+-- :limit of the rest taken. The caller sorts the RETURNING rows (unordered).
+WITH caps AS (
+    SELECT key AS job_type, value AS cap FROM json_each(:type_caps)
+),
+ranked AS (
+    SELECT j.id, j.priority, j.run_at, j.created_at, caps.cap,
+           row_number() OVER (
+               PARTITION BY j.job_type
+               ORDER BY j.priority DESC, j.run_at, j.created_at, j.id
+           ) AS type_rank
+    FROM content_jobs AS j JOIN caps ON caps.job_type = j.job_type
+    WHERE j.status = 'queued' AND j.run_at <= :now
+),
+chosen AS (
+    SELECT id FROM ranked
+    WHERE cap IS NULL OR type_rank <= cap
+    ORDER BY priority DESC, run_at, created_at, id
+    LIMIT :limit
+)
+UPDATE content_jobs
+SET status = 'running',
+    attempt = attempt + 1,
+    started_at = :now,
+    finished_at = NULL,
+    lease_owner = :lease_owner,
+    lease_expires_at = :lease_expires_at,
+    progress_percent = 0,
+    progress_message = NULL,
+    updated_at = :now
+WHERE id IN (SELECT id FROM chosen)
+RETURNING *;
+
+-- name: renew_leases
+UPDATE content_jobs
+SET lease_expires_at = :lease_expires_at
+WHERE id IN (SELECT value FROM json_each(:job_ids))
+  AND status = 'running' AND lease_owner = :lease_owner
+RETURNING id, cancel_requested;
+
+-- name: record_progress
+UPDATE content_jobs
+SET progress_percent = :percent, progress_message = :message, updated_at = :now
+WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
+RETURNING *;
+
+-- name: complete
+UPDATE content_jobs
+SET status = 'done',
+    progress_percent = 100,
+    finished_at = :now,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    error_message = NULL,
+    result_asset_id = coalesce(:result_asset_id, result_asset_id),
+    updated_at = :now
+WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
+RETURNING *;
+
+-- name: fail_retry
+UPDATE content_jobs
+SET status = 'queued',
+    run_at = :retry_at,
+    error_message = :error_message,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    updated_at = :now
+WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
+RETURNING *;
+
+-- name: fail_final
+UPDATE content_jobs
+SET status = 'failed',
+    finished_at = :now,
+    error_message = :error_message,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    updated_at = :now
+WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
+RETURNING *;
+
+-- name: mark_cancelled
+UPDATE content_jobs
+SET status = 'cancelled',
+    finished_at = :now,
+    error_message = 'cancelled',
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    updated_at = :now
+WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
+RETURNING *;
+
+-- name: cancel_queued
+UPDATE content_jobs
+SET status = 'cancelled',
+    finished_at = :now,
+    error_message = 'cancelled',
+    updated_at = :now
+WHERE id = :id AND status = 'queued'
+RETURNING *;
+
+-- name: request_cancel
+UPDATE content_jobs
+SET cancel_requested = 1
+WHERE id = :id AND status = 'running'
+RETURNING *;
+
+-- name: retry
+UPDATE content_jobs
+SET status = 'queued',
+    run_at = :now,
+    cancel_requested = 0,
+    finished_at = NULL,
+    max_attempts = max(max_attempts, attempt + 1),
+    updated_at = :now
+WHERE id = :id AND status IN ('failed', 'cancelled')
+RETURNING *;
+
+-- name: expired_leases
+SELECT id FROM content_jobs
+WHERE status = 'running'
+  AND lease_expires_at <= :expired_before
+  AND (:exclude_owner IS NULL OR lease_owner IS NOT :exclude_owner)
+ORDER BY lease_expires_at, id
+LIMIT :limit;
+
+-- name: reap
+-- One expired job: cancelled if a cancel was asked for, else queued again while
+-- attempts are left, else failed with :worker_lost.
+UPDATE content_jobs
+SET status = CASE
+        WHEN cancel_requested THEN 'cancelled'
+        WHEN attempt < max_attempts THEN 'queued'
+        ELSE 'failed'
+    END,
+    run_at = CASE
+        WHEN NOT cancel_requested AND attempt < max_attempts THEN :retry_at
+        ELSE run_at
+    END,
+    finished_at = CASE
+        WHEN NOT cancel_requested AND attempt < max_attempts THEN NULL
+        ELSE :now
+    END,
+    error_message = CASE WHEN cancel_requested THEN 'cancelled' ELSE :worker_lost END,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    updated_at = :now
+WHERE id = :id AND status = 'running'
+RETURNING *;
+
+-- name: events_after_all
+SELECT id, type, job_id, company_id, payload, created_at FROM content_job_events
+WHERE id > :after_id
+ORDER BY id
+LIMIT :limit;
+
+-- name: events_after_company
+SELECT id, type, job_id, company_id, payload, created_at FROM content_job_events
+WHERE company_id = :company_id AND id > :after_id
+ORDER BY id
+LIMIT :limit;
+
+-- name: events_after_job
+SELECT id, type, job_id, company_id, payload, created_at FROM content_job_events
+WHERE job_id = :job_id AND id > :after_id
+  AND (:company_id IS NULL OR company_id = :company_id)
+ORDER BY id
+LIMIT :limit;
+
+-- name: latest_event
+SELECT id, type, job_id, company_id, payload, created_at FROM content_job_events
+WHERE job_id = :job_id
+ORDER BY id DESC
+LIMIT 1;
+
+-- name: last_event_id
+SELECT coalesce(max(id), 0) FROM content_job_events;

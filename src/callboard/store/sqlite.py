@@ -1,0 +1,739 @@
+"""The embedded SQLite JobStore: one process, one file, WAL.
+
+- One process owns the database: `open()` takes an exclusive `flock` on
+  `<db>.lock` (the kernel drops it when the process dies, even by SIGKILL), so
+  `exclusive` is True and the runtime may reclaim every running job at start-up.
+- Every write runs on one writer thread that batches concurrent writes into one
+  transaction (`sqlite_writer.Writer`). A write that started is always waited for
+  (shielded), so its caller can publish the events it committed.
+- Reads run on a small pool of read-only connections in worker threads; a cancelled
+  read interrupts its query (`conn.interrupt()`) and waits for the thread to let go of
+  the connection before it raises Cancelled.
+- Times are stored as `callboard.jobs.iso()` text: fixed-width UTC, so text order is
+  time order and SQL compares them as strings.
+- Job list cursors are urlsafe base64 of "v1|<created_at>|<id>", the last row's key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fcntl
+import functools
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from ..errors import (
+    CompanyExists,
+    CompanyNotFound,
+    InvalidRequest,
+    InvalidTransition,
+    JobNotFound,
+    StoreInUse,
+    StoreUnavailable,
+)
+from ..jobs import (
+    RETRYABLE,
+    WORKER_LOST,
+    Company,
+    EventType,
+    Inserted,
+    Job,
+    JobEvent,
+    JobStatus,
+    NewJob,
+    Page,
+    Progress,
+    iso,
+    new_id,
+    parse_iso,
+)
+from .base import CancelOutcome, JobStore, Renewal
+from .migrations import apply_sqlite
+from .queries import load_queries
+from .sqlite_writer import Writer, WriterStatistics
+
+__all__ = ["SqliteStatistics", "SqliteStore"]
+
+Q = load_queries("sqlite")
+T = TypeVar("T")
+
+_SYNCHRONOUS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+_REAPED_EVENT = {
+    JobStatus.CANCELLED: EventType.CANCELLED,
+    JobStatus.QUEUED: EventType.RETRYING,
+    JobStatus.FAILED: EventType.FAILED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteStatistics:
+    path: str
+    readers: int
+    writer: WriterStatistics
+
+
+# --- conversions -----------------------------------------------------------------------
+
+
+def _ts(value: datetime) -> str:
+    # iso() reads a naive datetime as local time; refuse it rather than shift it.
+    if value.tzinfo is None:
+        raise ValueError("the store takes timezone-aware UTC datetimes, got a naive one")
+    return iso(value.astimezone(UTC))  # type: ignore[return-value]
+
+
+def _opt_ts(value: datetime | None) -> str | None:
+    return None if value is None else _ts(value)
+
+
+def _dt(value: str | None) -> datetime | None:
+    return parse_iso(value)
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        company_id=row["company_id"],
+        job_type=row["job_type"],
+        status=JobStatus(row["status"]),
+        priority=row["priority"],
+        input=json.loads(row["input"]),
+        progress=Progress(row["progress_percent"], row["progress_message"]),
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        timeout_seconds=row["timeout_seconds"],
+        run_at=_dt(row["run_at"]),  # type: ignore[arg-type]
+        result_asset_id=row["result_asset_id"],
+        error_message=row["error_message"],
+        source_task_id=row["source_task_id"],
+        idempotency_key=row["idempotency_key"],
+        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
+        started_at=_dt(row["started_at"]),
+        finished_at=_dt(row["finished_at"]),
+        updated_at=_dt(row["updated_at"]),  # type: ignore[arg-type]
+        lease_owner=row["lease_owner"],
+        lease_expires_at=_dt(row["lease_expires_at"]),
+        cancel_requested=bool(row["cancel_requested"]),
+    )
+
+
+def _company(row: sqlite3.Row) -> Company:
+    return Company(row["id"], row["name"], _dt(row["created_at"]))  # type: ignore[arg-type]
+
+
+def _event(row: sqlite3.Row) -> JobEvent:
+    return JobEvent(
+        id=row["id"],
+        type=EventType(row["type"]),
+        job_id=row["job_id"],
+        company_id=row["company_id"],
+        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
+        job=Job.from_dict(json.loads(row["payload"])),
+    )
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"v1|{iso(job.created_at)}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, created_at, job_id = raw.split("|")
+        parse_iso(created_at)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidRequest("invalid cursor") from None
+    if version != "v1" or not job_id:
+        raise InvalidRequest("invalid cursor")
+    return _ts(parse_iso(created_at)), job_id  # type: ignore[arg-type]
+
+
+def _input_json(value: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"input must be JSON-serialisable: {exc}") from None
+
+
+# --- statements run inside the writer's transaction ------------------------------------
+
+
+def _record(conn: sqlite3.Connection, type_: EventType, job: Job, now: str) -> JobEvent:
+    """Write the event row for a change just made to `job`; the event as a reader
+    will see it (the snapshot goes through the same JSON the row holds)."""
+    payload = json.dumps(job.to_dict(), separators=(",", ":"), ensure_ascii=False)
+    params = {
+        "job_id": job.id,
+        "company_id": job.company_id,
+        "type": str(type_),
+        "payload": payload,
+        "created_at": now,
+    }
+    (event_id,) = conn.execute(Q["insert_event"], params).fetchone()
+    created_at = parse_iso(now)
+    assert created_at is not None
+    snapshot = Job.from_dict(json.loads(payload))
+    return JobEvent(event_id, type_, job.id, job.company_id, created_at, snapshot)
+
+
+def _change(
+    conn: sqlite3.Connection, query: str, params: Mapping[str, Any], type_: EventType
+) -> JobEvent | None:
+    """One guarded UPDATE ... RETURNING and its event; None when no row matched."""
+    row = conn.execute(query, params).fetchone()
+    return None if row is None else _record(conn, type_, _job(row), params["now"])
+
+
+def _get_job(conn: sqlite3.Connection, job_id: str) -> Job:
+    row = conn.execute(Q["get_job"], {"id": job_id}).fetchone()
+    if row is None:
+        raise JobNotFound(job_id)
+    return _job(row)
+
+
+def _fetch(query: str, params: Mapping[str, Any], convert: Callable[[sqlite3.Row], T]):
+    def run(conn: sqlite3.Connection) -> list[T]:
+        return [convert(row) for row in conn.execute(query, params)]
+
+    return run
+
+
+def _take_lock(path: Path) -> int:
+    """Create the database's directory and hold `<db>.lock`; the file descriptor."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise StoreInUse(
+            f"the database {path} is in use by another callboard process"
+            f"{f' (pid {holder})' if holder else ''}: it holds the lock {lock_path}"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    # For the message above, seen by the next process that tries.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _release_lock(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# --- interruptible reads ---------------------------------------------------------------
+
+
+async def _run_interruptible(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run `fn(conn)` in a worker thread; on cancel, interrupt the query and wait.
+
+    `trio.to_thread.run_sync` ignores cancellation (PITFALLS.md), so this waits with
+    `wait_task_rescheduled` directly: its abort hook calls `conn.interrupt()` and
+    refuses to abandon the thread, which still owns the connection. Once the thread
+    returns, a pending cancel is raised.
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
+    task = trio.lowlevel.current_task()
+    token = trio.lowlevel.current_trio_token()
+
+    def deliver(result: Any) -> None:
+        try:
+            token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+        except trio.RunFinishedError:
+            pass
+
+    def abort(_: Any) -> trio.lowlevel.Abort:
+        conn.interrupt()
+        return trio.lowlevel.Abort.FAILED
+
+    trio.lowlevel.start_thread_soon(
+        functools.partial(fn, conn), deliver, name="callboard-sqlite-read"
+    )
+    try:
+        value = await trio.lowlevel.wait_task_rescheduled(abort)
+    except sqlite3.OperationalError:
+        await trio.lowlevel.checkpoint_if_cancelled()  # "interrupted" was our doing
+        raise
+    await trio.lowlevel.checkpoint_if_cancelled()
+    return value
+
+
+class SqliteStore(JobStore):
+    exclusive = True
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "NORMAL",
+        readers: int = 4,
+        max_batch: int = 64,
+    ) -> None:
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}")
+        if readers < 1:
+            raise ValueError("readers must be at least 1")
+        self.path = Path(path)
+        self._synchronous = synchronous.upper()
+        self._reader_count = readers
+        self._writer = Writer(self._connect_writer, self._setup_writer, max_batch=max_batch)
+        self._state = "new"  # new -> opening -> open -> closed
+        self._lock_fd: int | None = None
+        self._pool_send, self._pool_receive = trio.open_memory_channel[sqlite3.Connection](readers)
+        self._readers: list[sqlite3.Connection] = []
+        #: The migration versions the last open() applied (empty when up to date).
+        self.applied_migrations: list[int] = []
+
+    def statistics(self) -> SqliteStatistics:
+        return SqliteStatistics(str(self.path), len(self._readers), self._writer.statistics())
+
+    # --- connections -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(Q["busy_timeout"])
+        return conn
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        (mode,) = conn.execute(Q["journal_mode_wal"]).fetchone()
+        if mode != "wal":
+            raise StoreUnavailable(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
+        conn.execute(Q[f"synchronous_{self._synchronous.lower()}"])
+        conn.execute(Q["foreign_keys_on"])
+        return conn
+
+    @staticmethod
+    def _setup_writer(conn: sqlite3.Connection) -> list[int]:
+        return apply_sqlite(conn)
+
+    def _connect_readers(self) -> list[sqlite3.Connection]:
+        readers = []
+        try:
+            for _ in range(self._reader_count):
+                conn = self._connect()
+                conn.execute(Q["query_only"])
+                readers.append(conn)
+        except BaseException:
+            for conn in readers:
+                conn.close()
+            raise
+        return readers
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._state != "new":
+            raise StoreUnavailable("a SqliteStore opens once; make a new one to reopen")
+        self._state = "opening"
+        try:
+            self._lock_fd = await trio.to_thread.run_sync(_take_lock, self.path)
+            self.applied_migrations = await self._writer.start()
+            self._readers = await trio.to_thread.run_sync(self._connect_readers)
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                await self.aclose()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+            raise
+        for conn in self._readers:
+            self._pool_send.send_nowait(conn)
+        self._state = "open"
+
+    async def aclose(self) -> None:
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        with trio.CancelScope(shield=True):
+            await self._writer.stop()
+            # Take back every read connection, so none is closed under a running query.
+            for _ in range(len(self._readers)):
+                await self._pool_receive.receive()
+            await self._pool_receive.aclose()  # wakes readers waiting for a connection
+            await self._pool_send.aclose()
+            readers, self._readers = self._readers, []
+            if readers:
+                await trio.to_thread.run_sync(lambda: [conn.close() for conn in readers])
+            if self._lock_fd is not None:
+                fd, self._lock_fd = self._lock_fd, None
+                await trio.to_thread.run_sync(_release_lock, fd)
+
+    async def ping(self) -> None:
+        if not self._writer.alive and self._state == "open":
+            await trio.lowlevel.checkpoint()
+            raise StoreUnavailable("the SQLite writer thread is not running")
+        await self._read(lambda conn: conn.execute(Q["ping"]).fetchone())
+
+    # --- the two paths to the database -------------------------------------------------
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._state != "open":
+            await trio.lowlevel.checkpoint()
+            raise StoreUnavailable("the SQLite store is not open")
+        try:
+            conn = await self._pool_receive.receive()
+        except trio.ClosedResourceError:
+            raise StoreUnavailable("the SQLite store is closed") from None
+        try:
+            return await _run_interruptible(conn, fn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+        finally:
+            self._pool_send.send_nowait(conn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in the writer's next transaction. Once queued, the wait is shielded:
+        the write will commit or fail, and the caller gets to know which."""
+        if self._state != "open":
+            await trio.lowlevel.checkpoint()
+            raise StoreUnavailable("the SQLite store is not open")
+        try:
+            return await self._writer.submit(fn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
+
+    # --- companies ---------------------------------------------------------------------
+
+    async def create_company(self, name: str, now: datetime) -> Company:
+        params = {"id": new_id(), "name": name, "created_at": _ts(now)}
+
+        def write(conn: sqlite3.Connection) -> Company:
+            try:
+                return _company(conn.execute(Q["insert_company"], params).fetchone())
+            except sqlite3.IntegrityError as exc:
+                if exc.sqlite_errorname == "SQLITE_CONSTRAINT_UNIQUE":
+                    raise CompanyExists(name) from None
+                raise
+
+        return await self._write(write)
+
+    async def get_company(self, company_id: str) -> Company | None:
+        rows = await self._read(_fetch(Q["get_company"], {"id": company_id}, _company))
+        return rows[0] if rows else None
+
+    async def get_company_by_name(self, name: str) -> Company | None:
+        rows = await self._read(_fetch(Q["get_company_by_name"], {"name": name}, _company))
+        return rows[0] if rows else None
+
+    async def list_companies(self) -> list[Company]:
+        return await self._read(_fetch(Q["list_companies"], {}, _company))
+
+    # --- submitting --------------------------------------------------------------------
+
+    async def insert_jobs(self, jobs: Sequence[NewJob], now: datetime) -> list[Inserted]:
+        created_at = _ts(now)
+        rows = [
+            {
+                "id": new.id,
+                "company_id": new.company_id,
+                "job_type": new.job_type,
+                "priority": new.priority,
+                "input": _input_json(new.input),
+                "max_attempts": new.max_attempts,
+                "timeout_seconds": new.timeout_seconds,
+                "run_at": _ts(new.run_at),
+                "source_task_id": new.source_task_id,
+                "idempotency_key": new.idempotency_key,
+                "created_at": created_at,
+            }
+            for new in jobs
+        ]
+        if not rows:
+            await trio.lowlevel.checkpoint()
+            return []
+        companies = list(dict.fromkeys(row["company_id"] for row in rows))
+
+        def write(conn: sqlite3.Connection) -> list[Inserted]:
+            for company_id in companies:
+                if conn.execute(Q["company_exists"], {"id": company_id}).fetchone() is None:
+                    raise CompanyNotFound(company_id)
+            by_key: dict[tuple[str, str], Job] = {}
+            out = []
+            for row in rows:
+                key = (row["company_id"], row["idempotency_key"])
+                if row["idempotency_key"] is not None:
+                    existing = by_key.get(key)
+                    if existing is None:
+                        found = conn.execute(Q["get_job_by_idempotency_key"], row).fetchone()
+                        existing = None if found is None else _job(found)
+                    if existing is not None:
+                        by_key[key] = existing
+                        out.append(Inserted(existing, None, False))
+                        continue
+                try:
+                    job = _job(conn.execute(Q["insert_job"], row).fetchone())
+                except sqlite3.IntegrityError as exc:
+                    if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
+                        raise InvalidRequest(f"job id {row['id']!r} already exists") from None
+                    raise
+                if row["idempotency_key"] is not None:
+                    by_key[key] = job
+                out.append(Inserted(job, _record(conn, EventType.QUEUED, job, created_at), True))
+            return out
+
+        return await self._write(write)
+
+    # --- reading -----------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        rows = await self._read(_fetch(Q["get_job"], {"id": job_id}, _job))
+        return rows[0] if rows else None
+
+    async def list_jobs(
+        self,
+        company_id: str | None,
+        *,
+        status: JobStatus | None = None,
+        job_type: str | None = None,
+        source_task_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Job]:
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        after_created_at, after_id = _decode_cursor(cursor) if cursor is not None else (None, None)
+        params = {
+            "company_id": company_id,
+            "status": None if status is None else str(status),
+            "job_type": job_type,
+            "source_task_id": source_task_id,
+            "after_created_at": after_created_at,
+            "after_id": after_id,
+            "limit": limit + 1,  # one more than asked tells whether a next page exists
+        }
+        query = Q["list_jobs_all"] if company_id is None else Q["list_jobs_company"]
+        jobs = await self._read(_fetch(query, params, _job))
+        items = jobs[:limit]
+        return Page(items, _encode_cursor(items[-1]) if len(jobs) > limit else None)
+
+    async def count_by_status(self, company_id: str | None = None) -> dict[JobStatus, int]:
+        rows = await self._read(
+            _fetch(Q["count_by_status"], {"company_id": company_id}, lambda r: (r[0], r[1]))
+        )
+        counts = dict.fromkeys(JobStatus, 0)
+        for status, n in rows:
+            counts[JobStatus(status)] = n
+        return counts
+
+    async def next_run_at(self, job_types: Collection[str]) -> datetime | None:
+        params = {"job_types": json.dumps(list(job_types))}
+        [value] = await self._read(_fetch(Q["next_run_at"], params, lambda r: r[0]))
+        return _dt(value)
+
+    # --- the worker's side -------------------------------------------------------------
+
+    async def claim(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        type_caps: Mapping[str, int | None],
+        lease_owner: str,
+        lease_expires_at: datetime,
+    ) -> list[tuple[Job, JobEvent]]:
+        params = {
+            "now": _ts(now),
+            "limit": limit,
+            "type_caps": json.dumps(dict(type_caps)),
+            "lease_owner": lease_owner,
+            "lease_expires_at": _ts(lease_expires_at),
+        }
+        if limit < 1 or not type_caps:
+            await trio.lowlevel.checkpoint()
+            return []
+
+        def write(conn: sqlite3.Connection) -> list[tuple[Job, JobEvent]]:
+            jobs = [_job(row) for row in conn.execute(Q["claim"], params).fetchall()]
+            jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
+            return [(job, _record(conn, EventType.RUNNING, job, params["now"])) for job in jobs]
+
+        return await self._write(write)
+
+    async def renew_leases(
+        self, job_ids: Collection[str], lease_owner: str, lease_expires_at: datetime
+    ) -> Renewal:
+        params = {
+            "job_ids": json.dumps(list(job_ids)),
+            "lease_owner": lease_owner,
+            "lease_expires_at": _ts(lease_expires_at),
+        }
+        if not job_ids:
+            await trio.lowlevel.checkpoint()
+            return Renewal(frozenset(), frozenset())
+
+        def write(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+            return [(r[0], r[1]) for r in conn.execute(Q["renew_leases"], params).fetchall()]
+
+        rows = await self._write(write)
+        return Renewal(
+            frozenset(job_id for job_id, _ in rows),
+            frozenset(job_id for job_id, cancel in rows if cancel),
+        )
+
+    async def record_progress(
+        self,
+        job_id: str,
+        lease_owner: str,
+        percent: int,
+        message: str | None,
+        now: datetime,
+    ) -> JobEvent | None:
+        params = {
+            "id": job_id,
+            "lease_owner": lease_owner,
+            "percent": percent,
+            "message": message,
+            "now": _ts(now),
+        }
+        return await self._write(
+            lambda conn: _change(conn, Q["record_progress"], params, EventType.PROGRESS)
+        )
+
+    async def complete(
+        self,
+        job_id: str,
+        lease_owner: str,
+        now: datetime,
+        result_asset_id: str | None = None,
+    ) -> JobEvent | None:
+        params = {
+            "id": job_id,
+            "lease_owner": lease_owner,
+            "result_asset_id": result_asset_id,
+            "now": _ts(now),
+        }
+        return await self._write(lambda conn: _change(conn, Q["complete"], params, EventType.DONE))
+
+    async def fail(
+        self,
+        job_id: str,
+        lease_owner: str,
+        now: datetime,
+        error_message: str,
+        retry_at: datetime | None = None,
+    ) -> JobEvent | None:
+        params = {
+            "id": job_id,
+            "lease_owner": lease_owner,
+            "error_message": error_message,
+            "retry_at": _opt_ts(retry_at),
+            "now": _ts(now),
+        }
+        if retry_at is None:
+            query, type_ = Q["fail_final"], EventType.FAILED
+        else:
+            query, type_ = Q["fail_retry"], EventType.RETRYING
+        return await self._write(lambda conn: _change(conn, query, params, type_))
+
+    async def mark_cancelled(self, job_id: str, lease_owner: str, now: datetime) -> JobEvent | None:
+        params = {"id": job_id, "lease_owner": lease_owner, "now": _ts(now)}
+        return await self._write(
+            lambda conn: _change(conn, Q["mark_cancelled"], params, EventType.CANCELLED)
+        )
+
+    # --- operator actions --------------------------------------------------------------
+
+    async def cancel(self, job_id: str, now: datetime) -> CancelOutcome:
+        params = {"id": job_id, "now": _ts(now)}
+
+        def write(conn: sqlite3.Connection) -> CancelOutcome:
+            job = _get_job(conn, job_id)
+            if job.status == JobStatus.QUEUED:
+                job = _job(conn.execute(Q["cancel_queued"], params).fetchone())
+                return CancelOutcome(job, _record(conn, EventType.CANCELLED, job, params["now"]))
+            if job.status == JobStatus.RUNNING:
+                return CancelOutcome(
+                    _job(conn.execute(Q["request_cancel"], params).fetchone()), None
+                )
+            raise InvalidTransition(job_id, str(job.status), "cancel")
+
+        return await self._write(write)
+
+    async def retry(self, job_id: str, now: datetime) -> JobEvent:
+        params = {"id": job_id, "now": _ts(now)}
+
+        def write(conn: sqlite3.Connection) -> JobEvent:
+            job = _get_job(conn, job_id)
+            if job.status not in RETRYABLE:
+                raise InvalidTransition(job_id, str(job.status), "retry")
+            event = _change(conn, Q["retry"], params, EventType.QUEUED)
+            assert event is not None  # the writer is the only one changing rows
+            return event
+
+        return await self._write(write)
+
+    async def reap_expired(
+        self,
+        *,
+        now: datetime,
+        expired_before: datetime,
+        retry_at: datetime,
+        exclude_owner: str | None = None,
+        limit: int = 100,
+    ) -> list[JobEvent]:
+        select = {
+            "expired_before": _ts(expired_before),
+            "exclude_owner": exclude_owner,
+            "limit": limit,
+        }
+        update = {"now": _ts(now), "retry_at": _ts(retry_at), "worker_lost": WORKER_LOST}
+        if limit < 1:
+            await trio.lowlevel.checkpoint()
+            return []
+
+        def write(conn: sqlite3.Connection) -> list[JobEvent]:
+            events = []
+            # Oldest lease first; the UPDATE clears the lease, so it cannot order them.
+            for (job_id,) in conn.execute(Q["expired_leases"], select).fetchall():
+                job = _job(conn.execute(Q["reap"], {**update, "id": job_id}).fetchone())
+                events.append(_record(conn, _REAPED_EVENT[job.status], job, update["now"]))
+            return events
+
+        return await self._write(write)
+
+    # --- events ------------------------------------------------------------------------
+
+    async def events_after(
+        self,
+        after_id: int,
+        *,
+        company_id: str | None = None,
+        job_id: str | None = None,
+        limit: int = 500,
+    ) -> list[JobEvent]:
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        params = {"after_id": after_id, "company_id": company_id, "job_id": job_id, "limit": limit}
+        if job_id is not None:
+            query = Q["events_after_job"]
+        elif company_id is not None:
+            query = Q["events_after_company"]
+        else:
+            query = Q["events_after_all"]
+        return await self._read(_fetch(query, params, _event))
+
+    async def latest_event(self, job_id: str) -> JobEvent | None:
+        rows = await self._read(_fetch(Q["latest_event"], {"job_id": job_id}, _event))
+        return rows[0] if rows else None
+
+    async def last_event_id(self) -> int:
+        [value] = await self._read(_fetch(Q["last_event_id"], {}, lambda r: r[0]))
+        return value

@@ -1,0 +1,580 @@
+"""Fakes that tests (ours and our users') can build on.
+
+`MemoryStore` is a whole `JobStore` in memory, for unit tests under trio's virtual
+clock: it never touches threads or the machine's clock, and every method passes
+through a trio checkpoint so it schedules like real I/O. It passes the same contract
+suite (`tests/store_contract.py`) as the SQLite and PostgreSQL stores, so code
+tested against it behaves the same on a real database.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import copy
+import itertools
+import json
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import trio
+
+from .errors import (
+    CompanyExists,
+    CompanyNotFound,
+    InvalidRequest,
+    InvalidTransition,
+    JobNotFound,
+    StoreUnavailable,
+)
+from .jobs import (
+    RETRYABLE,
+    WORKER_LOST,
+    Company,
+    EventType,
+    Inserted,
+    Job,
+    JobEvent,
+    JobStatus,
+    NewJob,
+    Page,
+    Progress,
+    iso,
+    new_id,
+    parse_iso,
+)
+from .store.base import CancelOutcome, JobStore, Renewal
+
+__all__ = ["MemoryStore"]
+
+CANCELLED_MESSAGE = "cancelled"
+
+
+def _utc(ts: datetime) -> datetime:
+    # A naive datetime would silently be read as local time by iso(): refuse it.
+    if ts.tzinfo is None:
+        raise ValueError("the store takes timezone-aware UTC datetimes, got a naive one")
+    return ts.astimezone(UTC)
+
+
+def _json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
+    """The input as it would come back from a database: JSON types only."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"input must be JSON-serialisable: {exc}") from None
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"v1|{iso(job.created_at)}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, created_at, job_id = raw.split("|")
+        parsed = parse_iso(created_at)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidRequest("invalid cursor") from None
+    if version != "v1" or not job_id or parsed is None:
+        raise InvalidRequest("invalid cursor")
+    return parsed, job_id
+
+
+class MemoryStore(JobStore):
+    """An in-memory JobStore, exact to the contract in `callboard.store.base`.
+
+    - Data survives `aclose()` + `open()` on the same instance, which is how a test
+      simulates a restart.
+    - `exclusive` is a constructor argument so a test can play either an embedded
+      store (a restarted process owns every running job) or a shared one.
+    - `set_available(False)` makes every method raise StoreUnavailable until it is
+      set back, to test how callers ride out an outage.
+    - Writes mutate state synchronously after their first checkpoint, so a write
+      that started always completes and returns, as the contract demands of real
+      stores (their commit wait is shielded).
+    """
+
+    def __init__(self, *, exclusive: bool = False) -> None:
+        self.exclusive = exclusive
+        self._companies: dict[str, Company] = {}
+        self._jobs: dict[str, Job] = {}
+        self._events: list[JobEvent] = []
+        self._last_event_id = 0
+        self._open = False
+        self._available = True
+
+    # --- test hooks --------------------------------------------------------------------
+
+    def set_available(self, available: bool) -> None:
+        self._available = available
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    async def _enter(self) -> None:
+        await trio.lowlevel.checkpoint()
+        if not self._open:
+            raise StoreUnavailable("the store is not open")
+        if not self._available:
+            raise StoreUnavailable("the store is unavailable (MemoryStore.set_available)")
+
+    @staticmethod
+    async def _leave() -> None:
+        # Let other tasks run after a write, as they would while a commit is answered,
+        # without letting a cancel undo a result the caller must get.
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    @staticmethod
+    def _out(job: Job) -> Job:
+        return replace(job, input=copy.deepcopy(dict(job.input)))
+
+    def _event(self, type_: EventType, job: Job, now: datetime) -> JobEvent:
+        self._last_event_id += 1
+        # The snapshot is the wire form of the job, as a database store reads it back
+        # from its JSON payload (lease fields are not part of it).
+        snapshot = Job.from_dict(copy.deepcopy(job.to_dict()))
+        event = JobEvent(self._last_event_id, type_, job.id, job.company_id, now, snapshot)
+        self._events.append(event)
+        return event
+
+    def _save(self, job: Job, type_: EventType, now: datetime) -> JobEvent:
+        self._jobs[job.id] = job
+        return self._event(type_, job, now)
+
+    def _leased(self, job_id: str, lease_owner: str) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.status != JobStatus.RUNNING or job.lease_owner != lease_owner:
+            return None
+        return job
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self._open = True
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self._open = False
+
+    async def ping(self) -> None:
+        await self._enter()
+
+    # --- companies ---------------------------------------------------------------------
+
+    async def create_company(self, name: str, now: datetime) -> Company:
+        await self._enter()
+        now = _utc(now)
+        if any(c.name == name for c in self._companies.values()):
+            raise CompanyExists(name)
+        company = Company(new_id(), name, now)
+        self._companies[company.id] = company
+        await self._leave()
+        return company
+
+    async def get_company(self, company_id: str) -> Company | None:
+        await self._enter()
+        return self._companies.get(company_id)
+
+    async def get_company_by_name(self, name: str) -> Company | None:
+        await self._enter()
+        return next((c for c in self._companies.values() if c.name == name), None)
+
+    async def list_companies(self) -> list[Company]:
+        await self._enter()
+        # sorted() is stable: equal created_at keeps insertion order, like SQLite's rowid.
+        return sorted(self._companies.values(), key=lambda c: c.created_at)
+
+    # --- submitting --------------------------------------------------------------------
+
+    async def insert_jobs(self, jobs: Sequence[NewJob], now: datetime) -> list[Inserted]:
+        await self._enter()
+        now = _utc(now)
+        # Plan everything before writing anything: all or nothing.
+        for new in jobs:
+            if new.company_id not in self._companies:
+                raise CompanyNotFound(new.company_id)
+        by_key = {
+            (j.company_id, j.idempotency_key): j
+            for j in self._jobs.values()
+            if j.idempotency_key is not None
+        }
+        plan: list[tuple[Job, bool]] = []
+        new_ids: set[str] = set()
+        for new in jobs:
+            key = (new.company_id, new.idempotency_key)
+            if new.idempotency_key is not None and key in by_key:
+                plan.append((by_key[key], False))
+                continue
+            if new.id in self._jobs or new.id in new_ids:
+                raise InvalidRequest(f"job id {new.id!r} already exists")
+            new_ids.add(new.id)
+            job = Job(
+                id=new.id,
+                company_id=new.company_id,
+                job_type=new.job_type,
+                status=JobStatus.QUEUED,
+                priority=new.priority,
+                input=_json_copy(new.input),
+                progress=Progress(0, None),
+                attempt=0,
+                max_attempts=new.max_attempts,
+                timeout_seconds=new.timeout_seconds,
+                run_at=_utc(new.run_at),
+                result_asset_id=None,
+                error_message=None,
+                source_task_id=new.source_task_id,
+                idempotency_key=new.idempotency_key,
+                created_at=now,
+                started_at=None,
+                finished_at=None,
+                updated_at=now,
+            )
+            if new.idempotency_key is not None:
+                by_key[key] = job
+            plan.append((job, True))
+        results = [
+            Inserted(self._out(job), self._save(job, EventType.QUEUED, now), True)
+            if created
+            else Inserted(self._out(job), None, False)
+            for job, created in plan
+        ]
+        await self._leave()
+        return results
+
+    # --- reading -----------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        await self._enter()
+        job = self._jobs.get(job_id)
+        return None if job is None else self._out(job)
+
+    async def list_jobs(
+        self,
+        company_id: str | None,
+        *,
+        status: JobStatus | None = None,
+        job_type: str | None = None,
+        source_task_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Job]:
+        await self._enter()
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        after = _decode_cursor(cursor) if cursor is not None else None
+        matching = [
+            j
+            for j in self._jobs.values()
+            if (company_id is None or j.company_id == company_id)
+            and (status is None or j.status == status)
+            and (job_type is None or j.job_type == job_type)
+            and (source_task_id is None or j.source_task_id == source_task_id)
+            and (after is None or (j.created_at, j.id) < after)
+        ]
+        matching.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+        items = [self._out(j) for j in matching[:limit]]
+        more = len(matching) > limit
+        return Page(items, _encode_cursor(items[-1]) if more else None)
+
+    async def count_by_status(self, company_id: str | None = None) -> dict[JobStatus, int]:
+        await self._enter()
+        counts = dict.fromkeys(JobStatus, 0)
+        for job in self._jobs.values():
+            if company_id is None or job.company_id == company_id:
+                counts[job.status] += 1
+        return counts
+
+    async def next_run_at(self, job_types: Collection[str]) -> datetime | None:
+        await self._enter()
+        types = set(job_types)
+        return min(
+            (
+                j.run_at
+                for j in self._jobs.values()
+                if j.status == JobStatus.QUEUED and j.job_type in types
+            ),
+            default=None,
+        )
+
+    # --- the worker's side -------------------------------------------------------------
+
+    async def claim(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        type_caps: Mapping[str, int | None],
+        lease_owner: str,
+        lease_expires_at: datetime,
+    ) -> list[tuple[Job, JobEvent]]:
+        await self._enter()
+        now, lease_expires_at = _utc(now), _utc(lease_expires_at)
+        runnable = sorted(
+            (
+                j
+                for j in self._jobs.values()
+                if j.status == JobStatus.QUEUED and j.run_at <= now and j.job_type in type_caps
+            ),
+            key=lambda j: (-j.priority, j.run_at, j.created_at, j.id),
+        )
+        taken: Counter[str] = Counter()
+        out: list[tuple[Job, JobEvent]] = []
+        for job in runnable:
+            if len(out) >= limit:
+                break
+            cap = type_caps[job.job_type]
+            if cap is not None and taken[job.job_type] >= cap:
+                continue
+            taken[job.job_type] += 1
+            job = replace(
+                job,
+                status=JobStatus.RUNNING,
+                attempt=job.attempt + 1,
+                started_at=now,
+                finished_at=None,
+                lease_owner=lease_owner,
+                lease_expires_at=lease_expires_at,
+                progress=Progress(0, None),
+                updated_at=now,
+            )
+            out.append((self._out(job), self._save(job, EventType.RUNNING, now)))
+        await self._leave()
+        return out
+
+    async def renew_leases(
+        self, job_ids: Collection[str], lease_owner: str, lease_expires_at: datetime
+    ) -> Renewal:
+        await self._enter()
+        lease_expires_at = _utc(lease_expires_at)
+        held: set[str] = set()
+        cancel_requested: set[str] = set()
+        for job_id in set(job_ids):
+            job = self._leased(job_id, lease_owner)
+            if job is None:
+                continue
+            self._jobs[job_id] = replace(job, lease_expires_at=lease_expires_at)
+            held.add(job_id)
+            if job.cancel_requested:
+                cancel_requested.add(job_id)
+        await self._leave()
+        return Renewal(frozenset(held), frozenset(cancel_requested))
+
+    async def record_progress(
+        self,
+        job_id: str,
+        lease_owner: str,
+        percent: int,
+        message: str | None,
+        now: datetime,
+    ) -> JobEvent | None:
+        await self._enter()
+        now = _utc(now)
+        job = self._leased(job_id, lease_owner)
+        if job is None:
+            return None
+        job = replace(job, progress=Progress(percent, message), updated_at=now)
+        event = self._save(job, EventType.PROGRESS, now)
+        await self._leave()
+        return event
+
+    async def complete(
+        self,
+        job_id: str,
+        lease_owner: str,
+        now: datetime,
+        result_asset_id: str | None = None,
+    ) -> JobEvent | None:
+        await self._enter()
+        now = _utc(now)
+        job = self._leased(job_id, lease_owner)
+        if job is None:
+            return None
+        job = replace(
+            job,
+            status=JobStatus.DONE,
+            progress=Progress(100, job.progress.message),
+            finished_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            error_message=None,
+            result_asset_id=result_asset_id if result_asset_id is not None else job.result_asset_id,
+            updated_at=now,
+        )
+        event = self._save(job, EventType.DONE, now)
+        await self._leave()
+        return event
+
+    async def fail(
+        self,
+        job_id: str,
+        lease_owner: str,
+        now: datetime,
+        error_message: str,
+        retry_at: datetime | None = None,
+    ) -> JobEvent | None:
+        await self._enter()
+        now = _utc(now)
+        retry_at = None if retry_at is None else _utc(retry_at)
+        job = self._leased(job_id, lease_owner)
+        if job is None:
+            return None
+        job = replace(
+            job,
+            error_message=error_message,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        if retry_at is not None:
+            job = replace(job, status=JobStatus.QUEUED, run_at=retry_at)
+            event = self._save(job, EventType.RETRYING, now)
+        else:
+            job = replace(job, status=JobStatus.FAILED, finished_at=now)
+            event = self._save(job, EventType.FAILED, now)
+        await self._leave()
+        return event
+
+    async def mark_cancelled(self, job_id: str, lease_owner: str, now: datetime) -> JobEvent | None:
+        await self._enter()
+        now = _utc(now)
+        job = self._leased(job_id, lease_owner)
+        if job is None:
+            return None
+        event = self._save(self._cancelled(job, now), EventType.CANCELLED, now)
+        await self._leave()
+        return event
+
+    @staticmethod
+    def _cancelled(job: Job, now: datetime) -> Job:
+        return replace(
+            job,
+            status=JobStatus.CANCELLED,
+            finished_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            error_message=CANCELLED_MESSAGE,
+            updated_at=now,
+        )
+
+    # --- operator actions --------------------------------------------------------------
+
+    async def cancel(self, job_id: str, now: datetime) -> CancelOutcome:
+        await self._enter()
+        now = _utc(now)
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.terminal:
+            raise InvalidTransition(job_id, str(job.status), "cancel")
+        if job.status == JobStatus.QUEUED:
+            job = self._cancelled(job, now)
+            outcome = CancelOutcome(self._out(job), self._save(job, EventType.CANCELLED, now))
+        else:
+            job = replace(job, cancel_requested=True)
+            self._jobs[job_id] = job
+            outcome = CancelOutcome(self._out(job), None)
+        await self._leave()
+        return outcome
+
+    async def retry(self, job_id: str, now: datetime) -> JobEvent:
+        await self._enter()
+        now = _utc(now)
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.status not in RETRYABLE:
+            raise InvalidTransition(job_id, str(job.status), "retry")
+        job = replace(
+            job,
+            status=JobStatus.QUEUED,
+            run_at=now,
+            cancel_requested=False,
+            finished_at=None,
+            max_attempts=max(job.max_attempts, job.attempt + 1),
+            updated_at=now,
+        )
+        event = self._save(job, EventType.QUEUED, now)
+        await self._leave()
+        return event
+
+    async def reap_expired(
+        self,
+        *,
+        now: datetime,
+        expired_before: datetime,
+        retry_at: datetime,
+        exclude_owner: str | None = None,
+        limit: int = 100,
+    ) -> list[JobEvent]:
+        await self._enter()
+        now, expired_before, retry_at = _utc(now), _utc(expired_before), _utc(retry_at)
+        expired = sorted(
+            (
+                j
+                for j in self._jobs.values()
+                if j.status == JobStatus.RUNNING
+                and j.lease_expires_at is not None
+                and j.lease_expires_at <= expired_before
+                and (exclude_owner is None or j.lease_owner != exclude_owner)
+            ),
+            key=lambda j: (j.lease_expires_at, j.id),
+        )
+        events: list[JobEvent] = []
+        for job in expired[: max(limit, 0)]:
+            if job.cancel_requested:
+                events.append(self._save(self._cancelled(job, now), EventType.CANCELLED, now))
+                continue
+            job = replace(
+                job,
+                error_message=WORKER_LOST,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            if job.attempt < job.max_attempts:
+                job = replace(job, status=JobStatus.QUEUED, run_at=retry_at)
+                events.append(self._save(job, EventType.RETRYING, now))
+            else:
+                job = replace(job, status=JobStatus.FAILED, finished_at=now)
+                events.append(self._save(job, EventType.FAILED, now))
+        await self._leave()
+        return events
+
+    # --- events ------------------------------------------------------------------------
+
+    async def events_after(
+        self,
+        after_id: int,
+        *,
+        company_id: str | None = None,
+        job_id: str | None = None,
+        limit: int = 500,
+    ) -> list[JobEvent]:
+        await self._enter()
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        out: list[JobEvent] = []
+        start = bisect.bisect_right(self._events, after_id, key=lambda e: e.id)
+        for event in itertools.islice(self._events, start, None):
+            if company_id is not None and event.company_id != company_id:
+                continue
+            if job_id is not None and event.job_id != job_id:
+                continue
+            out.append(event)
+            if len(out) >= limit:
+                break
+        return out
+
+    async def latest_event(self, job_id: str) -> JobEvent | None:
+        await self._enter()
+        return next((e for e in reversed(self._events) if e.job_id == job_id), None)
+
+    async def last_event_id(self) -> int:
+        await self._enter()
+        return self._events[-1].id if self._events else 0

@@ -1,0 +1,783 @@
+"""The JobStore contract: every rule in `callboard.store.base`, as tests.
+
+`StoreContract` runs against the parametrised `store` fixture in `conftest.py`
+(one opened store per kind), so a new implementation joins by adding a fixture
+param. Times are always explicit (`now=`), never the wall clock: the suite runs
+on real threads for SQLite, where trio's virtual clock must not be used.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import trio
+
+from callboard.errors import (
+    CompanyExists,
+    CompanyNotFound,
+    InvalidRequest,
+    InvalidTransition,
+    JobNotFound,
+)
+from callboard.jobs import (
+    WORKER_LOST,
+    EventType,
+    Job,
+    JobEvent,
+    JobStatus,
+    NewJob,
+    Progress,
+    new_id,
+)
+from callboard.store.base import JobStore
+
+T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+LEASE = T0 + timedelta(seconds=30)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def make_job(
+    company_id: str,
+    job_type: str = "noop",
+    *,
+    priority: int = 0,
+    run_at: datetime = T0,
+    key: str | None = None,
+    max_attempts: int = 1,
+    source_task_id: str | None = None,
+    input: dict | None = None,
+    timeout: float | None = None,
+) -> NewJob:
+    return NewJob(
+        id=new_id(),
+        company_id=company_id,
+        job_type=job_type,
+        input=input if input is not None else {},
+        priority=priority,
+        max_attempts=max_attempts,
+        timeout_seconds=timeout,
+        run_at=run_at,
+        source_task_id=source_task_id,
+        idempotency_key=key,
+    )
+
+
+async def company(store: JobStore, name: str = "acme", now: datetime = T0) -> str:
+    return (await store.create_company(name, now)).id
+
+
+async def submit(store: JobStore, company_id: str, now: datetime = T0, **kw) -> Job:
+    [inserted] = await store.insert_jobs([make_job(company_id, **kw)], now)
+    return inserted.job
+
+
+async def claim(
+    store: JobStore,
+    *,
+    now: datetime = T0,
+    owner: str = "w1",
+    lease: datetime = LEASE,
+    caps: dict[str, int | None] | None = None,
+    limit: int = 100,
+) -> list[Job]:
+    taken = await store.claim(
+        now=now,
+        limit=limit,
+        type_caps=caps if caps is not None else {"noop": None},
+        lease_owner=owner,
+        lease_expires_at=lease,
+    )
+    return [job for job, _ in taken]
+
+
+async def running(store: JobStore, company_id: str, owner: str = "w1", **kw) -> Job:
+    job = await submit(store, company_id, **kw)
+    [taken] = await claim(store, owner=owner, caps={job.job_type: None})
+    assert taken.id == job.id
+    return taken
+
+
+async def expect_one_event(
+    store: JobStore, before: int, event: JobEvent | None, type_: EventType, now: datetime
+) -> Job:
+    """The state change wrote exactly `event`, and its snapshot is the job as stored now."""
+    assert event is not None
+    assert await store.events_after(before) == [event]
+    assert event.type == type_
+    assert event.created_at == now
+    job = await store.get_job(event.job_id)
+    assert job is not None
+    assert event.company_id == job.company_id
+    assert event.job.to_dict() == job.to_dict()
+    assert await store.latest_event(job.id) == event
+    return job
+
+
+async def expect_unchanged(store: JobStore, job: Job, before: int) -> None:
+    assert await store.get_job(job.id) == job
+    assert await store.last_event_id() == before
+
+
+class StoreContract:
+    pytestmark = pytest.mark.trio
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def test_ping_and_idempotent_aclose(self, store: JobStore) -> None:
+        await store.ping()
+        await store.aclose()
+        await store.aclose()
+
+    async def test_naive_datetimes_are_refused(self, store: JobStore) -> None:
+        with pytest.raises(ValueError, match="timezone-aware"):
+            await store.create_company("acme", datetime(2030, 1, 1))
+
+    # --- companies -------------------------------------------------------------------
+
+    async def test_companies(self, store: JobStore) -> None:
+        assert await store.list_companies() == []
+        b = await store.create_company("beta", at(2))
+        a = await store.create_company("acme", at(1))
+        upper = await store.create_company("Acme", at(3))  # names are case-sensitive
+        assert a.name == "acme" and a.created_at == at(1)
+        assert await store.get_company(a.id) == a
+        assert await store.get_company_by_name("beta") == b
+        assert await store.get_company_by_name("ACME") is None
+        assert await store.get_company(new_id()) is None
+        assert await store.list_companies() == [a, b, upper]
+
+    async def test_company_name_taken(self, store: JobStore) -> None:
+        await store.create_company("acme", T0)
+        with pytest.raises(CompanyExists) as info:
+            await store.create_company("acme", at(1))
+        assert info.value.name == "acme"
+        assert len(await store.list_companies()) == 1
+
+    # --- insert ----------------------------------------------------------------------
+
+    async def test_insert_sets_defaults_and_writes_queued_events(self, store: JobStore) -> None:
+        c = await company(store)
+        new = [
+            make_job(
+                c,
+                "render",
+                priority=5,
+                run_at=at(60),
+                max_attempts=3,
+                source_task_id="task-7",
+                input={"a": [1, 2, {"b": None}], "s": "é"},
+                timeout=12.5,
+            ),
+            make_job(c, key="k1"),
+        ]
+        before = await store.last_event_id()
+        inserted = await store.insert_jobs(new, at(1))
+        assert [i.job.id for i in inserted] == [n.id for n in new]
+        first = inserted[0].job
+        assert inserted[0].created and inserted[1].created
+        assert first.status == JobStatus.QUEUED
+        assert first.attempt == 0 and first.progress == Progress(0, None)
+        assert (first.company_id, first.job_type, first.priority) == (c, "render", 5)
+        assert first.input == {"a": [1, 2, {"b": None}], "s": "é"}
+        assert first.max_attempts == 3 and first.timeout_seconds == 12.5
+        assert first.run_at == at(60) and first.source_task_id == "task-7"
+        assert first.created_at == first.updated_at == at(1)
+        assert first.started_at is None and first.finished_at is None
+        assert first.result_asset_id is None and first.error_message is None
+        assert first.lease_owner is None and not first.cancel_requested
+        assert inserted[1].job.idempotency_key == "k1"
+        assert await store.get_job(first.id) == first
+        events = await store.events_after(before)
+        assert events == [i.event for i in inserted]
+        for i in inserted:
+            assert i.event is not None and i.event.type == EventType.QUEUED
+            assert i.event.job.to_dict() == i.job.to_dict()
+            assert i.event.created_at == at(1)
+
+    async def test_insert_empty_batch(self, store: JobStore) -> None:
+        assert await store.insert_jobs([], T0) == []
+
+    async def test_unknown_company_writes_nothing(self, store: JobStore) -> None:
+        c = await company(store)
+        ghost = new_id()
+        with pytest.raises(CompanyNotFound) as info:
+            await store.insert_jobs([make_job(c), make_job(ghost), make_job(c)], T0)
+        assert info.value.company_id == ghost
+        assert (await store.list_jobs(None)).items == []
+        assert await store.last_event_id() == 0
+
+    async def test_input_must_be_json(self, store: JobStore) -> None:
+        c = await company(store)
+        with pytest.raises(InvalidRequest):
+            await store.insert_jobs([make_job(c), make_job(c, input={"x": object()})], T0)
+        assert (await store.list_jobs(None)).items == []
+
+    async def test_duplicate_job_id_writes_nothing(self, store: JobStore) -> None:
+        c = await company(store)
+        job = make_job(c)
+        with pytest.raises(InvalidRequest):
+            await store.insert_jobs([job, make_job(c), job], T0)
+        assert (await store.list_jobs(None)).items == []
+        await store.insert_jobs([job], T0)
+        with pytest.raises(InvalidRequest):
+            await store.insert_jobs([make_job(c), job], T0)
+        assert len((await store.list_jobs(None)).items) == 1
+
+    async def test_idempotency_key_returns_the_existing_job(self, store: JobStore) -> None:
+        c = await company(store)
+        other = await company(store, "other")
+        first = await submit(store, c, key="k")
+        before = await store.last_event_id()
+        [again, fresh] = await store.insert_jobs([make_job(c, key="k"), make_job(c)], at(5))
+        assert not again.created and again.event is None
+        assert again.job == first
+        assert fresh.created
+        assert await store.last_event_id() == before + 1
+        # Keys are per company, and no key never deduplicates.
+        [elsewhere] = await store.insert_jobs([make_job(other, key="k")], at(6))
+        assert elsewhere.created
+        no_keys = await store.insert_jobs([make_job(c), make_job(c)], at(7))
+        assert all(i.created for i in no_keys)
+
+    async def test_idempotency_key_within_one_batch(self, store: JobStore) -> None:
+        c = await company(store)
+        batch = [make_job(c, key="a"), make_job(c, key="b"), make_job(c, key="a")]
+        first, second, third = await store.insert_jobs(batch, T0)
+        assert first.created and second.created
+        assert not third.created and third.event is None
+        assert third.job == first.job
+        assert len((await store.list_jobs(c)).items) == 2
+
+    async def test_idempotent_job_comes_back_as_it_is_now(self, store: JobStore) -> None:
+        c = await company(store)
+        await submit(store, c, key="k")
+        [job] = await claim(store)
+        [again] = await store.insert_jobs([make_job(c, key="k")], at(1))
+        assert again.job == await store.get_job(job.id)
+        assert again.job.status == JobStatus.RUNNING
+
+    # --- reading ---------------------------------------------------------------------
+
+    async def test_get_unknown_job(self, store: JobStore) -> None:
+        assert await store.get_job(new_id()) is None
+
+    async def test_list_filters(self, store: JobStore) -> None:
+        c = await company(store)
+        other = await company(store, "other")
+        a = await submit(store, c, job_type="noop", source_task_id="t1")
+        b = await submit(store, c, now=at(1), job_type="render", source_task_id="t1")
+        d = await submit(store, other, now=at(2), job_type="noop")
+        await claim(store, now=at(3), caps={"render": None})
+        ids = lambda page: [j.id for j in page.items]  # noqa: E731
+        assert ids(await store.list_jobs(None)) == [d.id, b.id, a.id]
+        assert ids(await store.list_jobs(c)) == [b.id, a.id]
+        assert ids(await store.list_jobs(other)) == [d.id]
+        assert ids(await store.list_jobs(new_id())) == []
+        assert ids(await store.list_jobs(c, status=JobStatus.RUNNING)) == [b.id]
+        assert ids(await store.list_jobs(None, status=JobStatus.QUEUED)) == [d.id, a.id]
+        assert ids(await store.list_jobs(None, job_type="noop")) == [d.id, a.id]
+        assert ids(await store.list_jobs(c, job_type="noop", source_task_id="t1")) == [a.id]
+        assert ids(await store.list_jobs(None, source_task_id="t1")) == [b.id, a.id]
+        assert ids(await store.list_jobs(c, status=JobStatus.DONE)) == []
+
+    async def test_list_pagination_newest_first(self, store: JobStore) -> None:
+        c = await company(store)
+        other = await company(store, "other")
+        created = []
+        for i in range(23):
+            # Pairs share created_at, so the id breaks ties.
+            [ins] = await store.insert_jobs([make_job(c)], at(i // 2))
+            created.append(ins.job)
+            await store.insert_jobs([make_job(other)], at(i // 2))
+        expected = [j.id for j in sorted(created, key=lambda j: (j.created_at, j.id), reverse=True)]
+        seen: list[str] = []
+        cursor = None
+        pages = 0
+        while True:
+            page = await store.list_jobs(c, limit=5, cursor=cursor)
+            pages += 1
+            seen += [j.id for j in page.items]
+            if page.next_cursor is None:
+                break
+            assert len(page.items) == 5
+            cursor = page.next_cursor
+        assert seen == expected
+        assert pages == 5
+        # An exact multiple of the page size ends without an empty extra page.
+        first = await store.list_jobs(None, limit=23)
+        second = await store.list_jobs(None, limit=23, cursor=first.next_cursor)
+        assert second.next_cursor is None and len(second.items) == 23
+        assert not {j.id for j in first.items} & {j.id for j in second.items}
+
+    async def test_bad_cursor(self, store: JobStore) -> None:
+        c = await company(store)
+        for cursor in ["", "garbage", "!!!", "djE=", "eHx5fHo"]:
+            with pytest.raises(InvalidRequest):
+                await store.list_jobs(c, cursor=cursor)
+
+    async def test_limits(self, store: JobStore) -> None:
+        c = await company(store)
+        await submit(store, c)
+        for bad in (0, -1):
+            with pytest.raises(InvalidRequest):
+                await store.list_jobs(c, limit=bad)
+            with pytest.raises(InvalidRequest):
+                await store.events_after(0, limit=bad)
+        assert await claim(store, limit=0) == []
+        assert await claim(store, limit=-1) == []
+        [job] = await claim(store, lease=at(1))
+        assert job is not None
+        assert (
+            await store.reap_expired(now=at(5), expired_before=at(5), retry_at=at(5), limit=0) == []
+        )
+
+    async def test_count_by_status(self, store: JobStore) -> None:
+        assert await store.count_by_status() == dict.fromkeys(JobStatus, 0)
+        c = await company(store)
+        other = await company(store, "other")
+        await submit(store, c)
+        await submit(store, c)
+        await submit(store, other)
+        [job] = await claim(store, limit=1)
+        await store.complete(job.id, "w1", at(1))
+        counts = await store.count_by_status()
+        assert counts == {**dict.fromkeys(JobStatus, 0), JobStatus.QUEUED: 2, JobStatus.DONE: 1}
+        mine = await store.count_by_status(other)
+        assert set(mine) == set(JobStatus)
+        assert sum(mine.values()) == 1
+
+    async def test_next_run_at(self, store: JobStore) -> None:
+        assert await store.next_run_at(["noop"]) is None
+        c = await company(store)
+        await submit(store, c, run_at=at(50))
+        await submit(store, c, run_at=at(20))
+        await submit(store, c, job_type="render", run_at=at(5))
+        await submit(store, c, run_at=at(-10))
+        await claim(store, now=T0)  # the one due at -10 is now running, not queued
+        assert await store.next_run_at(["noop"]) == at(20)
+        assert await store.next_run_at(["noop", "render"]) == at(5)
+        assert await store.next_run_at(["other"]) is None
+        assert await store.next_run_at([]) is None
+
+    # --- claim -----------------------------------------------------------------------
+
+    async def test_claim_sets_running_fields_and_events(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await submit(store, c, max_attempts=2)
+        before = await store.last_event_id()
+        [(taken, event)] = await store.claim(
+            now=at(1), limit=10, type_caps={"noop": None}, lease_owner="w1", lease_expires_at=at(31)
+        )
+        assert taken.id == job.id
+        assert taken.status == JobStatus.RUNNING and taken.attempt == 1
+        assert taken.started_at == at(1) and taken.finished_at is None
+        assert taken.lease_owner == "w1" and taken.lease_expires_at == at(31)
+        assert taken.updated_at == at(1)
+        assert await store.get_job(job.id) == taken
+        assert await expect_one_event(store, before, event, EventType.RUNNING, at(1)) == taken
+
+    async def test_claim_resets_progress_and_counts_attempts(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c, max_attempts=3)
+        await store.record_progress(job.id, "w1", 70, "late", at(1))
+        await store.fail(job.id, "w1", at(2), "boom", retry_at=at(3))
+        [again] = await claim(store, now=at(3), owner="w2")
+        assert again.attempt == 2 and again.progress == Progress(0, None)
+        assert again.started_at == at(3) and again.lease_owner == "w2"
+        assert again.error_message == "boom"  # kept until this attempt ends
+
+    async def test_claim_order(self, store: JobStore) -> None:
+        c = await company(store)
+        low = await submit(store, c, priority=-1)
+        late = await submit(store, c, priority=5, run_at=at(-1))
+        early = await submit(store, c, priority=5, run_at=at(-2))
+        newer = await submit(store, c, now=at(1), priority=0, run_at=at(-3))
+        older = await submit(store, c, now=at(0), priority=0, run_at=at(-3))
+        twins = [make_job(c, run_at=at(-3)) for _ in range(3)]
+        await store.insert_jobs(twins, at(0))
+        taken = await claim(store, now=at(2))
+        # Same priority, run_at and created_at: the id decides.
+        same_time = sorted([older.id, *(t.id for t in twins)])
+        assert [j.id for j in taken] == [early.id, late.id, *same_time, newer.id, low.id]
+
+    async def test_claim_skips_jobs_not_due(self, store: JobStore) -> None:
+        c = await company(store)
+        future = await submit(store, c, run_at=at(10))
+        assert await claim(store, now=at(9)) == []
+        [job] = await claim(store, now=at(10))  # due exactly now counts
+        assert job.id == future.id
+
+    async def test_claim_type_caps_and_limit(self, store: JobStore) -> None:
+        c = await company(store)
+        for job_type in ["a", "a", "a", "b", "b", "c", "d"]:
+            await submit(store, c, job_type=job_type)
+        taken = await claim(store, caps={"a": 1, "b": None, "c": 0})
+        assert sorted(j.job_type for j in taken) == ["a", "b", "b"]
+        assert await claim(store, caps={"a": None, "d": None}, limit=0) == []
+        taken = await claim(store, caps={"a": None, "d": None}, limit=2)
+        assert len(taken) == 2
+        assert await claim(store, caps={}) == []
+        counts = await store.count_by_status(c)
+        assert counts[JobStatus.QUEUED] == 2 and counts[JobStatus.RUNNING] == 5
+
+    async def test_concurrent_claims_never_share_a_job(self, store: JobStore) -> None:
+        c = await company(store)
+        await store.insert_jobs([make_job(c) for _ in range(40)], T0)
+        results: list[list[Job]] = []
+
+        async def one(owner: str) -> None:
+            results.append(await claim(store, owner=owner, limit=3))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(16):
+                nursery.start_soon(one, f"w{i}")
+        ids = [j.id for taken in results for j in taken]
+        assert len(ids) == len(set(ids)) == 40
+        for taken in results:
+            for job in taken:
+                stored = await store.get_job(job.id)
+                assert stored is not None and stored.lease_owner == job.lease_owner
+
+    # --- leases ----------------------------------------------------------------------
+
+    async def test_renew_leases(self, store: JobStore) -> None:
+        c = await company(store)
+        a1 = await running(store, c, owner="A")
+        a2 = await running(store, c, owner="A")
+        b1 = await running(store, c, owner="B")
+        done = await running(store, c, owner="A")
+        await store.complete(done.id, "A", at(1))
+        await store.cancel(a2.id, at(1))
+        before = await store.last_event_id()
+        renewal = await store.renew_leases([a1.id, a2.id, b1.id, done.id, new_id()], "A", at(90))
+        assert renewal.held == {a1.id, a2.id}
+        assert renewal.cancel_requested == {a2.id}
+        for job in (a1, a2):
+            stored = await store.get_job(job.id)
+            assert stored is not None and stored.lease_expires_at == at(90)
+        assert await store.get_job(b1.id) == b1
+        assert await store.last_event_id() == before
+        empty = await store.renew_leases([], "A", at(90))
+        assert empty.held == frozenset() and empty.cancel_requested == frozenset()
+
+    async def test_progress(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c)
+        before = await store.last_event_id()
+        event = await store.record_progress(job.id, "w1", 40, "laying out", at(2))
+        after = await expect_one_event(store, before, event, EventType.PROGRESS, at(2))
+        assert after.progress == Progress(40, "laying out") and after.updated_at == at(2)
+        assert after.status == JobStatus.RUNNING
+
+    async def test_complete(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c, max_attempts=2)
+        await store.record_progress(job.id, "w1", 40, "almost", at(1))
+        await store.fail(job.id, "w1", at(2), "first try", retry_at=at(2))
+        [job] = await claim(store, now=at(3))
+        before = await store.last_event_id()
+        event = await store.complete(job.id, "w1", at(4), result_asset_id="asset-1")
+        done = await expect_one_event(store, before, event, EventType.DONE, at(4))
+        assert done.status == JobStatus.DONE
+        assert done.progress.percent == 100
+        assert done.finished_at == at(4) and done.updated_at == at(4)
+        assert done.lease_owner is None and done.lease_expires_at is None
+        assert done.error_message is None and done.result_asset_id == "asset-1"
+        assert done.attempt == 2
+
+    async def test_complete_keeps_progress_message_and_no_asset(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c)
+        await store.record_progress(job.id, "w1", 40, "rendering", at(1))
+        await store.complete(job.id, "w1", at(2))
+        done = await store.get_job(job.id)
+        assert done is not None
+        assert done.progress == Progress(100, "rendering") and done.result_asset_id is None
+
+    async def test_fail_with_retry(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c, max_attempts=3)
+        before = await store.last_event_id()
+        event = await store.fail(job.id, "w1", at(2), "boom", retry_at=at(20))
+        after = await expect_one_event(store, before, event, EventType.RETRYING, at(2))
+        assert after.status == JobStatus.QUEUED and after.run_at == at(20)
+        assert after.error_message == "boom" and after.finished_at is None
+        assert after.lease_owner is None and after.lease_expires_at is None
+        assert after.attempt == 1 and after.updated_at == at(2)
+        assert await claim(store, now=at(19)) == []
+
+    async def test_fail_without_retry(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c)
+        before = await store.last_event_id()
+        event = await store.fail(job.id, "w1", at(2), "boom")
+        after = await expect_one_event(store, before, event, EventType.FAILED, at(2))
+        assert after.status == JobStatus.FAILED and after.finished_at == at(2)
+        assert after.error_message == "boom"
+        assert after.lease_owner is None and after.lease_expires_at is None
+
+    async def test_mark_cancelled(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c)
+        await store.cancel(job.id, at(1))
+        before = await store.last_event_id()
+        event = await store.mark_cancelled(job.id, "w1", at(2))
+        after = await expect_one_event(store, before, event, EventType.CANCELLED, at(2))
+        assert after.status == JobStatus.CANCELLED and after.finished_at == at(2)
+        assert after.error_message == "cancelled"
+        assert after.lease_owner is None and after.lease_expires_at is None
+
+    @pytest.mark.parametrize("method", ["progress", "complete", "fail", "retrying", "cancelled"])
+    async def test_lost_lease_changes_nothing(self, store: JobStore, method: str) -> None:
+        c = await company(store)
+        job = await running(store, c, owner="w1", max_attempts=3)
+        queued = await submit(store, c, job_type="later")
+        await store.complete((await running(store, c, owner="w1")).id, "w1", at(1))
+        finished = (await store.list_jobs(c, status=JobStatus.DONE)).items[0]
+
+        async def call(job_id: str, owner: str) -> JobEvent | None:
+            if method == "progress":
+                return await store.record_progress(job_id, owner, 50, "x", at(5))
+            if method == "complete":
+                return await store.complete(job_id, owner, at(5), result_asset_id="a")
+            if method == "fail":
+                return await store.fail(job_id, owner, at(5), "boom")
+            if method == "retrying":
+                return await store.fail(job_id, owner, at(5), "boom", retry_at=at(9))
+            return await store.mark_cancelled(job_id, owner, at(5))
+
+        before = await store.last_event_id()
+        assert await call(job.id, "w2") is None  # another owner
+        assert await call(queued.id, "w1") is None  # not running
+        assert await call(finished.id, "w1") is None  # already ended
+        assert await call(new_id(), "w1") is None  # unknown
+        for unchanged in (job, queued, finished):
+            await expect_unchanged(store, unchanged, before)
+        # After the reaper takes the job, its old owner can no longer touch it.
+        await store.reap_expired(now=at(40), expired_before=at(40), retry_at=at(41))
+        reaped = await store.get_job(job.id)
+        assert reaped is not None
+        before = await store.last_event_id()
+        assert await call(job.id, "w1") is None
+        await expect_unchanged(store, reaped, before)
+
+    # --- operator actions ------------------------------------------------------------
+
+    async def test_cancel_queued(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await submit(store, c)
+        before = await store.last_event_id()
+        outcome = await store.cancel(job.id, at(3))
+        after = await expect_one_event(store, before, outcome.event, EventType.CANCELLED, at(3))
+        assert outcome.job == after
+        assert after.status == JobStatus.CANCELLED and after.finished_at == at(3)
+        assert after.error_message == "cancelled" and after.updated_at == at(3)
+
+    async def test_cancel_running_only_requests(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c)
+        before = await store.last_event_id()
+        for _ in range(2):  # idempotent
+            outcome = await store.cancel(job.id, at(3))
+            assert outcome.event is None
+            assert outcome.job.status == JobStatus.RUNNING and outcome.job.cancel_requested
+            assert await store.get_job(job.id) == outcome.job
+        assert await store.last_event_id() == before
+
+    async def test_cancel_terminal_or_unknown(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c)
+        await store.complete(job.id, "w1", at(1))
+        done = await store.get_job(job.id)
+        before = await store.last_event_id()
+        with pytest.raises(InvalidTransition) as info:
+            await store.cancel(job.id, at(2))
+        assert (info.value.job_id, info.value.status) == (job.id, "done")
+        await expect_unchanged(store, done, before)  # type: ignore[arg-type]
+        missing = new_id()
+        with pytest.raises(JobNotFound) as not_found:
+            await store.cancel(missing, at(2))
+        assert not_found.value.job_id == missing
+
+    async def test_retry_failed_bumps_max_attempts(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c)
+        await store.cancel(job.id, at(1))  # a stale request must not survive the retry
+        await store.fail(job.id, "w1", at(2), "boom")
+        before = await store.last_event_id()
+        event = await store.retry(job.id, at(5))
+        after = await expect_one_event(store, before, event, EventType.QUEUED, at(5))
+        assert after.status == JobStatus.QUEUED and after.run_at == at(5)
+        assert after.finished_at is None and after.error_message == "boom"
+        assert not after.cancel_requested
+        assert after.attempt == 1 and after.max_attempts == 2
+        [again] = await claim(store, now=at(5))
+        assert again.attempt == 2
+
+    async def test_retry_keeps_a_higher_max_attempts(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c, max_attempts=5)
+        await store.fail(job.id, "w1", at(2), "boom")
+        await store.retry(job.id, at(3))
+        after = await store.get_job(job.id)
+        assert after is not None and after.max_attempts == 5
+
+    async def test_retry_cancelled(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await submit(store, c)
+        await store.cancel(job.id, at(1))
+        event = await store.retry(job.id, at(2))
+        assert event.job.status == JobStatus.QUEUED
+        assert event.job.max_attempts == 1 and event.job.attempt == 0
+        assert event.job.finished_at is None and event.job.run_at == at(2)
+
+    async def test_retry_from_other_states(self, store: JobStore) -> None:
+        c = await company(store)
+        queued = await submit(store, c, job_type="later")
+        job = await running(store, c)
+        for target in (queued, job):
+            before = await store.last_event_id()
+            with pytest.raises(InvalidTransition) as info:
+                await store.retry(target.id, at(1))
+            assert info.value.status == str(target.status)
+            await expect_unchanged(store, target, before)
+        await store.complete(job.id, "w1", at(2))
+        with pytest.raises(InvalidTransition):
+            await store.retry(job.id, at(3))
+        with pytest.raises(JobNotFound):
+            await store.retry(new_id(), at(3))
+
+    # --- reaper ----------------------------------------------------------------------
+
+    async def test_reap_expired_branches(self, store: JobStore) -> None:
+        c = await company(store)
+        retryable = await running(store, c, owner="dead", max_attempts=2)
+        exhausted = await running(store, c, owner="dead", max_attempts=1)
+        cancelling = await running(store, c, owner="dead", max_attempts=2)
+        await store.cancel(cancelling.id, at(1))
+        alive = await submit(store, c, job_type="x")
+        await store.claim(
+            now=T0, limit=1, type_caps={"x": None}, lease_owner="alive", lease_expires_at=at(100)
+        )
+        before = await store.last_event_id()
+        events = await store.reap_expired(now=at(50), expired_before=at(30), retry_at=at(60))
+        assert {e.job_id: e.type for e in events} == {
+            retryable.id: EventType.RETRYING,
+            exhausted.id: EventType.FAILED,
+            cancelling.id: EventType.CANCELLED,
+        }
+        assert await store.events_after(before) == events
+        assert [e.id for e in events] == sorted(e.id for e in events)
+        for event in events:
+            job = await store.get_job(event.job_id)
+            assert job is not None and event.job.to_dict() == job.to_dict()
+            assert event.created_at == at(50) and job.updated_at == at(50)
+            assert job.lease_owner is None and job.lease_expires_at is None
+        requeued = await store.get_job(retryable.id)
+        assert requeued is not None
+        assert requeued.status == JobStatus.QUEUED and requeued.run_at == at(60)
+        assert requeued.error_message == WORKER_LOST and requeued.finished_at is None
+        failed = await store.get_job(exhausted.id)
+        assert failed is not None and failed.status == JobStatus.FAILED
+        assert failed.error_message == WORKER_LOST and failed.finished_at == at(50)
+        cancelled = await store.get_job(cancelling.id)
+        assert cancelled is not None and cancelled.status == JobStatus.CANCELLED
+        assert cancelled.finished_at == at(50)
+        still = await store.get_job(alive.id)
+        assert still is not None and still.status == JobStatus.RUNNING
+        assert await store.reap_expired(now=at(51), expired_before=at(30), retry_at=at(60)) == []
+
+    async def test_reap_exclude_owner_limit_and_order(self, store: JobStore) -> None:
+        c = await company(store)
+        jobs = []
+        for i, owner in enumerate(["a", "b", "a", "b", "a"]):
+            job = await submit(store, c, max_attempts=2)
+            await claim(store, owner=owner, lease=at(10 - i))  # later jobs expire first
+            jobs.append(job)
+        mine = await store.reap_expired(
+            now=at(20), expired_before=at(10), retry_at=at(20), exclude_owner="a", limit=1
+        )
+        assert [e.job_id for e in mine] == [jobs[3].id]
+        rest = await store.reap_expired(now=at(20), expired_before=at(9), retry_at=at(20))
+        assert [e.job_id for e in rest] == [jobs[4].id, jobs[2].id, jobs[1].id]
+        assert (await store.get_job(jobs[0].id)).status == JobStatus.RUNNING  # type: ignore[union-attr]
+
+    async def test_reap_boundary_and_limit(self, store: JobStore) -> None:
+        c = await company(store)
+        jobs = []
+        for i in range(4):
+            job = await submit(store, c, max_attempts=2)
+            await claim(store, owner="dead", lease=at(10 + i))
+            jobs.append(job)
+        first = await store.reap_expired(
+            now=at(20), expired_before=at(12), retry_at=at(20), limit=2
+        )
+        assert [e.job_id for e in first] == [jobs[0].id, jobs[1].id]
+        second = await store.reap_expired(now=at(20), expired_before=at(12), retry_at=at(20))
+        assert [e.job_id for e in second] == [jobs[2].id]  # lease at exactly 12 is expired
+        still = await store.get_job(jobs[3].id)
+        assert still is not None and still.status == JobStatus.RUNNING
+
+    # --- events ----------------------------------------------------------------------
+
+    async def test_events_after(self, store: JobStore) -> None:
+        assert await store.last_event_id() == 0
+        assert await store.events_after(0) == []
+        c = await company(store)
+        other = await company(store, "other")
+        a = await submit(store, c)
+        b = await submit(store, other, now=at(1))
+        [job_a] = await claim(store, now=at(1), limit=1)
+        assert job_a.id == a.id
+        await store.record_progress(a.id, "w1", 10, None, at(1))
+        await store.complete(a.id, "w1", at(2))
+        events = await store.events_after(0)
+        assert [(e.job_id, e.type) for e in events] == [
+            (a.id, EventType.QUEUED),
+            (b.id, EventType.QUEUED),
+            (a.id, EventType.RUNNING),
+            (a.id, EventType.PROGRESS),
+            (a.id, EventType.DONE),
+        ]
+        ids = [e.id for e in events]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids) and ids[0] > 0
+        assert await store.last_event_id() == ids[-1]
+        assert await store.events_after(ids[1]) == events[2:]
+        assert await store.events_after(0, limit=2) == events[:2]
+        assert await store.events_after(0, company_id=other) == [events[1]]
+        assert await store.events_after(ids[2], job_id=a.id) == events[3:]
+        assert await store.events_after(0, company_id=other, job_id=a.id) == []
+        assert await store.events_after(ids[-1]) == []
+        assert await store.latest_event(a.id) == events[-1]
+        assert await store.latest_event(b.id) == events[1]
+        assert await store.latest_event(new_id()) is None
+
+    async def test_event_ids_increase_across_every_kind_of_write(self, store: JobStore) -> None:
+        c = await company(store)
+        seen: list[int] = []
+        for ins in await store.insert_jobs([make_job(c, max_attempts=3) for _ in range(3)], T0):
+            assert ins.event is not None
+            seen.append(ins.event.id)
+        taken = await store.claim(
+            now=T0, limit=3, type_caps={"noop": None}, lease_owner="w1", lease_expires_at=at(5)
+        )
+        seen += [event.id for _, event in taken]
+        first, second, third = (job for job, _ in taken)
+        for event in [
+            await store.record_progress(first.id, "w1", 1, None, at(1)),
+            await store.fail(first.id, "w1", at(1), "x", retry_at=at(1)),
+            await store.fail(second.id, "w1", at(1), "x"),
+            await store.retry(second.id, at(2)),
+        ]:
+            assert event is not None
+            seen.append(event.id)
+        seen += [
+            e.id for e in await store.reap_expired(now=at(9), expired_before=at(9), retry_at=at(9))
+        ]
+        assert third.id in {e.job_id for e in await store.events_after(seen[-2])}
+        assert seen == sorted(seen) and len(set(seen)) == len(seen)
+        assert await store.last_event_id() == seen[-1]

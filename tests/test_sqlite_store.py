@@ -1,0 +1,390 @@
+"""What only the SQLite store has: migrations, the file lock, the batching writer
+thread, interruptible reads. Real threads and real files, so no virtual clock here."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+import trio
+import trio.testing
+
+from callboard.errors import CompanyExists, StoreInUse, StoreUnavailable
+from callboard.jobs import JobStatus, NewJob, new_id
+from callboard.store.migrations import (
+    apply_sqlite,
+    discover,
+    read_schema,
+    split_sqlite_script,
+    sqlite_schema,
+)
+from callboard.store.queries import load_queries, parse_queries
+from callboard.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.trio
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+Q = load_queries("sqlite")
+
+
+def new_job(company_id: str, **kw) -> NewJob:
+    fields = {
+        "id": new_id(),
+        "company_id": company_id,
+        "job_type": "noop",
+        "input": {},
+        "priority": 0,
+        "max_attempts": 1,
+        "timeout_seconds": None,
+        "run_at": T0,
+        "source_task_id": None,
+        "idempotency_key": None,
+    }
+    return NewJob(**{**fields, **kw})
+
+
+@pytest.fixture
+async def db(tmp_path):
+    store = SqliteStore(tmp_path / "callboard.db")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+class WriterGate:
+    """Holds the writer thread inside a transaction, so the test can line up requests
+    behind it and know they will run together in the next batch."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        self.entered.set()
+        self.release.wait(10)
+
+    async def hold(self, store: SqliteStore, nursery: trio.Nursery) -> None:
+        nursery.start_soon(store._write, self)
+        await trio.to_thread.run_sync(self.entered.wait, 10)
+
+
+# --- SQL files and migrations -----------------------------------------------------------
+
+
+async def test_migrations_replay_gives_schema_sql(tmp_path) -> None:
+    migrated = sqlite3.connect(tmp_path / "migrated.db", isolation_level=None)
+    declared = sqlite3.connect(tmp_path / "declared.db", isolation_level=None)
+    try:
+        assert apply_sqlite(migrated) == [m.version for m in discover("sqlite")]
+        declared.executescript(read_schema("sqlite"))
+        schema = sqlite_schema(migrated)
+        assert schema == sqlite_schema(declared)
+        tables = {name for type_, name, _, _ in schema if type_ == "table"}
+        assert tables == {"companies", "api_tokens", "content_jobs", "content_job_events", "assets"}
+    finally:
+        migrated.close()
+        declared.close()
+
+
+async def test_schema_check_sees_a_difference(tmp_path) -> None:
+    a = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+    b = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
+    try:
+        a.executescript(read_schema("sqlite"))
+        b.executescript(read_schema("sqlite").replace("revoked_at TEXT", "revoked_at INTEGER"))
+        assert sqlite_schema(a) != sqlite_schema(b)
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_query_blocks() -> None:
+    text = "-- header\n-- name: one\n-- doc\nSELECT 1;\n\n-- name: two\nSELECT 2;\n"
+    assert parse_queries(text) == {"one": "-- doc\nSELECT 1;", "two": "SELECT 2;"}
+    with pytest.raises(ValueError, match="twice"):
+        parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
+    with pytest.raises(ValueError, match="empty"):
+        parse_queries("-- name: a\n-- only a comment\n-- name: b\nSELECT 1;\n")
+    assert "claim" in Q and "insert_job" in Q
+
+
+async def test_script_splitting_keeps_triggers_whole() -> None:
+    script = (
+        "-- a comment\nCREATE TABLE t (x INTEGER);\n"
+        "CREATE TRIGGER tr AFTER INSERT ON t BEGIN\n  UPDATE t SET x = 1;\n  SELECT 1;\nEND;\n"
+        "-- trailing comment\n"
+    )
+    statements = split_sqlite_script(script)
+    assert len(statements) == 2
+    assert statements[1].startswith("CREATE TRIGGER") and statements[1].endswith("END;")
+
+
+async def test_reopen_keeps_data_and_applies_nothing_twice(tmp_path) -> None:
+    path = tmp_path / "callboard.db"
+    first = SqliteStore(path)
+    await first.open()
+    assert first.applied_migrations == [m.version for m in discover("sqlite")]
+    company = await first.create_company("acme", T0)
+    [inserted] = await first.insert_jobs([new_job(company.id)], T0)
+    await first.aclose()
+
+    second = SqliteStore(path)
+    await second.open()
+    try:
+        assert second.applied_migrations == []
+        assert await second.get_company(company.id) == company
+        assert await second.get_job(inserted.job.id) == inserted.job
+        assert await second.last_event_id() == inserted.event.id  # type: ignore[union-attr]
+    finally:
+        await second.aclose()
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert [v for (v,) in rows] == [m.version for m in discover("sqlite")]
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        conn.close()
+
+
+async def test_a_newer_schema_is_refused(tmp_path) -> None:
+    path = tmp_path / "callboard.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(Q["create_schema_version"])
+    conn.execute(Q["record_migration"], {"version": 999, "name": "future"})
+    conn.close()
+    store = SqliteStore(path)
+    with pytest.raises(StoreUnavailable, match="newer"):
+        await store.open()
+    await store.aclose()  # safe after a failed open
+    # The failed open released the lock.
+    again = SqliteStore(path)
+    with pytest.raises(StoreUnavailable, match="newer"):
+        await again.open()
+
+
+async def test_open_creates_the_directory(tmp_path) -> None:
+    store = SqliteStore(tmp_path / "a" / "b" / "callboard.db")
+    await store.open()
+    try:
+        await store.ping()
+        assert store.exclusive
+    finally:
+        await store.aclose()
+
+
+# --- the file lock -----------------------------------------------------------------------
+
+
+async def test_store_in_use(tmp_path) -> None:
+    path = tmp_path / "callboard.db"
+    first = SqliteStore(path)
+    await first.open()
+    second = SqliteStore(path)
+    with pytest.raises(StoreInUse, match=str(path)):
+        await second.open()
+    await second.aclose()
+    await first.ping()  # the failed second open did not disturb the first
+    await first.aclose()
+    third = SqliteStore(path)
+    await third.open()
+    await third.aclose()
+
+
+HOLDER = """
+import sys, trio
+from callboard.store.sqlite import SqliteStore
+
+async def main():
+    store = SqliteStore(sys.argv[1])
+    await store.open()
+    print("ready", flush=True)
+    await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+@pytest.mark.slow
+async def test_lock_dies_with_a_killed_process(tmp_path) -> None:
+    path = tmp_path / "callboard.db"
+    with trio.fail_after(30):
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-c", HOLDER, str(path)], stdout=-1
+        )
+        try:
+            assert proc.stdout is not None
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = await proc.stdout.receive_some(64)
+                assert chunk, "the holder process exited early"
+                line += chunk
+            assert line == b"ready\n"
+            store = SqliteStore(path)
+            with pytest.raises(StoreInUse, match=f"pid {proc.pid}"):
+                await store.open()
+            proc.kill()  # SIGKILL: no cleanup runs, the kernel drops the flock
+            await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            if proc.stdout is not None:
+                await proc.stdout.aclose()
+        store = SqliteStore(path)
+        await store.open()
+        await store.aclose()
+
+
+# --- the writer thread -------------------------------------------------------------------
+
+
+async def test_concurrent_writes_share_commits(db: SqliteStore) -> None:
+    company = await db.create_company("acme", T0)
+    before = db.statistics().writer
+    results = []
+
+    async def insert() -> None:
+        results.append(await db.insert_jobs([new_job(company.id)], T0))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(200):
+            nursery.start_soon(insert)
+    after = db.statistics().writer
+    assert len(results) == 200 and all(r[0].created for r in results)
+    assert after.requests - before.requests == 200
+    assert after.commits - before.commits < 200
+    assert after.largest_batch > 1
+    assert (await db.count_by_status(company.id))[JobStatus.QUEUED] == 200
+    events = await db.events_after(0, company_id=company.id)
+    assert len(events) == 200
+    assert [e.id for e in events] == sorted(e.id for e in events)
+
+
+async def test_a_failing_request_fails_alone(db: SqliteStore) -> None:
+    company = await db.create_company("acme", T0)
+    gate = WriterGate()
+    outcomes: dict[str, object] = {}
+
+    async def run(name: str, fn) -> None:
+        try:
+            outcomes[name] = await fn()
+        except Exception as exc:
+            outcomes[name] = exc
+
+    def half_then_boom(conn: sqlite3.Connection) -> None:
+        conn.execute(Q["insert_company"], {"id": new_id(), "name": "ghost", "created_at": "x"})
+        raise RuntimeError("boom")
+
+    async with trio.open_nursery() as nursery:
+        await gate.hold(db, nursery)
+        for i in range(5):
+            nursery.start_soon(run, f"ok{i}", lambda: db.insert_jobs([new_job(company.id)], T0))
+        nursery.start_soon(run, "dup", lambda: db.create_company("acme", T0))
+        nursery.start_soon(run, "boom", lambda: db._write(half_then_boom))
+        nursery.start_soon(run, "bad_sql", lambda: db._write(lambda c: c.execute("SELEC 1")))
+        nursery.start_soon(run, "beta", lambda: db.create_company("beta", T0))
+        await trio.testing.wait_all_tasks_blocked()
+        before = db.statistics().writer
+        assert before.queued == 9
+        gate.release.set()
+    after = db.statistics().writer
+    assert after.commits - before.commits == 2  # the gate's batch, then all nine together
+    assert after.largest_batch == 9
+    assert isinstance(outcomes["dup"], CompanyExists)
+    assert isinstance(outcomes["boom"], RuntimeError)
+    assert isinstance(outcomes["bad_sql"], StoreUnavailable)
+    assert isinstance(outcomes["bad_sql"].__cause__, sqlite3.OperationalError)
+    assert await db.get_company_by_name("ghost") is None
+    assert await db.get_company_by_name("beta") is not None
+    assert (await db.count_by_status(company.id))[JobStatus.QUEUED] == 5
+
+
+async def test_a_cancelled_write_still_commits_and_reports(db: SqliteStore) -> None:
+    company = await db.create_company("acme", T0)
+    gate = WriterGate()
+    got = []
+
+    async def submit(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            got.append(await db.insert_jobs([new_job(company.id)], T0))
+
+    async with trio.open_nursery() as nursery:
+        await gate.hold(db, nursery)
+        scope = await nursery.start(submit)
+        await trio.testing.wait_all_tasks_blocked()
+        scope.cancel()  # lands while the request waits behind the gate
+        await trio.testing.wait_all_tasks_blocked()
+        gate.release.set()
+    [[inserted]] = got
+    assert inserted.created and inserted.event is not None
+    assert await db.get_job(inserted.job.id) == inserted.job
+    assert await db.last_event_id() == inserted.event.id
+    [again] = await db.insert_jobs([new_job(company.id)], T0)  # still usable
+    assert again.created
+
+
+async def test_a_cancelled_read_interrupts_its_query(db: SqliteStore) -> None:
+    def endless(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 1000000000) "
+            "SELECT count(*) FROM n"
+        ).fetchone()
+
+    started = time.monotonic()
+    with trio.move_on_after(0.2) as scope:
+        await db._read(endless)
+    assert scope.cancelled_caught
+    assert time.monotonic() - started < 5
+    await db.ping()
+    assert await db.list_companies() == []
+
+
+async def test_aclose_stops_the_writer(tmp_path) -> None:
+    store = SqliteStore(tmp_path / "callboard.db")
+    await store.open()
+    thread = store._writer._thread
+    assert thread is not None and thread.is_alive()
+    await store.aclose()
+    assert not thread.is_alive()
+    with pytest.raises(StoreUnavailable):
+        await store.create_company("acme", T0)
+    with pytest.raises(StoreUnavailable):
+        await store.list_companies()
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+    await store.aclose()
+
+
+async def test_writes_queued_before_aclose_all_commit(tmp_path) -> None:
+    path = tmp_path / "callboard.db"
+    store = SqliteStore(path)
+    await store.open()
+    company = await store.create_company("acme", T0)
+    gate = WriterGate()
+    results = []
+
+    async def insert() -> None:
+        results.append(await store.insert_jobs([new_job(company.id)], T0))
+
+    async with trio.open_nursery() as nursery:
+        await gate.hold(store, nursery)
+        for _ in range(10):
+            nursery.start_soon(insert)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(store.aclose)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.release.set()
+    assert len(results) == 10
+    reopened = SqliteStore(path)
+    await reopened.open()
+    try:
+        assert (await reopened.count_by_status())[JobStatus.QUEUED] == 10
+    finally:
+        await reopened.aclose()
