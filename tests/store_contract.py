@@ -400,8 +400,9 @@ class StoreContract:
         twins = [make_job(c, run_at=at(-3)) for _ in range(3)]
         await store.insert_jobs(twins, at(0))
         taken = await claim(store, now=at(2))
-        # Same priority, run_at and created_at: the id decides.
-        same_time = sorted([older.id, *(t.id for t in twins)])
+        # Same priority, run_at and created_at: submission order decides (FIFO), also
+        # within one batch.
+        same_time = [older.id, *(t.id for t in twins)]
         assert [j.id for j in taken] == [early.id, late.id, *same_time, newer.id, low.id]
 
     async def test_claim_skips_jobs_not_due(self, store: JobStore) -> None:
@@ -509,6 +510,19 @@ class StoreContract:
         assert after.lease_owner is None and after.lease_expires_at is None
         assert after.attempt == 1 and after.updated_at == at(2)
         assert await claim(store, now=at(19)) == []
+
+    async def test_fail_with_retry_after_a_cancel_request_ends_cancelled(
+        self, store: JobStore
+    ) -> None:
+        c = await company(store)
+        job = await running(store, c, max_attempts=3)
+        await store.cancel(job.id, at(1))
+        before = await store.last_event_id()
+        event = await store.fail(job.id, "w1", at(2), "boom", retry_at=at(20))
+        after = await expect_one_event(store, before, event, EventType.CANCELLED, at(2))
+        assert after.status == JobStatus.CANCELLED and after.finished_at == at(2)
+        assert after.error_message == "cancelled" and after.lease_owner is None
+        assert await claim(store, now=at(30)) == []
 
     async def test_fail_without_retry(self, store: JobStore) -> None:
         c = await company(store)

@@ -315,13 +315,15 @@ class MemoryStore(JobStore):
     ) -> list[tuple[Job, JobEvent]]:
         await self._enter()
         now, lease_expires_at = _utc(now), _utc(lease_expires_at)
+        # The dict keeps insertion order, which breaks ties (FIFO) as rowid does in SQL.
+        seq = {job_id: i for i, job_id in enumerate(self._jobs)}
         runnable = sorted(
             (
                 j
                 for j in self._jobs.values()
                 if j.status == JobStatus.QUEUED and j.run_at <= now and j.job_type in type_caps
             ),
-            key=lambda j: (-j.priority, j.run_at, j.created_at, j.id),
+            key=lambda j: (-j.priority, j.run_at, j.created_at, seq[j.id]),
         )
         taken: Counter[str] = Counter()
         out: list[tuple[Job, JobEvent]] = []
@@ -424,6 +426,10 @@ class MemoryStore(JobStore):
         job = self._leased(job_id, lease_owner)
         if job is None:
             return None
+        if retry_at is not None and job.cancel_requested:
+            event = self._save(self._cancelled(job, now), EventType.CANCELLED, now)
+            await self._leave()
+            return event
         job = replace(
             job,
             error_message=error_message,

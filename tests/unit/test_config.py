@@ -20,7 +20,11 @@ def test_defaults_follow_the_data_dir():
 
 
 def test_flags_win_over_environment():
-    env = {"CALLBOARD_WORKERS": "3", "CALLBOARD_DATA_DIR": "/srv/cb", "CALLBOARD_LEASE_SECONDS": "12"}
+    env = {
+        "CALLBOARD_WORKERS": "3",
+        "CALLBOARD_DATA_DIR": "/srv/cb",
+        "CALLBOARD_LEASE_SECONDS": "12",
+    }
     settings = load_settings({"workers": "5"}, env)
     assert settings.workers == 5
     assert settings.lease_seconds == 12
@@ -44,7 +48,10 @@ def test_lists_and_durations():
         ({"CALLBOARD_LEASE_SECONDS": "0"}, "CALLBOARD_LEASE_SECONDS: must be a positive number"),
         ({"CALLBOARD_BIND": "8000"}, "CALLBOARD_BIND: expected HOST:PORT"),
         ({"CALLBOARD_DATABASE_URL": "mysql://x"}, "CALLBOARD_DATABASE_URL: expected sqlite:///"),
-        ({"CALLBOARD_EVENT_RETENTION": "forever"}, "CALLBOARD_EVENT_RETENTION: expected a duration"),
+        (
+            {"CALLBOARD_EVENT_RETENTION": "forever"},
+            "CALLBOARD_EVENT_RETENTION: expected a duration",
+        ),
     ],
 )
 def test_a_bad_value_names_the_setting(env, message):
@@ -55,5 +62,5 @@ def test_a_bad_value_names_the_setting(env, message):
 
 
 def test_a_bad_flag_names_the_flag():
-    with pytest.raises(SettingError, match="^--lease-seconds: "):
+    with pytest.raises(SettingError, match=r"^--lease-seconds: "):
         load_settings({"lease_seconds": "soon"}, {})

@@ -81,5 +81,13 @@ def test_statuses_and_terminal_set():
 
 
 def test_job_context_surface():
-    ctx_attrs = {"job_id", "company_id", "job_type", "input", "attempt", "source_task_id", "progress"}
+    ctx_attrs = {
+        "job_id",
+        "company_id",
+        "job_type",
+        "input",
+        "attempt",
+        "source_task_id",
+        "progress",
+    }
     assert ctx_attrs <= set(dir(callboard.JobContext))

@@ -561,8 +561,9 @@ class SqliteStore(JobStore):
             return []
 
         def write(conn: sqlite3.Connection) -> list[tuple[Job, JobEvent]]:
-            jobs = [_job(row) for row in conn.execute(Q["claim"], params).fetchall()]
-            jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
+            rows = conn.execute(Q["claim"], params).fetchall()
+            rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["created_at"], r["seq"]))
+            jobs = [_job(row) for row in rows]
             return [(job, _record(conn, EventType.RUNNING, job, params["now"])) for job in jobs]
 
         return await self._write(write)
@@ -641,7 +642,16 @@ class SqliteStore(JobStore):
             query, type_ = Q["fail_final"], EventType.FAILED
         else:
             query, type_ = Q["fail_retry"], EventType.RETRYING
-        return await self._write(lambda conn: _change(conn, query, params, type_))
+
+        def write(conn: sqlite3.Connection) -> JobEvent | None:
+            if retry_at is not None:
+                guard = {k: params[k] for k in ("id", "lease_owner", "now")}
+                cancelled = _change(conn, Q["cancel_if_requested"], guard, EventType.CANCELLED)
+                if cancelled is not None:
+                    return cancelled
+            return _change(conn, query, params, type_)
+
+        return await self._write(write)
 
     async def mark_cancelled(self, job_id: str, lease_owner: str, now: datetime) -> JobEvent | None:
         params = {"id": job_id, "lease_owner": lease_owner, "now": _ts(now)}

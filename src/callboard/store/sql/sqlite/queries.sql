@@ -130,10 +130,10 @@ WITH caps AS (
     SELECT key AS job_type, value AS cap FROM json_each(:type_caps)
 ),
 ranked AS (
-    SELECT j.id, j.priority, j.run_at, j.created_at, caps.cap,
+    SELECT j.id, j.priority, j.run_at, j.created_at, j.rowid AS seq, caps.cap,
            row_number() OVER (
                PARTITION BY j.job_type
-               ORDER BY j.priority DESC, j.run_at, j.created_at, j.id
+               ORDER BY j.priority DESC, j.run_at, j.created_at, j.rowid
            ) AS type_rank
     FROM content_jobs AS j JOIN caps ON caps.job_type = j.job_type
     WHERE j.status = 'queued' AND j.run_at <= :now
@@ -141,7 +141,7 @@ ranked AS (
 chosen AS (
     SELECT id FROM ranked
     WHERE cap IS NULL OR type_rank <= cap
-    ORDER BY priority DESC, run_at, created_at, id
+    ORDER BY priority DESC, run_at, created_at, seq
     LIMIT :limit
 )
 UPDATE content_jobs
@@ -155,7 +155,7 @@ SET status = 'running',
     progress_message = NULL,
     updated_at = :now
 WHERE id IN (SELECT id FROM chosen)
-RETURNING *;
+RETURNING *, rowid AS seq;
 
 -- name: renew_leases
 UPDATE content_jobs
@@ -192,6 +192,19 @@ SET status = 'queued',
     lease_expires_at = NULL,
     updated_at = :now
 WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
+RETURNING *;
+
+-- name: cancel_if_requested
+-- A failed attempt whose job was asked to stop ends cancelled rather than retried.
+UPDATE content_jobs
+SET status = 'cancelled',
+    finished_at = :now,
+    error_message = 'cancelled',
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    updated_at = :now
+WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
+  AND cancel_requested = 1
 RETURNING *;
 
 -- name: fail_final

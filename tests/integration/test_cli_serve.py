@@ -1,0 +1,79 @@
+"""`callboard serve` as a user runs it: a real process, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def run_serve(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "CALLBOARD_DATA_DIR": str(tmp_path / "data")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "callboard", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def read_until(proc: subprocess.Popen[str], predicate, timeout: float = 30) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if predicate(lines):
+            return lines
+    raise AssertionError("serve did not log what was expected:\n" + "\n".join(lines))
+
+
+def test_serve_runs_demo_jobs_and_stops_gracefully_on_sigterm(tmp_path):
+    proc = run_serve(tmp_path, "--workers", "3", "--demo", "3")
+    try:
+        lines = read_until(
+            proc,
+            lambda ls: (
+                sum("content_job.done" in x for x in ls) >= 2
+                and sum("content_job.failed" in x for x in ls) >= 1
+            ),
+        )
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, rest
+    log = "\n".join(lines) + rest
+    assert "submitted 3 demo jobs" in log
+    assert "type=demo.sleep" in log and "progress=" in log
+    assert "content_job.retrying" in log and "error='a demo failure'" in log
+    assert "received SIGTERM; draining" in log and "stopped" in log
+    assert (tmp_path / "data" / "callboard.db").exists()
+
+
+def test_serve_refuses_a_bad_setting_with_one_line(tmp_path):
+    env = {**os.environ, "CALLBOARD_WORKERS": "lots", "CALLBOARD_DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "callboard", "serve"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "callboard: CALLBOARD_WORKERS: expected a whole number, got 'lots'"
+    )
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,64 @@
+"""The whole runtime on the real embedded SQLite store, in real time."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+import trio
+
+import callboard
+from callboard import JobSpec, JobStatus, StoreInUse
+
+pytestmark = pytest.mark.trio
+
+
+async def test_a_thousand_noop_jobs_all_reach_done_with_the_right_events(tmp_path):
+    board = callboard.Board(database_url=f"sqlite:///{tmp_path / 'cb.db'}", workers=8)
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        async with rt.subscribe(company_id=company.id, buffer=5000) as events:
+            jobs = []
+            for _ in range(10):
+                jobs += await rt.submit_many(company.id, [JobSpec("noop")] * 100)
+            done = set()
+            with trio.fail_after(120):
+                async for event in events:
+                    if event.terminal:
+                        assert event.job.status is JobStatus.DONE
+                        done.add(event.job_id)
+                        if len(done) == len(jobs):
+                            break
+        assert done == {job.id for job in jobs}
+        by_job: dict[str, list[str]] = defaultdict(list)
+        after = 0
+        while page := await rt.store.events_after(after, limit=1000):
+            for event in page:
+                by_job[event.job_id].append(str(event.type))
+            after = page[-1].id
+        assert len(by_job) == 1000
+        assert all(
+            types == ["content_job.queued", "content_job.running", "content_job.done"]
+            for types in by_job.values()
+        )
+        counts = await rt.counts(company.id)
+        assert counts[JobStatus.DONE] == 1000 and counts[JobStatus.QUEUED] == 0
+
+
+async def test_a_second_node_on_the_same_embedded_store_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cb.db'}"
+    async with callboard.Board(database_url=url, workers=0).running():
+        with pytest.raises(StoreInUse, match=r"cb\.db"):
+            async with callboard.Board(database_url=url, workers=0).running():
+                pass
+
+
+async def test_jobs_and_events_survive_a_restart(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cb.db'}"
+    async with callboard.Board(database_url=url, workers=0).running() as rt:
+        company = await rt.create_company("acme")
+        job = await rt.submit(company.id, "demo.sleep", {"seconds": 0.05})
+    async with callboard.Board(database_url=url, workers=2).running() as rt:
+        done = await rt.wait(job.id, timeout=30)
+        assert done.status is JobStatus.DONE
+        assert (await rt.get_company_by_name("acme")).id == company.id
