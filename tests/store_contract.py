@@ -795,3 +795,65 @@ class StoreContract:
         assert third.id in {e.job_id for e in await store.events_after(seen[-2])}
         assert seen == sorted(seen) and len(set(seen)) == len(seen)
         assert await store.last_event_id() == seen[-1]
+
+    # --- retention -------------------------------------------------------------------
+
+    async def test_prune_keeps_every_jobs_latest_event(self, store: JobStore) -> None:
+        assert await store.oldest_event_id() is None
+        c = await company(store)
+        old = await running(store, c)  # queued + running at T0
+        await store.complete(old.id, "w1", at(1))
+        idle = await submit(store, c)  # only its queued event, at T0
+        fresh = await submit(store, c, now=at(100))
+        events = await store.events_after(0)
+        assert await store.oldest_event_id() == events[0].id
+        assert await store.prune_events(at(50)) == 2  # old's queued and running
+        left = await store.events_after(0)
+        assert [(e.job_id, e.type) for e in left] == [
+            (old.id, EventType.DONE),
+            (idle.id, EventType.QUEUED),
+            (fresh.id, EventType.QUEUED),
+        ]
+        assert await store.oldest_event_id() == left[0].id
+        assert await store.prune_events(at(50)) == 0
+        assert await store.latest_event(old.id) == left[0]
+
+    async def test_prune_honours_its_limit(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c)
+        for i in range(5):
+            await store.record_progress(job.id, "w1", i, None, at(1))
+        assert await store.prune_events(at(10), limit=2) == 2
+        assert await store.prune_events(at(10), limit=100) == 4
+        assert len(await store.events_after(0)) == 1
+
+    # --- API tokens ------------------------------------------------------------------
+
+    async def test_tokens_round_trip_and_revoke(self, store: JobStore) -> None:
+        from callboard.errors import TokenNotFound
+        from callboard.store.base import ApiToken
+
+        c = await company(store)
+        other = await company(store, "globex")
+        op = ApiToken(new_id(), None, "operator", "p-op", "h-op", T0)
+        mine = ApiToken(new_id(), c, "ci", "p-1", "h-1", at(1))
+        theirs = ApiToken(new_id(), other, "ci", "p-2", "h-2", at(2))
+        for token in (op, mine, theirs):
+            assert await store.create_token(token) == token
+        assert await store.find_tokens("p-1") == [mine]
+        assert await store.find_tokens("nope") == []
+        assert await store.list_tokens(c) == [mine]
+        assert await store.list_tokens(None) == [op]
+        with pytest.raises(TokenNotFound):
+            await store.revoke_token(theirs.id, c, at(3))  # not this company's
+        with pytest.raises(TokenNotFound):
+            await store.revoke_token(op.id, c, at(3))
+        revoked = await store.revoke_token(mine.id, c, at(3))
+        assert revoked.revoked_at == at(3)
+        again = await store.revoke_token(mine.id, c, at(9))
+        assert again.revoked_at == at(3)
+        assert (await store.find_tokens("p-1"))[0].revoked_at == at(3)
+        assert (await store.revoke_token(op.id, None, at(4))).revoked_at == at(4)
+        with pytest.raises(CompanyNotFound):
+            await store.create_token(ApiToken(new_id(), new_id(), "x", "p-3", "h-3", T0))
+        assert await store.find_tokens("p-3") == []

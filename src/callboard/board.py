@@ -93,6 +93,7 @@ class Board:
         *,
         lease_seconds: float = 30.0,
         shutdown_grace: float = 10.0,
+        event_retention: float | None = 7 * 24 * 3600,
         poll_interval: float = 2.0,
         retry_backoff: Backoff | None = None,
         progress_interval: float = 0.25,
@@ -109,6 +110,7 @@ class Board:
         self.workers = workers
         self.lease_seconds = lease_seconds
         self.shutdown_grace = shutdown_grace
+        self.event_retention = event_retention
         self.poll_interval = poll_interval
         self.retry_backoff = retry_backoff or Backoff()
         self.progress_interval = progress_interval
@@ -220,7 +222,12 @@ class Board:
             lease_seconds=self.lease_seconds,
             poll_interval=self.poll_interval,
         )
-        reaper = Reaper(ledger, lease_owner=lease_owner, interval=max(0.5, self.lease_seconds / 2))
+        reaper = Reaper(
+            ledger,
+            lease_owner=lease_owner,
+            interval=max(0.5, self.lease_seconds / 2),
+            event_retention=self.event_retention,
+        )
         worker_pool = Supervisor(
             "workers",
             [ChildSpec(w.name, w.run, Restart.PERMANENT) for w in workers],

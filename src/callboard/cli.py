@@ -114,6 +114,7 @@ def board_from(settings: Settings) -> Board:
         workers=settings.workers,
         lease_seconds=settings.lease_seconds,
         shutdown_grace=settings.shutdown_grace_seconds,
+        event_retention=settings.event_retention_seconds,
     )
     for module in settings.handlers:
         board.load_handlers(module)

@@ -42,6 +42,12 @@ class JobNotFound(NotFound):
         super().__init__(f"job {job_id!r} not found")
 
 
+class TokenNotFound(NotFound):
+    def __init__(self, token_id: str) -> None:
+        self.token_id = token_id
+        super().__init__(f"token {token_id!r} not found")
+
+
 class Conflict(CallboardError):
     """The operation does not fit the current state (HTTP 409)."""
 

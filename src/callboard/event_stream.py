@@ -2,22 +2,94 @@
 and no duplicate (DESIGN.md section 1).
 
 The live subscription opens first (on entering the context), then the store is
-replayed from the id; live events that the replay already gave are skipped by id.
-A replay long enough to overflow the live buffer ends in `Lagged` once it is
-delivered, and the consumer resumes from the last id it saw: each round makes
-progress, and memory stays bounded.
+replayed from the id, page by page; live events that the replay already gave are
+skipped by id. A replay long enough to overflow the live buffer ends in `Lagged`
+once it is delivered, and the consumer resumes from the last id it saw: each round
+makes progress, and memory stays bounded.
+
+`EventStream.receive()` is safe to cancel at any point (nothing is consumed until it
+returns), so callers can wrap it in a timeout to interleave keep-alive pings.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
-from .actors.broker import Broker, Subscription
+from .actors.broker import Broker, BrokerClosed, Subscription
 from .jobs import JobEvent
 from .store.base import JobStore
 
 REPLAY_PAGE = 500
+
+
+class EventStream:
+    def __init__(
+        self,
+        store: JobStore,
+        live: Subscription,
+        *,
+        company_id: str | None,
+        job_id: str | None,
+        after: int | None,
+    ) -> None:
+        self._store = store
+        self._live = live
+        self._company_id = company_id
+        self._job_id = job_id
+        self._after = after
+        self._replaying = after is not None
+        self._pending: deque[JobEvent] = deque()
+        self._replayed: set[int] = set()
+
+    @property
+    def replaying(self) -> bool:
+        return self._replaying or bool(self._pending)
+
+    async def receive(self) -> JobEvent:
+        """The next event; raises `Lagged` if the live tail overflowed, `BrokerClosed`
+        when the runtime stops, StoreUnavailable if a replay page cannot be read (call
+        again to retry: the position is kept)."""
+        while True:
+            if self._pending:
+                return self._pending.popleft()
+            if self._replaying:
+                assert self._after is not None
+                page = await self._store.events_after(
+                    self._after, company_id=self._company_id, job_id=self._job_id, limit=REPLAY_PAGE
+                )
+                self._replayed.update(event.id for event in page)
+                self._pending.extend(page)
+                if page:
+                    self._after = page[-1].id
+                if len(page) < REPLAY_PAGE:
+                    self._replaying = False
+                continue
+            event = await self._live.receive()
+            if isinstance(event, JobEvent) and event.id in self._replayed:
+                continue
+            return event
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> JobEvent:
+        try:
+            return await self.receive()
+        except BrokerClosed:
+            raise StopAsyncIteration from None
+
+
+def job_event_filter(company_id: str | None, job_id: str | None) -> Callable[[object], bool]:
+    def wanted(event: object) -> bool:
+        return (
+            isinstance(event, JobEvent)
+            and (company_id is None or event.company_id == company_id)
+            and (job_id is None or event.job_id == job_id)
+        )
+
+    return wanted
 
 
 @asynccontextmanager
@@ -29,51 +101,17 @@ async def open_event_stream(
     job_id: str | None = None,
     after_event_id: int | None = None,
     buffer: int | None = None,
-) -> AsyncIterator[AsyncIterator[JobEvent]]:
+    include_runtime_events: bool = False,
+) -> AsyncIterator[EventStream]:
     """Events of one company or job (or all) after `after_event_id`, then live ones.
     With `after_event_id` None only live events come (from entering the context on).
-    The iterator raises `Lagged` if the consumer falls behind the live tail."""
+    `include_runtime_events` adds the operator-only events (worker.*, runtime.stats)."""
+    job_events = job_event_filter(company_id, job_id)
+    wanted = job_events
+    if include_runtime_events:
 
-    def wanted(event: object) -> bool:
-        return (
-            isinstance(event, JobEvent)
-            and (company_id is None or event.company_id == company_id)
-            and (job_id is None or event.job_id == job_id)
-        )
+        def wanted(event: object) -> bool:
+            return job_events(event) or not isinstance(event, JobEvent)
 
     async with broker.subscribe(wanted, buffer=buffer) as live:
-        stream = _stream(store, live, company_id, job_id, after_event_id)
-        async with aclosing(stream):
-            yield stream
-
-
-async def _stream(
-    store: JobStore,
-    live: Subscription,
-    company_id: str | None,
-    job_id: str | None,
-    after: int | None,
-) -> AsyncIterator[JobEvent]:
-    replayed: set[int] = set()
-    if after is not None:
-        async with aclosing(_replay(store, after, company_id, job_id)) as stored:
-            async for event in stored:
-                replayed.add(event.id)
-                yield event
-    async for event in live:
-        if event.id not in replayed:
-            yield event
-
-
-async def _replay(
-    store: JobStore, after: int, company_id: str | None, job_id: str | None
-) -> AsyncIterator[JobEvent]:
-    while True:
-        page = await store.events_after(
-            after, company_id=company_id, job_id=job_id, limit=REPLAY_PAGE
-        )
-        for event in page:
-            yield event
-            after = event.id
-        if len(page) < REPLAY_PAGE:
-            return
+        yield EventStream(store, live, company_id=company_id, job_id=job_id, after=after_event_id)

@@ -30,6 +30,7 @@ from .errors import (
     InvalidTransition,
     JobNotFound,
     StoreUnavailable,
+    TokenNotFound,
 )
 from .jobs import (
     RETRYABLE,
@@ -47,7 +48,7 @@ from .jobs import (
     new_id,
     parse_iso,
 )
-from .store.base import CancelOutcome, JobStore, Renewal
+from .store.base import ApiToken, CancelOutcome, JobStore, Renewal
 
 __all__ = ["MemoryStore"]
 
@@ -105,6 +106,7 @@ class MemoryStore(JobStore):
         self._companies: dict[str, Company] = {}
         self._jobs: dict[str, Job] = {}
         self._events: list[JobEvent] = []
+        self._tokens: dict[str, ApiToken] = {}
         self._last_event_id = 0
         self._open = False
         self._available = True
@@ -584,3 +586,51 @@ class MemoryStore(JobStore):
     async def last_event_id(self) -> int:
         await self._enter()
         return self._events[-1].id if self._events else 0
+
+    async def oldest_event_id(self) -> int | None:
+        await self._enter()
+        return self._events[0].id if self._events else None
+
+    async def prune_events(self, before: datetime, limit: int = 10_000) -> int:
+        await self._enter()
+        before = _utc(before)
+        latest = {e.job_id: e.id for e in self._events}
+        doomed: set[int] = set()
+        for event in self._events:
+            if len(doomed) >= limit or event.created_at >= before:
+                break
+            if latest[event.job_id] != event.id:
+                doomed.add(event.id)
+        self._events = [e for e in self._events if e.id not in doomed]
+        await self._leave()
+        return len(doomed)
+
+    async def create_token(self, token: ApiToken) -> ApiToken:
+        await self._enter()
+        if token.company_id is not None and token.company_id not in self._companies:
+            raise CompanyNotFound(token.company_id)
+        if token.id in self._tokens or any(t.hash == token.hash for t in self._tokens.values()):
+            raise InvalidRequest("a token with this id or secret already exists")
+        token = replace(token, created_at=_utc(token.created_at))
+        self._tokens[token.id] = token
+        await self._leave()
+        return token
+
+    async def find_tokens(self, prefix: str) -> list[ApiToken]:
+        await self._enter()
+        return [t for t in self._tokens.values() if t.prefix == prefix]
+
+    async def list_tokens(self, company_id: str | None) -> list[ApiToken]:
+        await self._enter()
+        return [t for t in self._tokens.values() if t.company_id == company_id]
+
+    async def revoke_token(self, token_id: str, company_id: str | None, now: datetime) -> ApiToken:
+        await self._enter()
+        token = self._tokens.get(token_id)
+        if token is None or token.company_id != company_id:
+            raise TokenNotFound(token_id)
+        if token.revoked_at is None:
+            token = replace(token, revoked_at=_utc(now))
+            self._tokens[token_id] = token
+        await self._leave()
+        return token

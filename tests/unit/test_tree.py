@@ -58,3 +58,22 @@ async def test_statistics_describe_the_tree(make_board, autojump_clock):
     assert sum(w.completed for w in stats.workers) == 1
     assert stats.dispatcher.dispatched == 1
     assert stats.broker.published == 3
+
+
+async def test_the_reaper_prunes_events_past_the_retention(make_board, autojump_clock):
+    board = make_board(event_retention=3600)
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        old = await rt.submit(company.id, "noop")
+        await rt.wait(old.id)
+        await trio.sleep(2 * 3600)  # the reaper prunes about hourly
+        new = await rt.submit(company.id, "noop")
+        await rt.wait(new.id)
+        kept = [(e.job_id, str(e.type)) for e in await rt.store.events_after(0)]
+        assert rt.statistics().reaper.pruned == 2
+    assert kept == [
+        (old.id, "content_job.done"),
+        (new.id, "content_job.queued"),
+        (new.id, "content_job.running"),
+        (new.id, "content_job.done"),
+    ]

@@ -5,13 +5,17 @@ failed with "worker lost" when it has no attempts left (or to cancelled if a can
 was requested). On an exclusive store (embedded SQLite, one process) every job still
 running when the node starts belongs to a dead process, so the first pass reclaims
 them all at once instead of waiting for their leases to run out.
+
+It also keeps the event log to its replay window: events older than the retention
+are pruned (each job's latest event stays) about once every `prune_interval`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import trio
 
@@ -20,27 +24,42 @@ from ..ledger import Ledger
 log = logging.getLogger("callboard.reaper")
 
 _END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+_REAP_BATCH = 100
+_PRUNE_BATCH = 5000
 
 
 @dataclass(frozen=True, slots=True)
 class ReaperStatistics:
     passes: int
     reclaimed: int
+    pruned: int
 
 
 class Reaper:
     name = "reaper"
 
-    def __init__(self, ledger: Ledger, *, lease_owner: str, interval: float) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        lease_owner: str,
+        interval: float,
+        event_retention: float | None = None,
+        prune_interval: float = 3600.0,
+    ) -> None:
         self._ledger = ledger
         self._lease_owner = lease_owner
         self._interval = interval
+        self._event_retention = event_retention
+        self._prune_interval = prune_interval
+        self._next_prune = -math.inf
         self._passes = 0
         self._reclaimed = 0
+        self._pruned = 0
         self._recovered_orphans = False
 
     def statistics(self) -> ReaperStatistics:
-        return ReaperStatistics(passes=self._passes, reclaimed=self._reclaimed)
+        return ReaperStatistics(passes=self._passes, reclaimed=self._reclaimed, pruned=self._pruned)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if self._ledger.store.exclusive and not self._recovered_orphans:
@@ -50,12 +69,22 @@ class Reaper:
         task_status.started()
         while True:
             await self._reap_all(self._ledger.now(), exclude_owner=None)
+            if self._event_retention is not None and trio.current_time() >= self._next_prune:
+                await self._prune(self._event_retention)
+                self._next_prune = trio.current_time() + self._prune_interval
             await trio.sleep(self._interval)
+
+    async def _prune(self, retention: float) -> None:
+        before = self._ledger.now() - timedelta(seconds=retention)
+        while (pruned := await self._ledger.store.prune_events(before, _PRUNE_BATCH)) > 0:
+            self._pruned += pruned
+            if pruned < _PRUNE_BATCH:
+                return
 
     async def _reap_all(self, expired_before: datetime, exclude_owner: str | None) -> None:
         self._passes += 1
         while True:
-            events = await self._ledger.reap(expired_before, exclude_owner)
+            events = await self._ledger.reap(expired_before, exclude_owner, _REAP_BATCH)
             for event in events:
                 log.warning(
                     "reclaimed job %s (%s): %s",
@@ -64,5 +93,5 @@ class Reaper:
                     event.type,
                 )
             self._reclaimed += len(events)
-            if len(events) < 100:
+            if len(events) < _REAP_BATCH:
                 return

@@ -32,7 +32,30 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..jobs import Company, Inserted, Job, JobEvent, JobStatus, NewJob, Page
+from ..jobs import Company, Inserted, Job, JobEvent, JobStatus, NewJob, Page, iso
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A bearer token as stored: never the secret, only its SHA-256 (`hash`) and the
+    non-secret `prefix` it is looked up by. `company_id` None is an operator token."""
+
+    id: str
+    company_id: str | None
+    label: str
+    prefix: str
+    hash: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "companyId": self.company_id,
+            "label": self.label,
+            "createdAt": iso(self.created_at),
+            "revokedAt": iso(self.revoked_at),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,3 +281,31 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def last_event_id(self) -> int:
         """The highest event id stored, 0 when there are none."""
+
+    @abc.abstractmethod
+    async def oldest_event_id(self) -> int | None:
+        """The lowest event id still stored, None when there are none."""
+
+    @abc.abstractmethod
+    async def prune_events(self, before: datetime, limit: int = 10_000) -> int:
+        """Delete up to `limit` events created before `before`, oldest first, but never a
+        job's latest event (a job's stream starts from it). Returns how many went."""
+
+    # --- API tokens --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_token(self, token: ApiToken) -> ApiToken:
+        """Store a token record. Raises CompanyNotFound for an unknown company."""
+
+    @abc.abstractmethod
+    async def find_tokens(self, prefix: str) -> list[ApiToken]:
+        """Every token (revoked ones included) with this prefix; normally one."""
+
+    @abc.abstractmethod
+    async def list_tokens(self, company_id: str | None) -> list[ApiToken]:
+        """A company's tokens (None: the operator tokens), oldest first."""
+
+    @abc.abstractmethod
+    async def revoke_token(self, token_id: str, company_id: str | None, now: datetime) -> ApiToken:
+        """Set revoked_at (kept if already set). Raises TokenNotFound unless the token
+        exists and belongs to `company_id` (None: an operator token)."""

@@ -39,6 +39,7 @@ from ..errors import (
     JobNotFound,
     StoreInUse,
     StoreUnavailable,
+    TokenNotFound,
 )
 from ..jobs import (
     RETRYABLE,
@@ -56,7 +57,7 @@ from ..jobs import (
     new_id,
     parse_iso,
 )
-from .base import CancelOutcome, JobStore, Renewal
+from .base import ApiToken, CancelOutcome, JobStore, Renewal
 from .migrations import apply_sqlite
 from .queries import load_queries
 from .sqlite_writer import Writer, WriterStatistics
@@ -123,6 +124,18 @@ def _job(row: sqlite3.Row) -> Job:
         lease_owner=row["lease_owner"],
         lease_expires_at=_dt(row["lease_expires_at"]),
         cancel_requested=bool(row["cancel_requested"]),
+    )
+
+
+def _token(row: sqlite3.Row) -> ApiToken:
+    return ApiToken(
+        id=row["id"],
+        company_id=row["company_id"],
+        label=row["label"],
+        prefix=row["prefix"],
+        hash=row["hash"],
+        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
+        revoked_at=_dt(row["revoked_at"]),
     )
 
 
@@ -747,3 +760,55 @@ class SqliteStore(JobStore):
     async def last_event_id(self) -> int:
         [value] = await self._read(_fetch(Q["last_event_id"], {}, lambda r: r[0]))
         return value
+
+    async def oldest_event_id(self) -> int | None:
+        [value] = await self._read(_fetch(Q["oldest_event_id"], {}, lambda r: r[0]))
+        return value
+
+    async def prune_events(self, before: datetime, limit: int = 10_000) -> int:
+        params = {"before": _ts(before), "limit": limit}
+        return await self._write(lambda conn: conn.execute(Q["prune_events"], params).rowcount)
+
+    async def create_token(self, token: ApiToken) -> ApiToken:
+        params = {
+            "id": token.id,
+            "company_id": token.company_id,
+            "label": token.label,
+            "prefix": token.prefix,
+            "hash": token.hash,
+            "created_at": _ts(token.created_at),
+            "revoked_at": _opt_ts(token.revoked_at),
+        }
+
+        def write(conn: sqlite3.Connection) -> ApiToken:
+            if token.company_id is not None and (
+                conn.execute(Q["get_company"], {"id": token.company_id}).fetchone() is None
+            ):
+                raise CompanyNotFound(token.company_id)
+            try:
+                return _token(conn.execute(Q["insert_token"], params).fetchone())
+            except sqlite3.IntegrityError:
+                raise InvalidRequest("a token with this id or secret already exists") from None
+
+        return await self._write(write)
+
+    async def find_tokens(self, prefix: str) -> list[ApiToken]:
+        return await self._read(_fetch(Q["find_tokens"], {"prefix": prefix}, _token))
+
+    async def list_tokens(self, company_id: str | None) -> list[ApiToken]:
+        if company_id is None:
+            return await self._read(_fetch(Q["list_operator_tokens"], {}, _token))
+        return await self._read(
+            _fetch(Q["list_company_tokens"], {"company_id": company_id}, _token)
+        )
+
+    async def revoke_token(self, token_id: str, company_id: str | None, now: datetime) -> ApiToken:
+        params = {"id": token_id, "company_id": company_id, "now": _ts(now)}
+
+        def write(conn: sqlite3.Connection) -> ApiToken:
+            row = conn.execute(Q["revoke_token"], params).fetchone()
+            if row is None:
+                raise TokenNotFound(token_id)
+            return _token(row)
+
+        return await self._write(write)

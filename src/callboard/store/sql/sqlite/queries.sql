@@ -314,3 +314,36 @@ LIMIT 1;
 
 -- name: last_event_id
 SELECT coalesce(max(id), 0) FROM content_job_events;
+
+-- name: oldest_event_id
+SELECT min(id) FROM content_job_events;
+
+-- name: prune_events
+-- Old events go, but every job keeps its latest one: a job's stream starts from it.
+DELETE FROM content_job_events
+WHERE id IN (
+    SELECT e.id FROM content_job_events AS e
+    WHERE e.created_at < :before
+      AND e.id < (SELECT max(l.id) FROM content_job_events AS l WHERE l.job_id = e.job_id)
+    ORDER BY e.id
+    LIMIT :limit
+);
+
+-- name: insert_token
+INSERT INTO api_tokens (id, company_id, label, prefix, hash, created_at, revoked_at)
+VALUES (:id, :company_id, :label, :prefix, :hash, :created_at, :revoked_at)
+RETURNING *;
+
+-- name: find_tokens
+SELECT * FROM api_tokens WHERE prefix = :prefix;
+
+-- name: list_company_tokens
+SELECT * FROM api_tokens WHERE company_id = :company_id ORDER BY created_at, rowid;
+
+-- name: list_operator_tokens
+SELECT * FROM api_tokens WHERE company_id IS NULL ORDER BY created_at, rowid;
+
+-- name: revoke_token
+UPDATE api_tokens SET revoked_at = coalesce(revoked_at, :now)
+WHERE id = :id AND company_id IS :company_id
+RETURNING *;

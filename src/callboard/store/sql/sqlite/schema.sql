@@ -24,6 +24,8 @@ CREATE TABLE api_tokens (
 
 CREATE INDEX api_tokens_company ON api_tokens (company_id, created_at);
 
+CREATE INDEX api_tokens_prefix ON api_tokens (prefix);
+
 CREATE TABLE content_jobs (
     id TEXT PRIMARY KEY,
     company_id TEXT NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
