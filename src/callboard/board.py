@@ -7,7 +7,9 @@
     ├── reaper                       reclaims jobs whose lease ran out
     ├── workers supervisor (one_for_one)
     │   └── worker-1 .. worker-N     run handlers, one job each at a time
-    └── dispatcher                   claims runnable jobs for idle workers
+    ├── dispatcher                   claims runnable jobs for idle workers
+    ├── stats                        runtime.stats on the operator feed, every second
+    └── (extra children: the web server under `callboard serve`)
 
 Supervision: one_for_one at both levels, because the children share no state that a
 crash could corrupt: a crashed worker's job is recovered by its lease, a crashed
@@ -28,7 +30,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -38,6 +40,7 @@ from .actors.broker import Broker
 from .actors.capacity import Capacity
 from .actors.dispatcher import Dispatcher
 from .actors.reaper import Reaper
+from .actors.stats import StatsReporter
 from .actors.worker import Backoff, JobRunner, Worker, WorkerSettings
 from .builtin_handlers import builtins
 from .clock import TrioWallClock
@@ -174,18 +177,29 @@ class Board:
         return self.registry.specs()
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[RunningBoard]:
+    async def running(
+        self, *, extra_children: Callable[[RunningBoard], Sequence[ChildSpec]] | None = None
+    ) -> AsyncIterator[RunningBoard]:
+        """Open the store, start the actor tree, and yield the running node.
+
+        `extra_children(rt)` adds supervised children after the built-in ones (the
+        web server uses it, so it runs inside the same tree and the same trio run).
+        """
         store = self._store or open_store(self.database_url)
         try:
             await store.open()
-            async with self._tree(store) as rt:
+            async with self._tree(store, extra_children) as rt:
                 yield rt
         finally:
             with trio.CancelScope(shield=True):
                 await store.aclose()
 
     @asynccontextmanager
-    async def _tree(self, store: JobStore) -> AsyncIterator[RunningBoard]:
+    async def _tree(
+        self,
+        store: JobStore,
+        extra_children: Callable[[RunningBoard], Sequence[ChildSpec]] | None,
+    ) -> AsyncIterator[RunningBoard]:
         registry = self.registry
         lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         clock = TrioWallClock()
@@ -211,7 +225,7 @@ class Board:
         )
         runner = JobRunner(ledger, registry, settings)
         workers = [
-            Worker(f"worker-{i + 1}", from_dispatcher, runner, capacity)
+            Worker(f"worker-{i + 1}", from_dispatcher, runner, capacity, broker.publish)
             for i in range(self.workers)
         ]
         dispatcher = Dispatcher(
@@ -244,18 +258,22 @@ class Board:
         if workers:
             children.append(ChildSpec("workers", worker_pool.run, Restart.PERMANENT))
             children.append(ChildSpec("dispatcher", dispatcher.run, Restart.PERMANENT))
-        root = Supervisor(
-            "callboard", children, strategy=Strategy.ONE_FOR_ONE, max_restarts=5, period=60.0
-        )
         rt = RunningBoard(
             ledger=ledger,
             capacity=capacity,
             workers=workers,
             dispatcher=dispatcher,
             reaper=reaper,
-            supervisor=root,
             lease_owner=lease_owner,
         )
+        stats = StatsReporter(ledger, rt.node_snapshot)
+        children.append(ChildSpec("stats", stats.run, Restart.PERMANENT))
+        if extra_children is not None:
+            children.extend(extra_children(rt))
+        root = Supervisor(
+            "callboard", children, strategy=Strategy.ONE_FOR_ONE, max_restarts=5, period=60.0
+        )
+        rt.supervisor = root
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(root.run)

@@ -207,6 +207,15 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class NodeEvent:
+    """An operator-feed event about the node itself (`worker.busy`, `worker.idle`,
+    `runtime.stats`): not stored, no id, never replayed."""
+
+    type: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from .actors.broker import BrokerStatistics, Lagged
+from .actors.broker import Broker, BrokerStatistics, Lagged
 from .actors.capacity import Capacity
 from .actors.dispatcher import Dispatcher, DispatcherStatistics
 from .actors.reaper import Reaper, ReaperStatistics
@@ -26,7 +26,8 @@ from .errors import InvalidRequest, JobNotFound, ShuttingDown
 from .event_stream import open_event_stream
 from .jobs import Company, Job, JobEvent, JobSpec, JobStatus, Page
 from .ledger import Ledger
-from .runtime import Supervisor
+from .runtime import Supervisor, SupervisorStatistics
+from .store.base import JobStore
 
 MAX_PAGE = 500
 WAIT_RECHECK_SECONDS = 5.0
@@ -49,7 +50,7 @@ class RuntimeStatistics:
     broker: BrokerStatistics
     dispatcher: DispatcherStatistics
     reaper: ReaperStatistics
-    supervisor: Any
+    supervisor: SupervisorStatistics | None
 
 
 def _company_name(name: object) -> str:
@@ -71,7 +72,6 @@ class RunningBoard:
         workers: Sequence[Worker],
         dispatcher: Dispatcher,
         reaper: Reaper,
-        supervisor: Supervisor,
         lease_owner: str,
     ) -> None:
         self._ledger = ledger
@@ -80,9 +80,12 @@ class RunningBoard:
         self._workers = list(workers)
         self._dispatcher = dispatcher
         self._reaper = reaper
-        self._supervisor = supervisor
+        self.supervisor: Supervisor | None = None
         self.lease_owner = lease_owner
         self.accepting = True
+        #: Set when the node starts draining: the web server stops, streams end.
+        self.draining = trio.Event()
+        self._completed_seen = 0
 
     @property
     def store(self):
@@ -280,12 +283,39 @@ class RunningBoard:
             broker=self._ledger.broker.statistics(),
             dispatcher=self._dispatcher.statistics(),
             reaper=self._reaper.statistics(),
-            supervisor=self._supervisor.statistics(),
+            supervisor=self.supervisor.statistics() if self.supervisor else None,
         )
 
+    @property
+    def broker(self) -> Broker:
+        """The node's event broker, for SSE subscribers."""
+        return self._ledger.broker
+
+    def node_snapshot(self, interval: float) -> dict[str, Any]:
+        """This node's part of `runtime.stats`: workers, throughput, subscribers."""
+        workers = self.worker_states()
+        completed = sum(w.completed for w in workers)
+        per_second = (completed - self._completed_seen) / interval if interval > 0 else 0.0
+        self._completed_seen = completed
+        broker = self._ledger.broker.statistics()
+        return {
+            "node": self.lease_owner,
+            "workers": {
+                "total": len(workers),
+                "busy": sum(1 for w in workers if w.job_id is not None),
+            },
+            "jobsPerSecond": round(per_second, 2),
+            "subscribers": broker.subscribers,
+            "eventsPublished": broker.published,
+            "subscribersDropped": broker.dropped,
+        }
+
     async def drain(self, grace: float) -> None:
-        """Stop accepting and claiming; wait up to `grace` seconds for running jobs."""
+        """Stop accepting and claiming, end the event streams (clients reconnect with
+        Last-Event-ID), and wait up to `grace` seconds for running jobs."""
         self.accepting = False
         self._dispatcher.drain()
+        self.draining.set()
+        self._ledger.broker.close()
         with trio.move_on_after(grace):
             await self._capacity.wait_until_empty()

@@ -53,11 +53,12 @@ async def test_statistics_describe_the_tree(make_board, autojump_clock):
         "reaper",
         "workers",
         "dispatcher",
+        "stats",
     ]
     assert [w.name for w in stats.workers] == ["worker-1", "worker-2", "worker-3"]
     assert sum(w.completed for w in stats.workers) == 1
     assert stats.dispatcher.dispatched == 1
-    assert stats.broker.published == 3
+    assert stats.broker.published == 5  # queued, running, done, worker.busy, worker.idle
 
 
 async def test_the_reaper_prunes_events_past_the_retention(make_board, autojump_clock):
@@ -77,3 +78,28 @@ async def test_the_reaper_prunes_events_past_the_retention(make_board, autojump_
         (new.id, "content_job.running"),
         (new.id, "content_job.done"),
     ]
+
+
+async def test_the_operator_feed_gets_worker_and_runtime_stats_events(make_board, autojump_clock):
+    from callboard.jobs import NodeEvent
+
+    async with make_board(workers=1).running() as rt:
+        company = await rt.create_company("acme")
+        seen: list = []
+        async with rt.broker.subscribe() as feed:
+            job = await rt.submit(company.id, "demo.sleep", {"seconds": 3})
+            with trio.move_on_after(5):
+                async for event in feed:
+                    seen.append(event)
+    node = [e for e in seen if isinstance(e, NodeEvent)]
+    assert [e.type for e in node if e.type.startswith("worker.")] == ["worker.busy", "worker.idle"]
+    assert node[0].data == {
+        "worker": "worker-1",
+        "jobId": job.id,
+        "jobType": "demo.sleep",
+        "companyId": company.id,
+    }
+    stats = [e.data for e in node if e.type == "runtime.stats"]
+    assert 3 <= len(stats) <= 6  # one a second
+    assert stats[0]["counts"]["running"] == 1 and stats[0]["workers"] == {"total": 1, "busy": 1}
+    assert stats[-1]["counts"]["done"] == 1 and stats[-1]["workers"]["busy"] == 0

@@ -22,13 +22,14 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import trio
 
 from ..errors import StoreUnavailable
-from ..jobs import HandlerRegistry, Job, JobContext
+from ..jobs import HandlerRegistry, Job, JobContext, NodeEvent
 from ..ledger import Ledger
 from .capacity import Capacity, RunningJob
 
@@ -242,11 +243,13 @@ class Worker:
         jobs: trio.MemoryReceiveChannel[Job],
         runner: JobRunner,
         capacity: Capacity,
+        announce: Callable[[NodeEvent], None],
     ) -> None:
         self.name = name
         self._jobs = jobs
         self._runner = runner
         self._capacity = capacity
+        self._announce = announce
         self.current: RunningJob | None = None
         self.completed = 0
 
@@ -260,9 +263,21 @@ class Worker:
             running = RunningJob(job=job, scope=trio.CancelScope(), worker=self.name)
             self.current = running
             self._capacity.started(running)
+            self._announce(
+                NodeEvent(
+                    "worker.busy",
+                    {
+                        "worker": self.name,
+                        "jobId": job.id,
+                        "jobType": job.job_type,
+                        "companyId": job.company_id,
+                    },
+                )
+            )
             try:
                 await self._runner.run(running)
                 self.completed += 1
             finally:
                 self.current = None
                 self._capacity.release(job)
+                self._announce(NodeEvent("worker.idle", {"worker": self.name, "jobId": job.id}))
