@@ -88,7 +88,8 @@ class RunningBoard:
         self._completed_seen = 0
 
     @property
-    def store(self):
+    def store(self) -> JobStore:
+        """The JobStore, for read-only queries by the web layer."""
         return self._store
 
     @property
