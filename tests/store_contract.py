@@ -799,14 +799,13 @@ class StoreContract:
     # --- retention -------------------------------------------------------------------
 
     async def test_prune_keeps_every_jobs_latest_event(self, store: JobStore) -> None:
-        assert await store.oldest_event_id() is None
+        assert await store.pruned_through() == 0
         c = await company(store)
         old = await running(store, c)  # queued + running at T0
         await store.complete(old.id, "w1", at(1))
         idle = await submit(store, c)  # only its queued event, at T0
         fresh = await submit(store, c, now=at(100))
         events = await store.events_after(0)
-        assert await store.oldest_event_id() == events[0].id
         assert await store.prune_events(at(50)) == 2  # old's queued and running
         left = await store.events_after(0)
         assert [(e.job_id, e.type) for e in left] == [
@@ -814,8 +813,9 @@ class StoreContract:
             (idle.id, EventType.QUEUED),
             (fresh.id, EventType.QUEUED),
         ]
-        assert await store.oldest_event_id() == left[0].id
+        assert await store.pruned_through() == events[1].id
         assert await store.prune_events(at(50)) == 0
+        assert await store.pruned_through() == events[1].id
         assert await store.latest_event(old.id) == left[0]
 
     async def test_prune_honours_its_limit(self, store: JobStore) -> None:
@@ -857,3 +857,16 @@ class StoreContract:
         with pytest.raises(CompanyNotFound):
             await store.create_token(ApiToken(new_id(), new_id(), "x", "p-3", "h-3", T0))
         assert await store.find_tokens("p-3") == []
+
+    async def test_count_by_type_and_status(self, store: JobStore) -> None:
+        assert await store.count_by_type_and_status() == {}
+        a = await company(store)
+        b = await company(store, "globex")
+        await running(store, a, job_type="render")
+        await submit(store, a, job_type="render")
+        await submit(store, b)
+        assert await store.count_by_type_and_status() == {
+            ("render", JobStatus.RUNNING): 1,
+            ("render", JobStatus.QUEUED): 1,
+            ("noop", JobStatus.QUEUED): 1,
+        }

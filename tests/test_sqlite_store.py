@@ -86,7 +86,14 @@ async def test_migrations_replay_gives_schema_sql(tmp_path) -> None:
         schema = sqlite_schema(migrated)
         assert schema == sqlite_schema(declared)
         tables = {name for type_, name, _, _ in schema if type_ == "table"}
-        assert tables == {"companies", "api_tokens", "content_jobs", "content_job_events", "assets"}
+        assert tables == {
+            "companies",
+            "api_tokens",
+            "content_jobs",
+            "content_job_events",
+            "event_log_state",
+            "assets",
+        }
     finally:
         migrated.close()
         declared.close()
@@ -388,3 +395,138 @@ async def test_writes_queued_before_aclose_all_commit(tmp_path) -> None:
         assert (await reopened.count_by_status())[JobStatus.QUEUED] == 10
     finally:
         await reopened.aclose()
+
+
+# --- performance-minded paths (claim by index, event snapshots, checkpointer) ----------
+
+
+async def test_claim_seeks_each_type_in_the_claim_index(db: SqliteStore) -> None:
+    # Guards the claim's cost: one index seek per job type, not a sort of every
+    # queued job (which made each claim O(queue) and the writer the bottleneck).
+    conn = sqlite3.connect(db.path)
+    try:
+        params = {
+            "now": "2030-01-01T00:00:00.000000Z",
+            "limit": 4,
+            "type_caps": '{"noop": null}',
+            "lease_owner": "w",
+            "lease_expires_at": "2030-01-01T00:01:00.000000Z",
+        }
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + Q["claim"], params)]
+    finally:
+        conn.close()
+    assert any("USING INDEX content_jobs_claim (job_type=?)" in step for step in plan), plan
+
+
+async def test_claim_matches_a_reference_across_types_caps_and_priorities(
+    db: SqliteStore,
+) -> None:
+    import random
+
+    rng = random.Random(7)
+    company = await db.create_company("acme", T0)
+    jobs = []
+    for batch in range(6):
+        new = [
+            new_job(
+                company.id,
+                job_type=rng.choice("abc"),
+                priority=rng.choice([-1, 0, 0, 3]),
+                run_at=datetime(2030, 1, 1, 0, 0, rng.choice([0, 1, 2, 30]), tzinfo=UTC),
+            )
+            for _ in range(12)
+        ]
+        inserted = await db.insert_jobs(new, datetime(2030, 1, 1, 0, 0, 0, batch, tzinfo=UTC))
+        jobs.extend(item.job for item in inserted)
+    now = datetime(2030, 1, 1, 0, 0, 10, tzinfo=UTC)
+    queued = {job.id: (seq, job) for seq, job in enumerate(jobs)}
+    for caps, limit in [({"a": 1, "b": None}, 4), ({"a": None, "c": 2}, 5), ({"b": 0}, 3)] * 3:
+        due = sorted(
+            ((seq, job) for seq, job in queued.values() if job.run_at <= now),
+            key=lambda sj: (-sj[1].priority, sj[1].run_at, sj[1].created_at, sj[0]),
+        )
+        expected, taken_by_type = [], dict.fromkeys(caps, 0)
+        for _, job in due:
+            cap = caps.get(job.job_type, 0)
+            if job.job_type in caps and (cap is None or taken_by_type[job.job_type] < cap):
+                taken_by_type[job.job_type] += 1
+                expected.append(job.id)
+        expected = expected[:limit]
+        claimed = await db.claim(
+            now=now,
+            limit=limit,
+            type_caps=caps,
+            lease_owner="w",
+            lease_expires_at=datetime(2030, 1, 1, 0, 1, tzinfo=UTC),
+        )
+        assert [job.id for job, _ in claimed] == expected
+        for job_id in expected:
+            del queued[job_id]
+
+
+async def test_published_events_equal_the_stored_ones(db: SqliteStore) -> None:
+    # The writer builds an event's payload from the row's own time texts and its
+    # snapshot without a JSON round trip; both must equal what a reader gets back.
+    import json
+
+    company = await db.create_company("acme", T0)
+    new = new_job(
+        company.id,
+        input={"nested": {"list": [1, 2.5, "é", None]}, "flag": True},
+        priority=2,
+        timeout_seconds=12.5,
+        source_task_id="task-1",
+        idempotency_key="key-1",
+        max_attempts=3,
+    )
+    [inserted] = await db.insert_jobs([new], T0)
+    t1 = datetime(2030, 1, 1, 0, 0, 1, 123456, tzinfo=UTC)
+    [(_, running)] = await db.claim(
+        now=t1,
+        limit=1,
+        type_caps={"noop": None},
+        lease_owner="w",
+        lease_expires_at=datetime(2030, 1, 1, 0, 1, tzinfo=UTC),
+    )
+    progress = await db.record_progress(new.id, "w", 40, "half-ish", t1)
+    done = await db.complete(new.id, "w", datetime(2030, 1, 1, 0, 0, 2, tzinfo=UTC), "asset-9")
+    published = [inserted.event, running, progress, done]
+    stored = await db.events_after(0, job_id=new.id)
+    assert stored == published
+    conn = sqlite3.connect(db.path)
+    try:
+        payloads = [
+            json.loads(row[0])
+            for row in conn.execute(
+                "SELECT payload FROM content_job_events WHERE job_id = ? ORDER BY id", (new.id,)
+            )
+        ]
+    finally:
+        conn.close()
+    assert payloads == [event.job.to_dict() for event in published]
+    assert running.job.lease_owner is None and running.job.input == new.input
+
+
+async def test_the_checkpointer_checkpoints_after_commits(db: SqliteStore) -> None:
+    company = await db.create_company("acme", T0)
+    await db.insert_jobs([new_job(company.id) for _ in range(20)], T0)
+    for _ in range(3000):  # up to 30 s: a hang guard, not a timing assertion
+        if db._checkpointer.checkpoints:
+            break
+        await trio.sleep(0.01)
+    assert db._checkpointer.checkpoints >= 1
+
+
+async def test_checkpointer_stop_is_not_lost_in_its_interval(tmp_path) -> None:
+    from callboard.store.sqlite_writer import Checkpointer
+
+    checkpointer = Checkpointer(
+        lambda: sqlite3.connect(tmp_path / "x.db", check_same_thread=False),
+        "PRAGMA wal_checkpoint(PASSIVE)",
+        interval=3600,
+    )
+    checkpointer.start()
+    checkpointer.poke()  # the thread now waits out its interval
+    await trio.sleep(0.05)
+    with trio.fail_after(30):  # a hang guard: stop() must not wait for the interval
+        await trio.to_thread.run_sync(checkpointer.stop, abandon_on_cancel=True)

@@ -16,10 +16,12 @@ from typing import Any
 
 import trio
 
+from .actors.broker import Lagged
 from .board import Board
 from .config import SettingError, Settings, load_settings
 from .errors import CallboardError
 from .jobs import JobEvent, JobSpec
+from .running_board import RunningBoard
 
 log = logging.getLogger("callboard.cli")
 
@@ -75,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     _server_flags(serve)
     serve.add_argument(
         "--bind", help="HOST:PORT for the HTTP API (CALLBOARD_BIND, default 127.0.0.1:8000)"
+    )
+    serve.add_argument(
+        "--log-events",
+        action="store_true",
+        help="log every job event (handy in development; noisy under load)",
     )
     serve.add_argument(
         "--demo",
@@ -142,33 +149,50 @@ def demo_specs(count: int) -> list[JobSpec]:
     return [kinds[i % len(kinds)] for i in range(count)]
 
 
-async def serve(settings: Settings, demo: int) -> int:
+async def serve(settings: Settings, demo: int, log_events: bool) -> int:
+    from .runtime import ChildSpec, Restart
+    from .web import WebServer
+
     board = board_from(settings)
-    events_log = logging.getLogger("callboard.events")
-    async with board.running() as rt:
-        async with trio.open_nursery() as nursery:
 
-            async def log_events(
-                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-            ) -> None:
-                async with rt.subscribe() as events:
-                    task_status.started()
-                    async for event in events:
-                        events_log.info("%s", describe(event))
+    def web(rt: RunningBoard) -> list[ChildSpec]:
+        return [ChildSpec("web", WebServer(rt, settings).run, Restart.TRANSIENT)]
 
-            await nursery.start(log_events)
-            if demo > 0:
-                company = await rt.get_company_by_name("demo") or await rt.create_company("demo")
-                jobs = await rt.submit_many(company.id, demo_specs(demo))
-                log.info("submitted %d demo jobs to company 'demo'", len(jobs))
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                log.info("serving; Ctrl-C or SIGTERM stops gracefully")
-                async for signum in signals:
-                    log.info("received %s; draining", signal.Signals(signum).name)
-                    break
-            nursery.cancel_scope.cancel()
+    async with board.running(extra_children=web) as rt, trio.open_nursery() as nursery:
+        if log_events:
+            await nursery.start(_log_events, rt)
+        if demo > 0:
+            company = await rt.get_company_by_name("demo") or await rt.create_company("demo")
+            jobs = await rt.submit_many(company.id, demo_specs(demo))
+            log.info("submitted %d demo jobs to company 'demo'", len(jobs))
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            log.info("serving; Ctrl-C or SIGTERM stops gracefully")
+            async for signum in signals:
+                log.info("received %s; draining", signal.Signals(signum).name)
+                break
+        nursery.cancel_scope.cancel()
     log.info("stopped")
     return EXIT_OK
+
+
+async def _log_events(
+    rt: RunningBoard, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    events_log = logging.getLogger("callboard.events")
+    last: int | None = None
+    while True:
+        try:
+            async with rt.subscribe(after_event_id=last) as events:
+                if last is None:
+                    task_status.started()
+                async for event in events:
+                    events_log.info("%s", describe(event))
+                    last = event.id
+            return
+        except Lagged:
+            # A burst outran the log: resume from the last event logged, losing none.
+            last = last or 0
+            continue
 
 
 async def migrate(settings: Settings) -> int:
@@ -197,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             if args.demo < 0:
                 raise SettingError("--demo: must be 0 or more")
-            runner = (serve, settings, args.demo)
+            runner = (serve, settings, args.demo, args.log_events)
         else:
             runner = (migrate, settings)
         return trio.run(*runner)

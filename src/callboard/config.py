@@ -72,8 +72,9 @@ def _duration(name: str, raw: str) -> float:
 
 
 def _bind(name: str, raw: str) -> str:
+    """HOST:PORT; port 0 asks the system for a free port (tests, benchmarks)."""
     host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise SettingError(f"{name}: expected HOST:PORT such as 127.0.0.1:8000, got {raw!r}")
     return raw
 

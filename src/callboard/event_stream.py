@@ -2,10 +2,13 @@
 and no duplicate (DESIGN.md section 1).
 
 The live subscription opens first (on entering the context), then the store is
-replayed from the id, page by page; live events that the replay already gave are
-skipped by id. A replay long enough to overflow the live buffer ends in `Lagged`
-once it is delivered, and the consumer resumes from the last id it saw: each round
-makes progress, and memory stays bounded.
+replayed from the id, page by page; live events at or below the last id delivered
+are skipped. Live events arrive in id order (the store publishes each commit's
+events in order, before its callers resume), so one high-water mark is exact.
+
+A replay long enough to overflow the live buffer ends in `Lagged` once it is
+delivered, and the consumer resumes from the last id it saw: each round makes
+progress, and memory stays bounded.
 
 `EventStream.receive()` is safe to cancel at any point (nothing is consumed until it
 returns), so callers can wrap it in a timeout to interleave keep-alive pings.
@@ -41,7 +44,7 @@ class EventStream:
         self._after = after
         self._replaying = after is not None
         self._pending: deque[JobEvent] = deque()
-        self._replayed: set[int] = set()
+        self._high_water = after or 0
 
     @property
     def replaying(self) -> bool:
@@ -53,13 +56,14 @@ class EventStream:
         again to retry: the position is kept)."""
         while True:
             if self._pending:
-                return self._pending.popleft()
+                event = self._pending.popleft()
+                self._high_water = max(self._high_water, event.id)
+                return event
             if self._replaying:
                 assert self._after is not None
                 page = await self._store.events_after(
                     self._after, company_id=self._company_id, job_id=self._job_id, limit=REPLAY_PAGE
                 )
-                self._replayed.update(event.id for event in page)
                 self._pending.extend(page)
                 if page:
                     self._after = page[-1].id
@@ -67,8 +71,10 @@ class EventStream:
                     self._replaying = False
                 continue
             event = await self._live.receive()
-            if isinstance(event, JobEvent) and event.id in self._replayed:
-                continue
+            if isinstance(event, JobEvent):
+                if event.id <= self._high_water:
+                    continue
+                self._high_water = event.id
             return event
 
     def __aiter__(self) -> EventStream:

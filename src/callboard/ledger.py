@@ -1,9 +1,11 @@
-"""The write path: each job transition goes to the store, then its events to the broker.
+"""The write path: each job transition goes to the store; its events reach the broker
+through the store's `on_commit` hook.
 
-Publishing happens only after the store returned, i.e. after the commit (DESIGN.md
-section 1). Store writes shield their own commit wait, and `Broker.publish` is
-synchronous, so there is no checkpoint between a commit and its publication: a
-cancellation cannot separate them.
+The store calls the hook in the trio thread once a transaction has committed and
+before its callers resume, with that commit's events in id order. So an event is
+published only after its commit (DESIGN.md section 1), never twice, never lost to a
+cancellation of the caller, and live subscribers see ids in increasing order, which
+is what lets a subscriber resume with "everything after the last id I saw".
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import datetime, timedelta
 
 from .actors.broker import Broker
 from .clock import TrioWallClock
-from .errors import CompanyNotFound, InvalidRequest
+from .errors import InvalidRequest
 from .jobs import HandlerRegistry, Inserted, Job, JobEvent, JobSpec, build_new_job
 from .store.base import CancelOutcome, JobStore, Renewal
 
@@ -29,16 +31,13 @@ class Ledger:
     ) -> None:
         self.store = store
         self.broker = broker
+        store.on_commit = broker.publish_many
         self.clock = clock
         self.registry = registry
         self._wake_dispatcher = wake_dispatcher
 
     def now(self) -> datetime:
         return self.clock.now()
-
-    def _publish(self, event: JobEvent | None) -> None:
-        if event is not None:
-            self.broker.publish(event)
 
     # --- submitting ----------------------------------------------------------------------
 
@@ -56,11 +55,9 @@ class Ledger:
                 if len(specs) == 1:
                     raise
                 raise InvalidRequest(f"job {index}: {exc}") from None
-        if await self.store.get_company(company_id) is None:
-            raise CompanyNotFound(company_id)
+        # No get_company() first: insert_jobs raises CompanyNotFound itself, writing
+        # nothing, and a read before every submit cost a thread round trip.
         inserted = await self.store.insert_jobs(new_jobs, now)
-        for item in inserted:
-            self._publish(item.event)
         if any(item.created for item in inserted):
             self._wake_dispatcher()
         return inserted
@@ -69,12 +66,10 @@ class Ledger:
 
     async def cancel(self, job_id: str) -> CancelOutcome:
         outcome = await self.store.cancel(job_id, self.now())
-        self._publish(outcome.event)
         return outcome
 
     async def retry(self, job_id: str) -> Job:
         event = await self.store.retry(job_id, self.now())
-        self._publish(event)
         self._wake_dispatcher()
         return event.job
 
@@ -95,8 +90,6 @@ class Ledger:
             lease_owner=lease_owner,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
         )
-        for _, event in claimed:
-            self._publish(event)
         return [job for job, _ in claimed]
 
     async def renew(
@@ -108,28 +101,24 @@ class Ledger:
         self, job_id: str, lease_owner: str, percent: int, message: str | None
     ) -> JobEvent | None:
         event = await self.store.record_progress(job_id, lease_owner, percent, message, self.now())
-        self._publish(event)
         return event
 
     async def complete(
         self, job_id: str, lease_owner: str, result_asset_id: str | None = None
     ) -> JobEvent | None:
         event = await self.store.complete(job_id, lease_owner, self.now(), result_asset_id)
-        self._publish(event)
         return event
 
     async def fail(
         self, job_id: str, lease_owner: str, error_message: str, retry_at: datetime | None
     ) -> JobEvent | None:
         event = await self.store.fail(job_id, lease_owner, self.now(), error_message, retry_at)
-        self._publish(event)
         if retry_at is not None and event is not None:
             self._wake_dispatcher()
         return event
 
     async def mark_cancelled(self, job_id: str, lease_owner: str) -> JobEvent | None:
         event = await self.store.mark_cancelled(job_id, lease_owner, self.now())
-        self._publish(event)
         return event
 
     async def reap(
@@ -143,8 +132,6 @@ class Ledger:
             exclude_owner=exclude_owner,
             limit=limit,
         )
-        for event in events:
-            self._publish(event)
         if events:
             self._wake_dispatcher()
         return events

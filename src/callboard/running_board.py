@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import trio
@@ -91,6 +91,10 @@ class RunningBoard:
     def store(self) -> JobStore:
         """The JobStore, for read-only queries by the web layer."""
         return self._store
+
+    def now(self) -> datetime:
+        """The node's clock (wall time derived from trio's clock)."""
+        return self._ledger.now()
 
     @property
     def job_types(self) -> list[str]:
@@ -194,7 +198,7 @@ class RunningBoard:
         Raises InvalidTransition for a job already finished."""
         outcome = await self._ledger.cancel(job_id)
         if outcome.event is None:
-            self._capacity.cancel(job_id)
+            self._capacity.cancel(job_id, leased_here=outcome.job.lease_owner == self.lease_owner)
         return outcome.job
 
     async def retry(self, job_id: str) -> Job:
@@ -227,8 +231,11 @@ class RunningBoard:
                                 return event.job
                 except Lagged:
                     continue
-                # The broker closed (shutdown): the job will not change here any more.
-                return await self.get(job_id)
+                # The broker closed: the node is stopping before the job finished.
+                job = await self.get(job_id)
+                if job.terminal:
+                    return job
+                raise ShuttingDown(f"the node is stopping; job {job_id} is still {job.status}")
 
     @asynccontextmanager
     async def subscribe(

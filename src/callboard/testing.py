@@ -107,6 +107,8 @@ class MemoryStore(JobStore):
         self._jobs: dict[str, Job] = {}
         self._events: list[JobEvent] = []
         self._tokens: dict[str, ApiToken] = {}
+        self._pruned_through = 0
+        self._outbox: list[JobEvent] = []
         self._last_event_id = 0
         self._open = False
         self._available = True
@@ -120,15 +122,19 @@ class MemoryStore(JobStore):
 
     async def _enter(self) -> None:
         await trio.lowlevel.checkpoint()
+        self._outbox.clear()
         if not self._open:
             raise StoreUnavailable("the store is not open")
         if not self._available:
             raise StoreUnavailable("the store is unavailable (MemoryStore.set_available)")
 
-    @staticmethod
-    async def _leave() -> None:
-        # Let other tasks run after a write, as they would while a commit is answered,
-        # without letting a cancel undo a result the caller must get.
+    async def _leave(self) -> None:
+        # The "commit": hand its events over in id order, then let other tasks run, as
+        # they would while a real commit is answered, without letting a cancel undo a
+        # result the caller must get.
+        events, self._outbox = self._outbox, []
+        if events and self.on_commit is not None:
+            self.on_commit(events)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     @staticmethod
@@ -142,6 +148,7 @@ class MemoryStore(JobStore):
         snapshot = Job.from_dict(copy.deepcopy(job.to_dict()))
         event = JobEvent(self._last_event_id, type_, job.id, job.company_id, now, snapshot)
         self._events.append(event)
+        self._outbox.append(event)
         return event
 
     def _save(self, job: Job, type_: EventType, now: datetime) -> JobEvent:
@@ -587,9 +594,9 @@ class MemoryStore(JobStore):
         await self._enter()
         return self._events[-1].id if self._events else 0
 
-    async def oldest_event_id(self) -> int | None:
+    async def pruned_through(self) -> int:
         await self._enter()
-        return self._events[0].id if self._events else None
+        return self._pruned_through
 
     async def prune_events(self, before: datetime, limit: int = 10_000) -> int:
         await self._enter()
@@ -602,6 +609,7 @@ class MemoryStore(JobStore):
             if latest[event.job_id] != event.id:
                 doomed.add(event.id)
         self._events = [e for e in self._events if e.id not in doomed]
+        self._pruned_through = max([self._pruned_through, *doomed])
         await self._leave()
         return len(doomed)
 
@@ -634,3 +642,7 @@ class MemoryStore(JobStore):
             self._tokens[token_id] = token
         await self._leave()
         return token
+
+    async def count_by_type_and_status(self) -> dict[tuple[str, JobStatus], int]:
+        await self._enter()
+        return dict(Counter((j.job_type, j.status) for j in self._jobs.values()))

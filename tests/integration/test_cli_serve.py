@@ -39,7 +39,9 @@ def read_until(proc: subprocess.Popen[str], predicate, timeout: float = 30) -> l
 
 
 def test_serve_runs_demo_jobs_and_stops_gracefully_on_sigterm(tmp_path):
-    proc = run_serve(tmp_path, "--workers", "3", "--demo", "3")
+    proc = run_serve(
+        tmp_path, "--workers", "3", "--demo", "3", "--log-events", "--bind", "127.0.0.1:0"
+    )
     try:
         lines = read_until(
             proc,

@@ -42,6 +42,9 @@ NODE = textwrap.dedent(
             for job in (again, once):
                 while (await rt.get(job.id)).status != "running":
                     await trio.sleep(0.01)
+            # Its progress event is committed before we report, so the kill comes after.
+            while (await rt.store.latest_event(again.id)).type != "content_job.progress":
+                await trio.sleep(0.01)
             print(again.id, once.id, flush=True)
             await trio.sleep_forever()
 

@@ -115,6 +115,7 @@ class Broker:
             raise ValueError("subscriber buffers must be bounded and positive")
         self.default_buffer = default_buffer
         self._subscribers: set[_Subscriber] = set()
+        self._observers: list[Callable[[Any], None]] = []
         self._published = 0
         self._delivered = 0
         self._dropped = 0
@@ -132,6 +133,11 @@ class Broker:
         """Offer `event` to every matching subscriber; never blocks, never raises for a
         slow subscriber (it is dropped instead)."""
         self._published += 1
+        for observe in self._observers:
+            try:
+                observe(event)
+            except Exception:
+                log.exception("an event observer failed; the event was still published")
         lagging: list[_Subscriber] = []
         gone: list[_Subscriber] = []
         for sub in self._subscribers:
@@ -153,6 +159,11 @@ class Broker:
             self._remove(sub)
         for sub in gone:
             self._remove(sub)
+
+    def observe(self, fn: Callable[[Any], None]) -> None:
+        """Call `fn(event)` synchronously for every event published from now on (for
+        counters and histograms; it must be quick and must not block)."""
+        self._observers.append(fn)
 
     def publish_many(self, events: list[Any]) -> None:
         for event in events:

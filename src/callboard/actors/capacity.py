@@ -36,9 +36,11 @@ class Capacity:
         self.size = size
         self._concurrency = dict(concurrency)
         self._by_type: Counter[str] = Counter()
-        self._reserved: dict[str, Job] = {}
-        self._running: dict[str, RunningJob] = {}
-        # Cancels that arrive between the claim and the handler's start.
+        # Keyed by (job id, attempt): a job reclaimed here while a stale run of it is
+        # still unwinding is another reservation, not the same one.
+        self._reserved: dict[tuple[str, int], Job] = {}
+        self._running: dict[tuple[str, int], RunningJob] = {}
+        # Cancels that arrive between the claim's commit and the handler's start.
         self._cancel_pending: set[str] = set()
         self._emptied: trio.Event | None = None
         self._on_release = on_release
@@ -58,14 +60,18 @@ class Capacity:
         return caps
 
     def reserve(self, job: Job) -> None:
-        self._reserved[job.id] = job
-        self._by_type[job.job_type] += 1
+        key = (job.id, job.attempt)
+        if key not in self._reserved:
+            self._reserved[key] = job
+            self._by_type[job.job_type] += 1
 
     def release(self, job: Job) -> None:
-        if self._reserved.pop(job.id, None) is not None:
+        key = (job.id, job.attempt)
+        if self._reserved.pop(key, None) is not None:
             self._by_type[job.job_type] -= 1
-        self._running.pop(job.id, None)
-        self._cancel_pending.discard(job.id)
+        self._running.pop(key, None)
+        if not any(job_id == job.id for job_id, _ in self._reserved):
+            self._cancel_pending.discard(job.id)
         if not self._reserved and self._emptied is not None:
             self._emptied.set()
         self._on_release()
@@ -77,7 +83,7 @@ class Capacity:
             await self._emptied.wait()
 
     def started(self, running: RunningJob) -> None:
-        self._running[running.job.id] = running
+        self._running[(running.job.id, running.job.attempt)] = running
         if running.job.id in self._cancel_pending:
             self._cancel_pending.discard(running.job.id)
             running.cancel_requested = True
@@ -86,17 +92,20 @@ class Capacity:
     def running(self) -> list[RunningJob]:
         return list(self._running.values())
 
-    def running_ids(self) -> list[str]:
-        return list(self._reserved)
-
-    def cancel(self, job_id: str) -> bool:
-        """Cancel a job running on this node; False if it does not run here."""
-        running = self._running.get(job_id)
-        if running is None:
-            if job_id in self._reserved:
-                self._cancel_pending.add(job_id)
-                return True
-            return False
-        running.cancel_requested = True
-        running.scope.cancel()
-        return True
+    def cancel(self, job_id: str, *, leased_here: bool = False) -> bool:
+        """Cancel a job running (or about to run) on this node. `leased_here` says the
+        store shows this node's lease on it: then a cancel that finds no reservation yet
+        (the claim committed, the dispatcher has not reserved it) waits for its start.
+        False if the job does not run here."""
+        found = False
+        for (running_id, _), running in self._running.items():
+            if running_id == job_id:
+                running.cancel_requested = True
+                running.scope.cancel()
+                found = True
+        if found:
+            return True
+        if leased_here or any(reserved_id == job_id for reserved_id, _ in self._reserved):
+            self._cancel_pending.add(job_id)
+            return True
+        return False

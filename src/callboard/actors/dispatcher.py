@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import trio
 
+from ..errors import StoreUnavailable
 from ..ledger import Ledger
 from ..runtime import Actor
 from .capacity import Capacity
@@ -71,10 +72,19 @@ class Dispatcher(Actor[None]):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        outage = 0.5
         while not self._draining:
-            if await self._dispatch_once():
-                continue  # a full batch: there may be more waiting right now
-            with trio.move_on_after(await self._sleep_seconds()):
+            try:
+                if await self._dispatch_once():
+                    continue  # a full batch: there may be more waiting right now
+                pause = await self._sleep_seconds()
+                outage = 0.5
+            except StoreUnavailable:
+                # Ride out an outage here: supervisor restarts are for bugs, and a few
+                # seconds of unreachable store must not use up the restart budget.
+                log.warning("store unavailable; retrying in %.1fs", outage, exc_info=True)
+                pause, outage = outage, min(outage * 2, self._poll_interval * 4)
+            with trio.move_on_after(pause):
                 await self.inbox.receive()
         # Returning would count as an exit to the supervisor; a draining node stays idle.
         await trio.sleep_forever()

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import trio
 
+from ..errors import StoreUnavailable
 from ..ledger import Ledger
 
 log = logging.getLogger("callboard.reaper")
@@ -68,10 +69,14 @@ class Reaper:
             self._recovered_orphans = True
         task_status.started()
         while True:
-            await self._reap_all(self._ledger.now(), exclude_owner=None)
-            if self._event_retention is not None and trio.current_time() >= self._next_prune:
-                await self._prune(self._event_retention)
-                self._next_prune = trio.current_time() + self._prune_interval
+            try:
+                await self._reap_all(self._ledger.now(), exclude_owner=None)
+                if self._event_retention is not None and trio.current_time() >= self._next_prune:
+                    await self._prune(self._event_retention)
+                    self._next_prune = trio.current_time() + self._prune_interval
+            except StoreUnavailable:
+                # The next pass retries; an outage is not a crash of the reaper.
+                log.warning("store unavailable; the reaper retries next pass", exc_info=True)
             await trio.sleep(self._interval)
 
     async def _prune(self, retention: float) -> None:

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 import trio
 
 from ..errors import StoreUnavailable
-from ..jobs import HandlerRegistry, Job, JobContext, NodeEvent
+from ..jobs import HandlerRegistry, HandlerSpec, Job, JobContext, NodeEvent
 from ..ledger import Ledger
 from .capacity import Capacity, RunningJob
 
@@ -125,40 +125,30 @@ class JobRunner:
         job = running.job
         spec = self._registry.get(job.job_type)
         progress = _ProgressWriter(self._ledger, running, self._settings)
-        error: BaseException | None = None
-        timed_out = finished = False
+        outcome = _Outcome()
         with running.scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keep_lease, running)
                 nursery.start_soon(progress.run)
-                ctx = JobContext(job, progress)
-                with trio.move_on_after(job.timeout_seconds or math.inf) as timeout_scope:
-                    try:
-                        await spec.fn(ctx)
-                        finished = True
-                    except Exception as exc:
-                        error = exc
-                timed_out = timeout_scope.cancelled_caught
-                if finished:
+                await _call_handler(spec, JobContext(job, progress), job.timeout_seconds, outcome)
+                if outcome.finished:
                     await progress.flush()
                 nursery.cancel_scope.cancel()
-        await self._record(running, error, timed_out, finished)
+        await self._record(running, outcome)
 
-    async def _record(
-        self, running: RunningJob, error: BaseException | None, timed_out: bool, finished: bool
-    ) -> None:
+    async def _record(self, running: RunningJob, outcome: _Outcome) -> None:
         job = running.job
         owner = self._settings.lease_owner
         if running.lease_lost:
             log.warning("job %s lost its lease; another attempt owns it now", job.id)
             return
-        if running.cancel_requested and not finished:
+        if running.cancel_requested and not outcome.finished:
             await self._write(lambda: self._ledger.mark_cancelled(job.id, owner), running)
             return
-        if timed_out:
+        if outcome.timed_out:
             error_message = f"timed out after {job.timeout_seconds:g} seconds"
-        elif error is not None:
-            error_message = describe_error(error)
+        elif outcome.error is not None:
+            error_message = describe_error(outcome.error)
             log.info(
                 "job %s (%s) attempt %d failed: %s",
                 job.id,
@@ -204,13 +194,31 @@ class JobRunner:
             return
 
     async def _keep_lease(self, running: RunningJob) -> None:
-        """Renew the lease every third of its length; on a lost lease or a cancel request
-        stop the handler at once."""
+        """Renew the lease every third of its length, and stop the handler at once when
+        the lease is lost, a cancel was requested, or the lease is about to run out
+        without a successful renewal (the watchdog does not wait on a hung store call:
+        the reaper may take the job as soon as the lease has run out)."""
+        margin = min(self._settings.lease_seconds / 6, 5.0)
+        expires = self._ledger.clock.trio_deadline(running.job.lease_expires_at)
+        lease = _Lease(trio.CancelScope(deadline=expires - margin), margin)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_lease, running, lease)
+            await self._renew_lease(running, lease)
+            nursery.cancel_scope.cancel()
+
+    async def _watch_lease(self, running: RunningJob, lease: _Lease) -> None:
+        with lease.watchdog:  # each renewal pushes its deadline out
+            await trio.sleep_forever()
+        log.warning("job %s: lease about to run out without a renewal; stopping it", running.job.id)
+        running.lease_lost = True
+        running.scope.cancel()
+
+    async def _renew_lease(self, running: RunningJob, lease: _Lease) -> None:
         settings = self._settings
-        expires = trio.current_time() + settings.lease_seconds
         interval = settings.lease_seconds / 3
+        next_at = trio.current_time() + interval
         while True:
-            await trio.sleep(interval)
+            await trio.sleep_until(next_at)
             new_expiry = self._ledger.now() + timedelta(seconds=settings.lease_seconds)
             try:
                 renewal = await self._ledger.renew(
@@ -218,20 +226,59 @@ class JobRunner:
                 )
             except StoreUnavailable:
                 log.warning("could not renew the lease of job %s", running.job.id, exc_info=True)
-                if trio.current_time() + interval >= expires:
-                    running.lease_lost = True
-                    running.scope.cancel()
-                    return
+                next_at = trio.current_time() + min(1.0, interval)
                 continue
             if running.job.id not in renewal.held:
                 running.lease_lost = True
                 running.scope.cancel()
                 return
-            expires = trio.current_time() + settings.lease_seconds
+            expires = self._ledger.clock.trio_deadline(new_expiry)
+            lease.watchdog.deadline = expires - lease.margin
             if running.job.id in renewal.cancel_requested:
                 running.cancel_requested = True
                 running.scope.cancel()
                 return
+            next_at += interval
+
+
+@dataclass(slots=True)
+class _Lease:
+    # Fires `margin` seconds before the store's lease runs out.
+    watchdog: trio.CancelScope
+    margin: float
+
+
+@dataclass(slots=True)
+class _Outcome:
+    finished: bool = False
+    timed_out: bool = False
+    error: BaseException | None = None
+
+
+async def _call_handler(
+    spec: HandlerSpec, ctx: JobContext, time_limit: float | None, outcome: _Outcome
+) -> None:
+    """Run the handler and note how it ended; its errors never escape, so a handler
+    cannot crash its worker."""
+    deadline = trio.move_on_after(math.inf if time_limit is None else time_limit)
+    try:
+        with deadline:
+            await spec.fn(ctx)
+            outcome.finished = True
+    except Exception as exc:
+        outcome.error = exc
+    except BaseExceptionGroup as group:
+        # The handler failed while being cancelled: its own nursery raised an error
+        # beside the Cancelled. Keep the error. The cancellation is not lost: a
+        # cancelled scope raises Cancelled again at the next checkpoint.
+        _, rest = group.split(trio.Cancelled)
+        if rest is None:
+            raise
+        failures, fatal = rest.split(Exception)
+        if fatal is not None:
+            raise
+        outcome.error = failures
+    outcome.timed_out = deadline.cancel_called and not outcome.finished
 
 
 class Worker:

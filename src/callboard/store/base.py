@@ -28,7 +28,7 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -82,6 +82,12 @@ class JobStore(abc.ABC):
     #: True when one process owns the store exclusively (embedded SQLite): on start-up
     #: every job still `running` belongs to a dead process and can be reclaimed at once.
     exclusive: bool = False
+
+    #: Set by the runtime: called in the trio thread, synchronously, with the events of
+    #: each commit in commit (id) order, before the callers of that commit resume. The
+    #: runtime publishes from here, so live subscribers see events in id order and
+    #: never an event that was not committed.
+    on_commit: Callable[[list[JobEvent]], None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -150,6 +156,10 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def count_by_status(self, company_id: str | None = None) -> dict[JobStatus, int]:
         """Every status is a key, zero included."""
+
+    @abc.abstractmethod
+    async def count_by_type_and_status(self) -> dict[tuple[str, JobStatus], int]:
+        """Jobs of every company by (job_type, status); only non-zero pairs."""
 
     @abc.abstractmethod
     async def next_run_at(self, job_types: Collection[str]) -> datetime | None:
@@ -283,13 +293,15 @@ class JobStore(abc.ABC):
         """The highest event id stored, 0 when there are none."""
 
     @abc.abstractmethod
-    async def oldest_event_id(self) -> int | None:
-        """The lowest event id still stored, None when there are none."""
+    async def pruned_through(self) -> int:
+        """The highest event id ever pruned (0 if none): a replay after an id lower than
+        this may have missed events (SSE `stream.gap`)."""
 
     @abc.abstractmethod
     async def prune_events(self, before: datetime, limit: int = 10_000) -> int:
         """Delete up to `limit` events created before `before`, oldest first, but never a
-        job's latest event (a job's stream starts from it). Returns how many went."""
+        job's latest event (a job's stream starts from it), and raise `pruned_through`
+        to the highest id deleted. Returns how many went."""
 
     # --- API tokens --------------------------------------------------------------------
 

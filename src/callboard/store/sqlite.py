@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import fcntl
 import functools
 import json
@@ -60,7 +61,7 @@ from ..jobs import (
 from .base import ApiToken, CancelOutcome, JobStore, Renewal
 from .migrations import apply_sqlite
 from .queries import load_queries
-from .sqlite_writer import Writer, WriterStatistics
+from .sqlite_writer import Checkpointer, Writer, WriterStatistics, outbox
 
 __all__ = ["SqliteStatistics", "SqliteStore"]
 
@@ -96,7 +97,10 @@ def _opt_ts(value: datetime | None) -> str | None:
     return None if value is None else _ts(value)
 
 
+@functools.lru_cache(maxsize=1024)
 def _dt(value: str | None) -> datetime | None:
+    # Cached: a batch's rows share their times (created_at, run_at, a claim's now),
+    # and datetimes are immutable.
     return parse_iso(value)
 
 
@@ -181,10 +185,40 @@ def _input_json(value: Mapping[str, Any]) -> str:
 # --- statements run inside the writer's transaction ------------------------------------
 
 
-def _record(conn: sqlite3.Connection, type_: EventType, job: Job, now: str) -> JobEvent:
-    """Write the event row for a change just made to `job`; the event as a reader
-    will see it (the snapshot goes through the same JSON the row holds)."""
-    payload = json.dumps(job.to_dict(), separators=(",", ":"), ensure_ascii=False)
+def _wire(row: sqlite3.Row, job: Job) -> dict[str, Any]:
+    """`job.to_dict()` for the job read from `row`, without formatting its times
+    again: the row holds them as `iso()` text already (test_sqlite_store checks that
+    the two agree)."""
+    return {
+        "id": job.id,
+        "companyId": job.company_id,
+        "jobType": job.job_type,
+        "status": row["status"],
+        "priority": job.priority,
+        "input": dict(job.input),
+        "progress": {"percent": job.progress.percent, "message": job.progress.message},
+        "attempt": job.attempt,
+        "maxAttempts": job.max_attempts,
+        "timeoutSeconds": job.timeout_seconds,
+        "runAt": row["run_at"],
+        "resultAssetId": job.result_asset_id,
+        "errorMessage": job.error_message,
+        "sourceTaskId": job.source_task_id,
+        "idempotencyKey": job.idempotency_key,
+        "createdAt": row["created_at"],
+        "startedAt": row["started_at"],
+        "finishedAt": row["finished_at"],
+        "updatedAt": row["updated_at"],
+    }
+
+
+def _record(
+    conn: sqlite3.Connection, type_: EventType, row: sqlite3.Row, job: Job, now: str
+) -> JobEvent:
+    """Write the event row for a change just made to `job` (read from `row`); the event
+    as a reader will see it: `Job.from_dict()` of the payload, i.e. the job without
+    its lease fields and with its input parsed anew from JSON."""
+    payload = json.dumps(_wire(row, job), separators=(",", ":"), ensure_ascii=False)
     params = {
         "job_id": job.id,
         "company_id": job.company_id,
@@ -193,10 +227,18 @@ def _record(conn: sqlite3.Connection, type_: EventType, job: Job, now: str) -> J
         "created_at": now,
     }
     (event_id,) = conn.execute(Q["insert_event"], params).fetchone()
-    created_at = parse_iso(now)
+    created_at = _dt(now)
     assert created_at is not None
-    snapshot = Job.from_dict(json.loads(payload))
-    return JobEvent(event_id, type_, job.id, job.company_id, created_at, snapshot)
+    snapshot = dataclasses.replace(
+        job,
+        input=json.loads(row["input"]),
+        lease_owner=None,
+        lease_expires_at=None,
+        cancel_requested=False,
+    )
+    event = JobEvent(event_id, type_, job.id, job.company_id, created_at, snapshot)
+    outbox().append(event)
+    return event
 
 
 def _change(
@@ -204,7 +246,7 @@ def _change(
 ) -> JobEvent | None:
     """One guarded UPDATE ... RETURNING and its event; None when no row matched."""
     row = conn.execute(query, params).fetchone()
-    return None if row is None else _record(conn, type_, _job(row), params["now"])
+    return None if row is None else _record(conn, type_, row, _job(row), params["now"])
 
 
 def _get_job(conn: sqlite3.Connection, job_id: str) -> Job:
@@ -306,7 +348,13 @@ class SqliteStore(JobStore):
         self.path = Path(path)
         self._synchronous = synchronous.upper()
         self._reader_count = readers
-        self._writer = Writer(self._connect_writer, self._setup_writer, max_batch=max_batch)
+        self._checkpointer = Checkpointer(self._connect_checkpointer, Q["wal_checkpoint_passive"])
+        self._writer = Writer(
+            self._connect_writer,
+            self._setup_writer,
+            max_batch=max_batch,
+            after_commit=self._checkpointer.poke,
+        )
         self._state = "new"  # new -> opening -> open -> closed
         self._lock_fd: int | None = None
         self._pool_send, self._pool_receive = trio.open_memory_channel[sqlite3.Connection](readers)
@@ -332,6 +380,13 @@ class SqliteStore(JobStore):
             raise StoreUnavailable(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
         conn.execute(Q[f"synchronous_{self._synchronous.lower()}"])
         conn.execute(Q["foreign_keys_on"])
+        conn.execute(Q["wal_autocheckpoint_backstop"])
+        return conn
+
+    def _connect_checkpointer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        # A checkpoint's fsyncs follow its own connection's setting.
+        conn.execute(Q[f"synchronous_{self._synchronous.lower()}"])
         return conn
 
     @staticmethod
@@ -361,6 +416,7 @@ class SqliteStore(JobStore):
             self._lock_fd = await trio.to_thread.run_sync(_take_lock, self.path)
             self.applied_migrations = await self._writer.start()
             self._readers = await trio.to_thread.run_sync(self._connect_readers)
+            self._checkpointer.start()
         except BaseException as exc:
             with trio.CancelScope(shield=True):
                 await self.aclose()
@@ -377,6 +433,7 @@ class SqliteStore(JobStore):
         self._state = "closed"
         with trio.CancelScope(shield=True):
             await self._writer.stop()
+            await trio.to_thread.run_sync(self._checkpointer.stop)
             # Take back every read connection, so none is closed under a running query.
             for _ in range(len(self._readers)):
                 await self._pool_receive.receive()
@@ -396,6 +453,14 @@ class SqliteStore(JobStore):
         await self._read(lambda conn: conn.execute(Q["ping"]).fetchone())
 
     # --- the two paths to the database -------------------------------------------------
+
+    @property  # type: ignore[override]
+    def on_commit(self) -> Callable[[list[JobEvent]], None] | None:
+        return self._writer.on_commit
+
+    @on_commit.setter
+    def on_commit(self, fn: Callable[[list[JobEvent]], None] | None) -> None:
+        self._writer.on_commit = fn
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._state != "open":
@@ -492,14 +557,16 @@ class SqliteStore(JobStore):
                         out.append(Inserted(existing, None, False))
                         continue
                 try:
-                    job = _job(conn.execute(Q["insert_job"], row).fetchone())
+                    inserted = conn.execute(Q["insert_job"], row).fetchone()
                 except sqlite3.IntegrityError as exc:
                     if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
                         raise InvalidRequest(f"job id {row['id']!r} already exists") from None
                     raise
+                job = _job(inserted)
                 if row["idempotency_key"] is not None:
                     by_key[key] = job
-                out.append(Inserted(job, _record(conn, EventType.QUEUED, job, created_at), True))
+                event = _record(conn, EventType.QUEUED, inserted, job, created_at)
+                out.append(Inserted(job, event, True))
             return out
 
         return await self._write(write)
@@ -576,8 +643,11 @@ class SqliteStore(JobStore):
         def write(conn: sqlite3.Connection) -> list[tuple[Job, JobEvent]]:
             rows = conn.execute(Q["claim"], params).fetchall()
             rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["created_at"], r["seq"]))
-            jobs = [_job(row) for row in rows]
-            return [(job, _record(conn, EventType.RUNNING, job, params["now"])) for job in jobs]
+            claimed = []
+            for row in rows:
+                job = _job(row)
+                claimed.append((job, _record(conn, EventType.RUNNING, row, job, params["now"])))
+            return claimed
 
         return await self._write(write)
 
@@ -680,8 +750,10 @@ class SqliteStore(JobStore):
         def write(conn: sqlite3.Connection) -> CancelOutcome:
             job = _get_job(conn, job_id)
             if job.status == JobStatus.QUEUED:
-                job = _job(conn.execute(Q["cancel_queued"], params).fetchone())
-                return CancelOutcome(job, _record(conn, EventType.CANCELLED, job, params["now"]))
+                row = conn.execute(Q["cancel_queued"], params).fetchone()
+                job = _job(row)
+                event = _record(conn, EventType.CANCELLED, row, job, params["now"])
+                return CancelOutcome(job, event)
             if job.status == JobStatus.RUNNING:
                 return CancelOutcome(
                     _job(conn.execute(Q["request_cancel"], params).fetchone()), None
@@ -726,8 +798,9 @@ class SqliteStore(JobStore):
             events = []
             # Oldest lease first; the UPDATE clears the lease, so it cannot order them.
             for (job_id,) in conn.execute(Q["expired_leases"], select).fetchall():
-                job = _job(conn.execute(Q["reap"], {**update, "id": job_id}).fetchone())
-                events.append(_record(conn, _REAPED_EVENT[job.status], job, update["now"]))
+                row = conn.execute(Q["reap"], {**update, "id": job_id}).fetchone()
+                job = _job(row)
+                events.append(_record(conn, _REAPED_EVENT[job.status], row, job, update["now"]))
             return events
 
         return await self._write(write)
@@ -761,13 +834,20 @@ class SqliteStore(JobStore):
         [value] = await self._read(_fetch(Q["last_event_id"], {}, lambda r: r[0]))
         return value
 
-    async def oldest_event_id(self) -> int | None:
-        [value] = await self._read(_fetch(Q["oldest_event_id"], {}, lambda r: r[0]))
+    async def pruned_through(self) -> int:
+        [value] = await self._read(_fetch(Q["pruned_through"], {}, lambda r: r[0]))
         return value
 
     async def prune_events(self, before: datetime, limit: int = 10_000) -> int:
         params = {"before": _ts(before), "limit": limit}
-        return await self._write(lambda conn: conn.execute(Q["prune_events"], params).rowcount)
+
+        def write(conn: sqlite3.Connection) -> int:
+            ids = [row[0] for row in conn.execute(Q["prune_events"], params).fetchall()]
+            if ids:
+                conn.execute(Q["raise_pruned_through"], {"id": max(ids)})
+            return len(ids)
+
+        return await self._write(write)
 
     async def create_token(self, token: ApiToken) -> ApiToken:
         params = {
@@ -812,3 +892,9 @@ class SqliteStore(JobStore):
             return _token(row)
 
         return await self._write(write)
+
+    async def count_by_type_and_status(self) -> dict[tuple[str, JobStatus], int]:
+        rows = await self._read(
+            _fetch(Q["count_by_type_and_status"], {}, lambda r: (r[0], JobStatus(r[1]), r[2]))
+        )
+        return {(job_type, status): n for job_type, status, n in rows}

@@ -17,10 +17,18 @@ The trio side:
   batch and only after the commit.
 - `stop()` queues a sentinel behind the requests already queued, which all run, and
   joins the thread. If the thread dies, every waiting caller gets StoreUnavailable.
+
+WAL checkpoints are the other expensive part: with synchronous=NORMAL a checkpoint
+fsyncs the WAL and the database file, and SQLite runs it inside the COMMIT that
+pushes the WAL past `wal_autocheckpoint` pages, stalling every writer behind it for
+10-30 ms. `Checkpointer` runs them on its own thread and connection instead (a PASSIVE
+checkpoint never blocks the writer); the writer keeps a higher auto-checkpoint
+threshold only as a backstop should the checkpointer fall behind or die.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import sqlite3
 import threading
@@ -33,6 +41,8 @@ import trio
 from ..errors import StoreUnavailable
 
 WriteFn = Callable[[sqlite3.Connection], Any]
+
+log = logging.getLogger("callboard.store.sqlite")
 
 _STOP = object()
 
@@ -47,7 +57,7 @@ class WriterStatistics:
 
 
 class _Request:
-    __slots__ = ("done", "error", "fn", "holds_slot", "value")
+    __slots__ = ("done", "error", "fn", "holds_slot", "outbox", "value")
 
     def __init__(self, fn: WriteFn, *, holds_slot: bool) -> None:
         self.fn = fn
@@ -55,6 +65,17 @@ class _Request:
         self.done = trio.Event()
         self.value: Any = None
         self.error: BaseException | None = None
+        self.outbox: list[Any] = []
+
+
+_running = threading.local()
+
+
+def outbox() -> list[Any]:
+    """The committed-events list of the request the writer thread is running now.
+    The store appends each event it writes; the writer hands them to `on_commit` in
+    commit order once the transaction has committed (and drops them if it did not)."""
+    return _running.request.outbox
 
 
 class Writer:
@@ -66,9 +87,11 @@ class Writer:
         max_batch: int = 64,
         max_queued: int = 256,
         name: str = "callboard-sqlite-writer",
+        after_commit: Callable[[], None] | None = None,
     ) -> None:
         self._connect = connect
         self._setup = setup
+        self._after_commit = after_commit
         self._max_batch = max_batch
         self._slots = trio.Semaphore(max_queued)
         # One extra place for the stop sentinel, so stop() never waits for a slot.
@@ -79,6 +102,10 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._requests = self._commits = self._batches = self._largest = 0
+        #: Called in the trio thread with each commit's events, in commit order, before
+        #: any caller of that commit resumes: publishing from here keeps live order
+        #: equal to event-id order, whatever order the callers wake in.
+        self.on_commit: Callable[[list[Any]], None] | None = None
 
     def statistics(self) -> WriterStatistics:
         return WriterStatistics(
@@ -135,6 +162,10 @@ class Writer:
     # --- the trio side of answering ----------------------------------------------------
 
     def _deliver(self, batch: list[_Request]) -> None:
+        if self.on_commit is not None:
+            events = [event for request in batch for event in request.outbox]
+            if events:
+                self.on_commit(events)
         for request in batch:
             request.done.set()
             if request.holds_slot:
@@ -194,12 +225,15 @@ class Writer:
                 self._run_one(conn, request)
             conn.execute("COMMIT")
             self._commits += 1
+            if self._after_commit is not None:
+                self._after_commit()
         except BaseException as exc:
             # The transaction as a whole failed (BEGIN, a savepoint or COMMIT): nothing
             # of the batch was committed, so every request gets the error.
             _rollback(conn)
             for request in batch:
                 request.value, request.error = None, exc
+                request.outbox.clear()
             self._requests += len(batch)
             self._answer(batch)
             if not isinstance(exc, Exception):
@@ -211,11 +245,15 @@ class Writer:
     @staticmethod
     def _run_one(conn: sqlite3.Connection, request: _Request) -> None:
         conn.execute("SAVEPOINT request")
+        _running.request = request
         try:
             request.value = request.fn(conn)
         except Exception as exc:
             request.error = exc
+            request.outbox.clear()
             conn.execute("ROLLBACK TO request")
+        finally:
+            _running.request = None
         conn.execute("RELEASE request")
 
     def _shut_down(self, conn: sqlite3.Connection | None) -> None:
@@ -246,3 +284,69 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
     except sqlite3.Error:
         pass  # the connection is beyond help; the next BEGIN will say so
+
+
+class Checkpointer:
+    """Runs `checkpoint` (a PASSIVE WAL checkpoint) on its own thread and connection,
+    at most once per `interval` seconds and only after commits (`poke()`, from the
+    writer thread, after each one). A PASSIVE checkpoint copies what it can without
+    waiting for or blocking the writer and readers. Durability is unchanged: the WAL
+    is fsynced by checkpoints, whichever connection runs them."""
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        checkpoint: str,
+        *,
+        interval: float = 0.2,
+        name: str = "callboard-sqlite-checkpointer",
+    ) -> None:
+        self._connect = connect
+        self._checkpoint = checkpoint
+        self._interval = interval
+        self._name = name
+        self._poked = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.checkpoints = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name=self._name)
+        self._thread.daemon = True
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._poked.set()
+
+    def stop(self) -> None:
+        """Blocking: stop the thread (after a last checkpoint if one was due) and join it."""
+        self._stopping.set()
+        self._poked.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _main(self) -> None:
+        try:
+            conn = self._connect()
+        except sqlite3.Error:
+            log.warning("no checkpointer; the writer checkpoints the WAL itself", exc_info=True)
+            return
+        try:
+            while True:
+                self._poked.wait()
+                if self._stopping.is_set():
+                    return  # closing the last connection checkpoints anyway
+                # Let commits gather: one checkpoint (two fsyncs) per interval under load.
+                self._stopping.wait(self._interval)
+                self._poked.clear()
+                # stop() sets _stopping before _poked: either seen here, or the next
+                # wait() returns at once.
+                if self._stopping.is_set():
+                    return
+                try:
+                    conn.execute(self._checkpoint).fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error:
+                    log.warning("WAL checkpoint failed; the writer's own will do", exc_info=True)
+        finally:
+            conn.close()

@@ -94,6 +94,15 @@ CREATE INDEX content_job_events_company ON content_job_events (company_id, id);
 
 CREATE INDEX content_job_events_created ON content_job_events (created_at);
 
+-- One row: the highest event id ever pruned, so a resuming client can be told it
+-- missed events (SSE stream.gap).
+CREATE TABLE event_log_state (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    pruned_through INTEGER NOT NULL
+) STRICT;
+
+INSERT INTO event_log_state (singleton, pruned_through) VALUES (1, 0);
+
 CREATE TABLE assets (
     id TEXT PRIMARY KEY,
     company_id TEXT NOT NULL REFERENCES companies (id) ON DELETE CASCADE,

@@ -25,6 +25,14 @@ PRAGMA foreign_keys = ON;
 -- name: busy_timeout
 PRAGMA busy_timeout = 5000;
 
+-- name: wal_autocheckpoint_backstop
+-- The writer's own checkpoints, a backstop: the store's checkpointer thread normally
+-- checkpoints long before the WAL reaches this many pages (16 MB of 4 KB pages).
+PRAGMA wal_autocheckpoint = 4000;
+
+-- name: wal_checkpoint_passive
+PRAGMA wal_checkpoint(PASSIVE);
+
 -- name: query_only
 PRAGMA query_only = ON;
 
@@ -123,20 +131,31 @@ SELECT min(run_at) FROM content_jobs
 WHERE status = 'queued' AND job_type IN (SELECT value FROM json_each(:job_types));
 
 -- name: claim
--- :type_caps is a JSON object {job_type: cap or null}. Jobs are ranked within
--- their type in claim order, those past their type's cap dropped, and the best
--- :limit of the rest taken. The caller sorts the RETURNING rows (unordered).
+-- :type_caps is a JSON object {job_type: cap or null}. Only each type's first
+-- :limit queued jobs in claim order can be taken, so those are read, one seek of
+-- content_jobs_claim per type (the unary + keeps the planner from range-scanning
+-- content_jobs_queued_type on run_at instead, which sorts every queued job).
+-- They are ranked within their type, those past their type's cap dropped, and the
+-- best :limit of the rest taken. The caller sorts the RETURNING rows (unordered).
 WITH caps AS (
     SELECT key AS job_type, value AS cap FROM json_each(:type_caps)
 ),
+candidates AS (
+    SELECT j.id, j.job_type, j.priority, j.run_at, j.created_at, j.rowid AS seq, caps.cap
+    FROM caps JOIN content_jobs AS j ON j.rowid IN (
+        SELECT k.rowid FROM content_jobs AS k
+        WHERE k.job_type = caps.job_type AND k.status = 'queued' AND +k.run_at <= :now
+        ORDER BY k.priority DESC, k.run_at, k.created_at, k.rowid
+        LIMIT :limit
+    )
+),
 ranked AS (
-    SELECT j.id, j.priority, j.run_at, j.created_at, j.rowid AS seq, caps.cap,
+    SELECT id, priority, run_at, created_at, seq, cap,
            row_number() OVER (
-               PARTITION BY j.job_type
-               ORDER BY j.priority DESC, j.run_at, j.created_at, j.rowid
+               PARTITION BY job_type
+               ORDER BY priority DESC, run_at, created_at, seq
            ) AS type_rank
-    FROM content_jobs AS j JOIN caps ON caps.job_type = j.job_type
-    WHERE j.status = 'queued' AND j.run_at <= :now
+    FROM candidates
 ),
 chosen AS (
     SELECT id FROM ranked
@@ -315,8 +334,11 @@ LIMIT 1;
 -- name: last_event_id
 SELECT coalesce(max(id), 0) FROM content_job_events;
 
--- name: oldest_event_id
-SELECT min(id) FROM content_job_events;
+-- name: pruned_through
+SELECT pruned_through FROM event_log_state;
+
+-- name: raise_pruned_through
+UPDATE event_log_state SET pruned_through = max(pruned_through, :id);
 
 -- name: prune_events
 -- Old events go, but every job keeps its latest one: a job's stream starts from it.
@@ -327,7 +349,8 @@ WHERE id IN (
       AND e.id < (SELECT max(l.id) FROM content_job_events AS l WHERE l.job_id = e.job_id)
     ORDER BY e.id
     LIMIT :limit
-);
+)
+RETURNING id;
 
 -- name: insert_token
 INSERT INTO api_tokens (id, company_id, label, prefix, hash, created_at, revoked_at)
@@ -347,3 +370,6 @@ SELECT * FROM api_tokens WHERE company_id IS NULL ORDER BY created_at, rowid;
 UPDATE api_tokens SET revoked_at = coalesce(revoked_at, :now)
 WHERE id = :id AND company_id IS :company_id
 RETURNING *;
+
+-- name: count_by_type_and_status
+SELECT job_type, status, count(*) FROM content_jobs GROUP BY job_type, status;

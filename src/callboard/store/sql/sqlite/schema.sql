@@ -58,9 +58,10 @@ CREATE UNIQUE INDEX content_jobs_idempotency
     ON content_jobs (company_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 
--- Claiming scans queued jobs in claim order; next_run_at looks up per type.
+-- Claiming reads each job type's queued jobs in claim order (the implicit rowid
+-- last is the insertion-order tie-break); next_run_at looks up per type.
 CREATE INDEX content_jobs_claim
-    ON content_jobs (priority DESC, run_at, created_at, id)
+    ON content_jobs (job_type, priority DESC, run_at, created_at)
     WHERE status = 'queued';
 
 CREATE INDEX content_jobs_queued_type
@@ -99,6 +100,15 @@ CREATE INDEX content_job_events_job ON content_job_events (job_id, id);
 CREATE INDEX content_job_events_company ON content_job_events (company_id, id);
 
 CREATE INDEX content_job_events_created ON content_job_events (created_at);
+
+-- One row: the highest event id ever pruned, so a resuming client can be told it
+-- missed events (SSE stream.gap).
+CREATE TABLE event_log_state (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    pruned_through INTEGER NOT NULL
+) STRICT;
+
+INSERT INTO event_log_state (singleton, pruned_through) VALUES (1, 0);
 
 CREATE TABLE assets (
     id TEXT PRIMARY KEY,

@@ -1,0 +1,86 @@
+"""What every view needs: the running node, the authenticator, settings; and the
+small helpers that resolve a request's principal, company and job."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from quart import current_app, request
+
+from ..config import Settings
+from ..jobs import Job
+from ..running_board import RunningBoard
+from .auth import Authenticator, Principal
+from .errors import not_found
+from .metrics import Metrics
+
+
+@dataclass(slots=True)
+class WebContext:
+    rt: RunningBoard
+    auth: Authenticator
+    settings: Settings
+    metrics: Metrics
+
+
+def ctx() -> WebContext:
+    return current_app.extensions["callboard"]
+
+
+def bearer_token(*, allow_query: bool = False) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if allow_query:
+        # EventSource cannot set headers; the access log never shows query strings.
+        return request.args.get("token") or None
+    return None
+
+
+async def principal(*, allow_query: bool = False) -> Principal:
+    return await ctx().auth.authenticate(bearer_token(allow_query=allow_query))
+
+
+async def operator() -> Principal:
+    who = await principal()
+    who.require_operator()
+    return who
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+async def company_for(who: Principal, company_id: str) -> str:
+    """The company id if `who` may act on it; 404 otherwise (also for another
+    company's id, so ids cannot be probed)."""
+    if not _is_uuid(company_id):
+        raise not_found(f"company {company_id!r} not found")
+    who.require_company(company_id)
+    if who.is_operator and await ctx().rt.get_company(company_id) is None:
+        raise not_found(f"company {company_id!r} not found")
+    return company_id
+
+
+async def job_for(who: Principal, job_id: str, company_id: str | None = None) -> Job:
+    """The job if `who` may see it (and it belongs to `company_id` when given)."""
+    message = f"job {job_id!r} not found"
+    if not _is_uuid(job_id):
+        raise not_found(message)
+    job = await ctx().rt.store.get_job(job_id)
+    if job is None or (company_id is not None and job.company_id != company_id):
+        raise not_found(message)
+    if not who.is_operator and job.company_id != who.company_id:
+        raise not_found(message)
+    return job
+
+
+def accepted_job(job: Job) -> dict[str, Any]:
+    return {"jobId": job.id, "status": str(job.status), "createdAt": job.to_dict()["createdAt"]}

@@ -1,0 +1,59 @@
+"""HTTP errors: small exceptions that carry a status, a code and a message, turned
+into `{"error": {"code", "message"}}` in one place (`app.py`)."""
+
+from __future__ import annotations
+
+from ..errors import (
+    CallboardError,
+    CompanyExists,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    ShuttingDown,
+    StoreInUse,
+    StoreUnavailable,
+    UnknownJobType,
+)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "invalid_request", message)
+
+
+def unauthorized(message: str = "a valid bearer token is required") -> ApiError:
+    return ApiError(401, "unauthorized", message)
+
+
+def forbidden(message: str = "this route needs the operator token") -> ApiError:
+    return ApiError(403, "forbidden", message)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, "not_found", message)
+
+
+def from_domain(exc: CallboardError) -> ApiError:
+    """The HTTP form of a domain error."""
+    if isinstance(exc, UnknownJobType):
+        return ApiError(422, "unknown_job_type", str(exc))
+    if isinstance(exc, InvalidRequest):
+        return bad_request(str(exc))
+    if isinstance(exc, NotFound):
+        return not_found(str(exc))
+    if isinstance(exc, CompanyExists):
+        return ApiError(409, "company_exists", str(exc))
+    if isinstance(exc, Conflict):
+        return ApiError(409, "conflict", str(exc))
+    if isinstance(exc, ShuttingDown):
+        return ApiError(503, "shutting_down", str(exc))
+    if isinstance(exc, StoreUnavailable | StoreInUse):
+        return ApiError(503, "store_unavailable", "the job store is unavailable; try again")
+    return ApiError(500, "internal", str(exc))

@@ -1,0 +1,372 @@
+"""The OpenAPI 3.1 description of every route, written by hand (a test checks it
+against the app's URL map, so a new route cannot go undocumented)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..jobs import JobStatus
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "malformed JSON, wrong types, unknown fields or bad parameters",
+        401: "no, bad or revoked token",
+        403: "a company token on an operator route",
+        404: "unknown id, or another company's",
+        409: "wrong state",
+        413: "body too large",
+        422: "unknown job type (the message lists the known ones)",
+        503: "store unavailable or shutting down",
+    }
+    return {str(c): _json(_ERROR, text[c]) for c in codes}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _page(item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "nextCursor"],
+        "properties": {
+            "items": {"type": "array", "items": _ref(item)},
+            "nextCursor": {"type": ["string", "null"]},
+        },
+    }
+
+
+def _param(name: str, where: str, schema: dict[str, Any], description: str = "") -> dict:
+    return {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "schema": schema,
+        "description": description,
+    }
+
+
+_C = _param("companyId", "path", {"type": "string", "format": "uuid"}, "the company's id")
+_J = _param("jobId", "path", {"type": "string", "format": "uuid"}, "the job's id")
+_T = _param("tokenId", "path", {"type": "string", "format": "uuid"}, "the token's id")
+_SSE_PARAMS = [
+    _param("token", "query", {"type": "string"}, "bearer token, for EventSource (never logged)"),
+    _param("lastEventId", "query", {"type": "integer", "minimum": 0}, "resume after this id"),
+    _param("Last-Event-ID", "header", {"type": "integer", "minimum": 0}, "wins over the query"),
+]
+_SSE = {
+    "description": "text/event-stream: `retry:` first, `: ping` every 15 s; "
+    "each event has `id:` (job events), `event:` and JSON `data:`",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+
+
+def _op(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    params: Sequence[dict[str, Any]] = (),
+    body: dict[str, Any] | None = None,
+    secured: bool = True,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if params:
+        op["parameters"] = list(params)
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if not secured:
+        op["security"] = []
+    return op
+
+
+def openapi_document(job_types: list[str]) -> dict[str, Any]:
+    job_body = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["jobType"],
+        "properties": {
+            "jobType": {"type": "string", "enum": job_types},
+            "input": {"type": "object"},
+            "sourceTaskId": {"type": "string"},
+            "priority": {"type": "integer"},
+            "delaySeconds": {"type": "number", "minimum": 0},
+            "maxAttempts": {"type": "integer", "minimum": 1},
+            "timeoutSeconds": {"type": "number", "exclusiveMinimum": 0},
+            "idempotencyKey": {"type": "string"},
+        },
+    }
+    accepted = {
+        "type": "object",
+        "required": ["jobId", "status", "createdAt"],
+        "properties": {
+            "jobId": {"type": "string", "format": "uuid"},
+            "status": {"type": "string"},
+            "createdAt": {"type": "string", "format": "date-time"},
+        },
+    }
+    list_params = [
+        _C,
+        _param("status", "query", {"type": "string", "enum": [s.value for s in JobStatus]}),
+        _param("jobType", "query", {"type": "string"}),
+        _param("sourceTaskId", "query", {"type": "string"}),
+        _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
+        _param("cursor", "query", {"type": "string"}),
+    ]
+    label_body = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["label"],
+        "properties": {"label": {"type": "string"}},
+    }
+    paths: dict[str, Any] = {
+        "/api/companies": {
+            "post": _op(
+                "Create a company (operator)",
+                {"201": _json(_ref("Company"), "the company"), **_errors(400, 401, 403, 409)},
+                body={
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string"}},
+                },
+            ),
+            "get": _op(
+                "The companies the token can see",
+                {"200": _json(_page("Company"), "companies"), **_errors(401)},
+            ),
+        },
+        "/api/companies/{companyId}/tokens": {
+            "post": _op(
+                "Create a company token (operator); the secret is shown only here",
+                {"201": _json(_ref("NewToken"), "the token"), **_errors(400, 401, 403, 404)},
+                params=[_C],
+                body=label_body,
+            ),
+            "get": _op(
+                "A company's tokens, without secrets (operator)",
+                {"200": _json(_page("Token"), "tokens"), **_errors(401, 403, 404)},
+                params=[_C],
+            ),
+        },
+        "/api/companies/{companyId}/tokens/{tokenId}": {
+            "delete": _op(
+                "Revoke a token (operator)",
+                {"204": {"description": "revoked"}, **_errors(401, 403, 404)},
+                params=[_C, _T],
+            ),
+        },
+        "/api/companies/{companyId}/content-jobs": {
+            "post": _op(
+                "Submit a job; answers at once",
+                {"202": _json(accepted, "queued"), **_errors(400, 401, 404, 413, 422, 503)},
+                params=[_C],
+                body=job_body,
+            ),
+            "get": _op(
+                "A page of jobs, newest first",
+                {"200": _json(_page("Job"), "jobs"), **_errors(400, 401, 404)},
+                params=list_params,
+            ),
+        },
+        "/api/companies/{companyId}/content-jobs/batch": {
+            "post": _op(
+                "Submit 1 to 1,000 jobs in one transaction (all or none)",
+                {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "properties": {"jobs": {"type": "array", "items": accepted}},
+                        },
+                        "queued",
+                    ),
+                    **_errors(400, 401, 404, 413, 422, 503),
+                },
+                params=[_C],
+                body={
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["jobs"],
+                    "properties": {
+                        "jobs": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 1000,
+                            "items": job_body,
+                        }
+                    },
+                },
+            ),
+        },
+        "/api/companies/{companyId}/content-jobs/{jobId}": {
+            "get": _op(
+                "One job",
+                {"200": _json(_ref("Job"), "the job"), **_errors(401, 404)},
+                params=[_C, _J],
+            ),
+        },
+        "/api/content-jobs/{jobId}": {
+            "get": _op(
+                "One job by id alone (same access rules)",
+                {"200": _json(_ref("Job"), "the job"), **_errors(401, 404)},
+                params=[_J],
+            ),
+        },
+        "/api/companies/{companyId}/content-jobs/{jobId}/cancel": {
+            "post": _op(
+                "Cancel a job",
+                {"202": _json(_ref("Job"), "the job"), **_errors(401, 404, 409)},
+                params=[_C, _J],
+            ),
+        },
+        "/api/companies/{companyId}/content-jobs/{jobId}/retry": {
+            "post": _op(
+                "Queue a failed or cancelled job again",
+                {"202": _json(_ref("Job"), "the job"), **_errors(401, 404, 409)},
+                params=[_C, _J],
+            ),
+        },
+        "/api/companies/{companyId}/content-jobs/{jobId}/events": {
+            "get": _op(
+                "SSE for one job: its latest event (or a replay after Last-Event-ID), then "
+                "live, ending after a terminal event; 204 for a finished job's reconnect",
+                {"200": _SSE, "204": {"description": "finished"}, **_errors(400, 401, 404)},
+                params=[_C, _J, *_SSE_PARAMS],
+            ),
+        },
+        "/api/companies/{companyId}/events": {
+            "get": _op(
+                "SSE: every job event of a company",
+                {"200": _SSE, **_errors(400, 401, 404)},
+                params=[_C, *_SSE_PARAMS],
+            ),
+        },
+        "/api/events": {
+            "get": _op(
+                "SSE (operator): every company, plus worker.* and runtime.stats",
+                {"200": _SSE, **_errors(400, 401, 403)},
+                params=list(_SSE_PARAMS),
+            ),
+        },
+        "/api/stats": {
+            "get": _op(
+                "Counts by status, workers, throughput (operator)",
+                {"200": _json({"type": "object"}, "stats"), **_errors(401, 403)},
+            ),
+        },
+        "/healthz": {
+            "get": _op("Liveness", {"200": _json({"type": "object"}, "alive")}, secured=False)
+        },
+        "/readyz": {
+            "get": _op(
+                "Readiness: store reachable, runtime running",
+                {
+                    "200": _json({"type": "object"}, "ready"),
+                    "503": _json({"type": "object"}, "not ready"),
+                },
+                secured=False,
+            )
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics",
+                {
+                    "200": {
+                        "description": "text",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                secured=False,
+            )
+        },
+        "/openapi.json": {
+            "get": _op(
+                "This document", {"200": _json({"type": "object"}, "OpenAPI 3.1")}, secured=False
+            )
+        },
+    }
+    nullable_str = {"type": ["string", "null"]}
+    schemas = {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                }
+            },
+        },
+        "Company": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "name": {"type": "string"},
+                "createdAt": {"type": "string", "format": "date-time"},
+            },
+        },
+        "Token": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "companyId": nullable_str,
+                "label": {"type": "string"},
+                "createdAt": {"type": "string", "format": "date-time"},
+                "revokedAt": nullable_str,
+            },
+        },
+        "NewToken": {
+            "allOf": [
+                _ref("Token"),
+                {"type": "object", "properties": {"token": {"type": "string"}}},
+            ]
+        },
+        "Job": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "companyId": {"type": "string", "format": "uuid"},
+                "jobType": {"type": "string"},
+                "status": {"type": "string", "enum": [s.value for s in JobStatus]},
+                "priority": {"type": "integer"},
+                "input": {"type": "object"},
+                "progress": {
+                    "type": "object",
+                    "properties": {
+                        "percent": {"type": "integer", "minimum": 0, "maximum": 100},
+                        "message": nullable_str,
+                    },
+                },
+                "attempt": {"type": "integer"},
+                "maxAttempts": {"type": "integer"},
+                "timeoutSeconds": {"type": ["number", "null"]},
+                "runAt": {"type": "string", "format": "date-time"},
+                "resultAssetId": nullable_str,
+                "errorMessage": nullable_str,
+                "sourceTaskId": nullable_str,
+                "idempotencyKey": nullable_str,
+                "createdAt": {"type": "string", "format": "date-time"},
+                "startedAt": nullable_str,
+                "finishedAt": nullable_str,
+                "updatedAt": {"type": "string", "format": "date-time"},
+            },
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "callboard", "version": "0.1.0", "description": "A job runtime for trio"},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }

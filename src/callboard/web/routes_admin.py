@@ -1,0 +1,104 @@
+"""Companies, their tokens, and the operator's stats."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from quart import Blueprint, request
+
+from ..jobs import JobStatus
+from .auth import create_token
+from .context import company_for, ctx, operator, principal
+from .errors import bad_request
+from .validation import check_fields, parse_json, require_object
+
+admin = Blueprint("admin", __name__)
+
+
+def _label(body: dict, field: str) -> str:
+    value = body.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise bad_request(f"{field} is required and must be a non-empty string")
+    if len(value) > 200 or any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise bad_request(f"{field} must be at most 200 characters, without control characters")
+    return value.strip()
+
+
+@admin.post("/api/companies")
+async def create_company():
+    await operator()
+    body = require_object(parse_json(await request.get_data()))
+    check_fields(body, {"name"})
+    company = await ctx().rt.create_company(_label(body, "name"))
+    return company.to_dict(), 201
+
+
+@admin.get("/api/companies")
+async def list_companies():
+    who = await principal()
+    companies = await ctx().rt.companies()
+    if not who.is_operator:
+        companies = [c for c in companies if c.id == who.company_id]
+    return {"items": [c.to_dict() for c in companies], "nextCursor": None}
+
+
+@admin.post("/api/companies/<company_id>/tokens")
+async def create_company_token(company_id: str):
+    who = await operator()
+    company = await company_for(who, company_id)
+    body = require_object(parse_json(await request.get_data()))
+    check_fields(body, {"label"})
+    rt = ctx().rt
+    secret, record = await create_token(rt.store, company, _label(body, "label"), rt.now())
+    return {**record.to_dict(), "token": secret}, 201
+
+
+@admin.get("/api/companies/<company_id>/tokens")
+async def list_company_tokens(company_id: str):
+    who = await operator()
+    company = await company_for(who, company_id)
+    tokens = await ctx().rt.store.list_tokens(company)
+    return {"items": [t.to_dict() for t in tokens], "nextCursor": None}
+
+
+@admin.delete("/api/companies/<company_id>/tokens/<token_id>")
+async def revoke_company_token(company_id: str, token_id: str):
+    who = await operator()
+    company = await company_for(who, company_id)
+    rt = ctx().rt
+    record = await rt.store.revoke_token(token_id, company, rt.now())
+    ctx().auth.forget(record.prefix)
+    return "", 204
+
+
+@admin.get("/api/stats")
+async def stats():
+    await operator()
+    rt = ctx().rt
+    counts = await rt.counts()
+    snapshot = rt.statistics()
+    return {
+        "counts": {status.value: counts.get(status, 0) for status in JobStatus},
+        "node": snapshot.lease_owner,
+        "accepting": snapshot.accepting,
+        "workers": [
+            {
+                "name": w.name,
+                "jobId": w.job_id,
+                "jobType": w.job_type,
+                "runningSeconds": w.running_for,
+                "completed": w.completed,
+            }
+            for w in snapshot.workers
+        ],
+        "throughput": {
+            "completed": sum(w.completed for w in snapshot.workers),
+            "claims": snapshot.dispatcher.claims,
+            "dispatched": snapshot.dispatcher.dispatched,
+        },
+        "events": {
+            "published": snapshot.broker.published,
+            "subscribers": snapshot.broker.subscribers,
+            "dropped": snapshot.broker.dropped,
+        },
+    }

@@ -1,0 +1,193 @@
+"""The SSE routes: one job, one company, everything (operator).
+
+Each route first works out a plan (who is asking, where the stream starts, what to
+send first); the response then streams it. If the store is unreachable while the
+plan is made, the route still answers 200 text/event-stream and retries the plan
+inside the stream, because a browser's EventSource gives up for good on a 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from quart import Blueprint, Response, request, stream_with_context
+
+from ..errors import CallboardError, StoreUnavailable
+from ..event_stream import open_event_stream
+from ..jobs import JobEvent
+from .context import company_for, ctx, job_for, principal
+from .errors import ApiError, bad_request, from_domain
+from .sse import HEADERS, RETRY_MS, comment, encode_event, frame, stream_events
+
+events = Blueprint("events", __name__)
+
+
+@dataclass(slots=True)
+class Plan:
+    company_id: str | None = None
+    job_id: str | None = None
+    after: int | None = None
+    first: list[bytes] = field(default_factory=list)
+    operator_feed: bool = False
+    end_after: Callable[[JobEvent], bool] | None = None
+    finished: bool = False  # nothing to follow: end after `first`
+
+
+def last_event_id() -> int | None:
+    """The header wins over the query string: on a reconnect a browser sends the
+    header and repeats the (stale) `?lastEventId=` it was first opened with."""
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None or raw.strip() == "":
+        raw = request.args.get("lastEventId")
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise bad_request(f"Last-Event-ID must be a non-negative integer, got {raw!r}") from None
+    if value < 0:
+        raise bad_request(f"Last-Event-ID must be a non-negative integer, got {raw!r}")
+    return value
+
+
+async def gap_notice(after: int | None) -> list[bytes]:
+    if not after:
+        return []
+    pruned = await ctx().rt.store.pruned_through()
+    if after >= pruned:
+        return []
+    return [
+        frame(
+            {
+                "lastEventId": after,
+                "prunedThrough": pruned,
+                "message": "events after your Last-Event-ID are past the retention window "
+                "and were pruned; reload the current state",
+            },
+            event="stream.gap",
+        )
+    ]
+
+
+def _terminal(event: JobEvent) -> bool:
+    return event.terminal
+
+
+async def _respond(make_plan: Callable[[], Awaitable[Plan]]) -> Response:
+    try:
+        plan: Plan | None = await make_plan()
+    except StoreUnavailable:
+        plan = None
+    if plan is not None and plan.finished and not plan.first:
+        return Response("", status=204)
+    # The plan may be retried inside the stream, which needs the request context.
+    body = stream_with_context(_body)(plan, make_plan)
+    response = Response(body, status=200, headers=HEADERS)
+    response.timeout = None  # Quart's response timeout would cut a long stream
+    return response
+
+
+async def _body(
+    plan: Plan | None, make_plan: Callable[[], Awaitable[Plan]]
+) -> AsyncIterator[bytes]:
+    rt = ctx().rt
+    retry = f"retry: {RETRY_MS}\n".encode()
+    if plan is not None and plan.first:
+        # The first message carries retry: along with the first event.
+        plan.first[0] = retry + plan.first[0]
+    else:
+        yield retry + b"\n"
+    delay = 0.5
+    while plan is None:
+        # The store was unreachable when the stream opened: keep the client with us.
+        yield comment("store unavailable, waiting")
+        with trio.move_on_after(delay):
+            await rt.draining.wait()
+        if rt.draining.is_set():
+            return
+        delay = min(delay * 2, 15.0)
+        try:
+            plan = await make_plan()
+        except StoreUnavailable:
+            continue
+        except (ApiError, CallboardError) as exc:
+            error = exc if isinstance(exc, ApiError) else from_domain(exc)
+            yield frame({"error": {"code": error.code, "message": error.message}}, event="error")
+            return
+    if plan.finished:
+        for chunk in plan.first:
+            yield chunk
+        return
+
+    def open_stream() -> Any:
+        return open_event_stream(
+            rt.store,
+            rt.broker,
+            company_id=plan.company_id,
+            job_id=plan.job_id,
+            after_event_id=plan.after,
+            include_runtime_events=plan.operator_feed,
+        )
+
+    async for chunk in stream_events(
+        open_stream, stopping=rt.draining, first=plan.first, end_after=plan.end_after
+    ):
+        yield chunk
+
+
+@events.get("/api/companies/<company_id>/content-jobs/<job_id>/events")
+async def job_events(company_id: str, job_id: str):
+    resume = last_event_id()
+
+    async def make_plan() -> Plan:
+        who = await principal(allow_query=True)
+        company = await company_for(who, company_id)
+        job = await job_for(who, job_id, company)
+        store = ctx().rt.store
+        plan = Plan(company_id=company, job_id=job.id, end_after=_terminal)
+        if resume is None:
+            latest = await store.latest_event(job.id)
+            if latest is not None:
+                plan.first.append(encode_event(latest))
+                plan.after = latest.id
+                plan.finished = latest.terminal
+            else:
+                plan.after = 0
+            return plan
+        plan.first = await gap_notice(resume)
+        plan.after = resume
+        if job.terminal:
+            # Nothing new can come: replay what is left, or 204 so the browser stops.
+            missed = await store.events_after(resume, job_id=job.id, limit=1000)
+            plan.first += [encode_event(e) for e in missed]
+            plan.finished = True
+        return plan
+
+    return await _respond(make_plan)
+
+
+@events.get("/api/companies/<company_id>/events")
+async def company_events(company_id: str):
+    resume = last_event_id()
+
+    async def make_plan() -> Plan:
+        who = await principal(allow_query=True)
+        company = await company_for(who, company_id)
+        return Plan(company_id=company, after=resume, first=await gap_notice(resume))
+
+    return await _respond(make_plan)
+
+
+@events.get("/api/events")
+async def operator_events():
+    resume = last_event_id()
+
+    async def make_plan() -> Plan:
+        who = await principal(allow_query=True)
+        who.require_operator()
+        return Plan(after=resume, first=await gap_notice(resume), operator_feed=True)
+
+    return await _respond(make_plan)

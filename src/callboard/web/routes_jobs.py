@@ -1,0 +1,89 @@
+"""Content jobs: submit (one or a batch), list, read, cancel, retry."""
+
+from __future__ import annotations
+
+from quart import Blueprint, request
+
+from ..errors import UnknownJobType
+from ..jobs import JobStatus
+from .context import accepted_job, company_for, ctx, job_for, principal
+from .errors import ApiError, bad_request
+from .validation import batch_specs, check_query, job_spec, parse_json, query_int
+
+jobs = Blueprint("jobs", __name__)
+
+_LIST_QUERY = {"status", "jobType", "sourceTaskId", "limit", "cursor"}
+
+
+@jobs.post("/api/companies/<company_id>/content-jobs")
+async def submit(company_id: str):
+    who = await principal()
+    company = await company_for(who, company_id)
+    spec = job_spec(parse_json(await request.get_data()))
+    (job,) = await ctx().rt.submit_many(company, [spec])
+    return accepted_job(job), 202
+
+
+@jobs.post("/api/companies/<company_id>/content-jobs/batch")
+async def submit_batch(company_id: str):
+    who = await principal()
+    company = await company_for(who, company_id)
+    specs = batch_specs(parse_json(await request.get_data()))
+    known = ctx().rt.job_types
+    for index, spec in enumerate(specs):
+        # The runtime names no index for an unknown type; the client needs it.
+        if spec.job_type not in known:
+            error = UnknownJobType(spec.job_type, known)
+            raise ApiError(422, "unknown_job_type", f"jobs[{index}]: {error}")
+    submitted = await ctx().rt.submit_many(company, specs)
+    return {"jobs": [accepted_job(job) for job in submitted]}, 202
+
+
+@jobs.get("/api/companies/<company_id>/content-jobs")
+async def list_jobs(company_id: str):
+    who = await principal()
+    company = await company_for(who, company_id)
+    args = request.args
+    check_query(args, _LIST_QUERY)
+    status = args.get("status") or None
+    if status is not None and status not in {s.value for s in JobStatus}:
+        known = ", ".join(s.value for s in JobStatus)
+        raise bad_request(f"status must be one of {known}, got {status!r}")
+    page = await ctx().rt.list(
+        company,
+        status=status,
+        limit=query_int(args, "limit", 50, 1, 500),
+        cursor=args.get("cursor") or None,
+        job_type=args.get("jobType") or None,
+        source_task_id=args.get("sourceTaskId") or None,
+    )
+    return {"items": [job.to_dict() for job in page.items], "nextCursor": page.next_cursor}
+
+
+@jobs.get("/api/companies/<company_id>/content-jobs/<job_id>")
+async def get_job(company_id: str, job_id: str):
+    who = await principal()
+    company = await company_for(who, company_id)
+    return (await job_for(who, job_id, company)).to_dict()
+
+
+@jobs.get("/api/content-jobs/<job_id>")
+async def get_job_by_id(job_id: str):
+    who = await principal()
+    return (await job_for(who, job_id)).to_dict()
+
+
+@jobs.post("/api/companies/<company_id>/content-jobs/<job_id>/cancel")
+async def cancel(company_id: str, job_id: str):
+    who = await principal()
+    company = await company_for(who, company_id)
+    job = await job_for(who, job_id, company)
+    return (await ctx().rt.cancel(job.id)).to_dict(), 202
+
+
+@jobs.post("/api/companies/<company_id>/content-jobs/<job_id>/retry")
+async def retry(company_id: str, job_id: str):
+    who = await principal()
+    company = await company_for(who, company_id)
+    job = await job_for(who, job_id, company)
+    return (await ctx().rt.retry(job.id)).to_dict(), 202

@@ -1,0 +1,46 @@
+"""Liveness, readiness, metrics and the OpenAPI document: no token needed (bind to
+loopback or put them behind your proxy)."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response
+
+from ..errors import StoreUnavailable
+from .context import ctx
+from .metrics import CONTENT_TYPE
+from .openapi import openapi_document
+
+system = Blueprint("system", __name__)
+
+
+@system.get("/healthz")
+async def healthz():
+    return {"status": "ok"}
+
+
+@system.get("/readyz")
+async def readyz():
+    rt = ctx().rt
+    checks = {"runtime": rt.accepting and not rt.draining.is_set(), "store": True}
+    try:
+        await rt.store.ping()
+    except StoreUnavailable:
+        checks["store"] = False
+    ready = all(checks.values())
+    return {"status": "ready" if ready else "unavailable", "checks": checks}, (
+        200 if ready else 503
+    )
+
+
+@system.get("/metrics")
+async def metrics():
+    try:
+        body = await ctx().metrics.render()
+    except StoreUnavailable:
+        return Response("# store unavailable\n", status=503, content_type=CONTENT_TYPE)
+    return Response(body, status=200, content_type=CONTENT_TYPE)
+
+
+@system.get("/openapi.json")
+async def openapi():
+    return openapi_document(ctx().rt.job_types)

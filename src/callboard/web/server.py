@@ -1,0 +1,92 @@
+"""The web server as a supervised child of the runtime: Hypercorn's trio worker
+serving the Quart-Trio app in the same trio run as the actors.
+
+It stops when the node drains (`rt.draining`): Hypercorn stops accepting, open SSE
+streams end (the broker closes them), in-flight requests get `graceful_timeout`.
+The child is TRANSIENT: returning after a drain is its normal end, a crash restarts it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.logging import Logger as HyperLogger
+from hypercorn.trio import serve
+
+from ..config import Settings
+from ..running_board import RunningBoard
+from .app import create_app
+from .auth import ensure_operator_token
+
+log = logging.getLogger("callboard.web")
+
+# No query string in the access log: SSE clients may carry ?token= there.
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
+_ACCESS_ATOMS = ("h", "m", "U", "H", "s", "b", "L")
+
+
+class _AccessLogger(HyperLogger):
+    """Hypercorn passes every atom as the access record's `args`: the query string
+    (`?token=`), each request header (`Authorization`) and the whole environment. A
+    handler that keeps `args` (JSON logging, error trackers) would store them; keep
+    only the atoms the format prints."""
+
+    def atoms(self, request, response, request_time):  # type: ignore[no-untyped-def]
+        every = super().atoms(request, response, request_time)
+        return {name: every[name] for name in _ACCESS_ATOMS}
+
+
+def hypercorn_config(bind: str) -> HyperConfig:
+    config = HyperConfig()
+    config.logger_class = _AccessLogger
+    config.bind = [bind]
+    config.accesslog = logging.getLogger("callboard.access")
+    config.access_log_format = ACCESS_LOG_FORMAT
+    config.errorlog = logging.getLogger("callboard.web")
+    config.graceful_timeout = 5.0
+    config.keep_alive_timeout = 30.0
+    return config
+
+
+class WebServer:
+    name = "web"
+
+    def __init__(self, rt: RunningBoard, settings: Settings, bind: str | None = None) -> None:
+        self._rt = rt
+        self._settings = settings
+        self._bind = bind or settings.bind
+        self.app = create_app(rt, settings)
+        #: The addresses Hypercorn bound (with the real port when asked for port 0).
+        self.bound: list[str] = []
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        if self._rt.draining.is_set():
+            task_status.started([])
+            return
+        token_file = self._settings.operator_token_file
+        if await ensure_operator_token(self._rt.store, token_file, self._rt.now()):
+            log.info("the operator token is in %s", token_file)
+        await serve(
+            self.app,
+            hypercorn_config(self._bind),
+            shutdown_trigger=self._rt.draining.wait,
+            task_status=_ReportBinds(self, task_status),  # type: ignore[arg-type]
+        )
+
+
+class _ReportBinds:
+    """Hypercorn reports the addresses it bound through task_status: keep them (the
+    real port when port 0 was asked for), log them, and pass them on."""
+
+    def __init__(self, server: WebServer, outer: trio.TaskStatus[list[str]]) -> None:
+        self._server = server
+        self._outer = outer
+
+    def started(self, binds: list[str]) -> None:
+        self._server.bound = list(binds)
+        log.info("serving the API on %s", ", ".join(binds))
+        self._outer.started(list(binds))

@@ -1,0 +1,114 @@
+"""Server-Sent Events: framing (WHATWG event-stream) and the streaming loop.
+
+The loop interleaves three things without losing any: events from a cancel-safe
+`EventStream`, a `: ping` comment every 15 s so proxies and clients keep the
+connection, and the node's shutdown (the stream ends cleanly, the client
+reconnects elsewhere or later with Last-Event-ID). While the store is unreachable it
+keeps the stream open with pings and retries: a browser gives up for good on any
+answer but 200 text/event-stream, so an SSE route never answers 503.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import trio
+
+from ..actors.broker import BrokerClosed, Lagged
+from ..errors import StoreUnavailable
+from ..event_stream import EventStream
+from ..jobs import JobEvent, NodeEvent
+
+log = logging.getLogger("callboard.sse")
+
+PING_SECONDS = 15.0
+RETRY_MS = 3000
+HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+    # Ending the response also ends the connection, so a graceful shutdown does not
+    # wait on idle keep-alive connections (PITFALLS.md).
+    "Connection": "close",
+}
+
+
+def frame(
+    data: Any, *, event: str | None = None, id: int | None = None, retry: int | None = None
+) -> bytes:
+    lines = []
+    if retry is not None:
+        lines.append(f"retry: {retry}")
+    if id is not None:
+        lines.append(f"id: {id}")
+    if event is not None:
+        lines.append(f"event: {event}")
+    text = json.dumps(data, separators=(",", ":"))
+    lines.extend(f"data: {line}" for line in text.split("\n"))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def comment(text: str) -> bytes:
+    return f": {text}\n\n".encode()
+
+
+def encode_event(event: JobEvent | NodeEvent) -> bytes:
+    if isinstance(event, JobEvent):
+        return frame(event.to_dict(), event=str(event.type), id=event.id)
+    return frame(dict(event.data), event=event.type)
+
+
+async def stream_events(
+    open_stream: Callable[[], Any],
+    *,
+    stopping: trio.Event,
+    first: list[bytes],
+    end_after: Callable[[JobEvent], bool] | None = None,
+    ping_seconds: float = PING_SECONDS,
+) -> AsyncIterator[bytes]:
+    """Yield the frames of one SSE response.
+
+    `first` frames go out at once (retry:, a gap notice, a re-sent latest event).
+    `open_stream()` is an async context manager giving an `EventStream`; on `Lagged`
+    the response ends (the client reconnects with Last-Event-ID and the replay fills
+    the hole). `end_after(event)` ends the stream after that event (a job's terminal
+    event). `stopping` is set when the node drains; the broker closing then ends a
+    live stream, and the retry loop checks it between attempts."""
+    for chunk in first:
+        yield chunk
+    delay = 0.5
+    while not stopping.is_set():
+        try:
+            async with open_stream() as events:
+                async for chunk in _pump(events, end_after, ping_seconds):
+                    yield chunk
+                return
+        except StoreUnavailable:
+            log.warning("store unavailable under an SSE stream; retrying", exc_info=True)
+            yield comment("store unavailable, retrying")
+            with trio.move_on_after(delay):
+                await stopping.wait()
+            delay = min(delay * 2, ping_seconds)
+        except (Lagged, BrokerClosed):
+            return
+
+
+async def _pump(
+    events: EventStream,
+    end_after: Callable[[JobEvent], bool] | None,
+    ping_seconds: float,
+) -> AsyncIterator[bytes]:
+    """Events and pings until `end_after` says so; the runtime's shutdown closes the
+    broker, which ends this with BrokerClosed."""
+    while True:
+        with trio.move_on_after(ping_seconds) as idle:
+            event = await events.receive()
+        if idle.cancelled_caught:
+            yield comment("ping")
+            continue
+        yield encode_event(event)
+        if end_after is not None and isinstance(event, JobEvent) and end_after(event):
+            return

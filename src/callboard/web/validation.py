@@ -1,0 +1,123 @@
+"""Request bodies and query strings, checked strictly: unknown fields and wrong types
+are refused with a message naming the field (400), before anything is written."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..jobs import JobSpec
+from .errors import bad_request
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_BATCH = 1000
+
+_JOB_FIELDS = {
+    "jobType",
+    "input",
+    "sourceTaskId",
+    "priority",
+    "delaySeconds",
+    "maxAttempts",
+    "timeoutSeconds",
+    "idempotencyKey",
+}
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad_request(f"the body is not valid JSON: {exc}") from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def require_object(body: Any, what: str = "the body") -> Mapping[str, Any]:
+    if not isinstance(body, dict):
+        raise bad_request(f"{what} must be a JSON object")
+    return body
+
+
+def check_fields(body: Mapping[str, Any], allowed: set[str], where: str = "") -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise bad_request(
+            f"{where}unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def job_spec(body: Any, where: str = "") -> JobSpec:
+    """A JobSpec from one job's JSON; `where` prefixes messages (e.g. "jobs[3]: ")."""
+    body = require_object(body, f"{where or 'the body'}".rstrip(": "))
+    check_fields(body, _JOB_FIELDS, where)
+    job_type = body.get("jobType")
+    if not isinstance(job_type, str) or not job_type:
+        raise bad_request(f"{where}jobType is required and must be a non-empty string")
+    input_ = body.get("input", {})
+    if not isinstance(input_, dict):
+        raise bad_request(f"{where}input must be a JSON object")
+
+    def optional(name: str, ok: Callable[[Any], bool], expected: str) -> Any:
+        value = body.get(name)
+        if value is not None and not ok(value):
+            raise bad_request(f"{where}{name} must be {expected}")
+        return value
+
+    source_task_id = optional("sourceTaskId", lambda v: isinstance(v, str), "a string")
+    priority = optional("priority", _is_int, "an integer")
+    delay = optional("delaySeconds", lambda v: _is_number(v) and v >= 0, "a number >= 0")
+    max_attempts = optional("maxAttempts", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+    timeout = optional("timeoutSeconds", lambda v: _is_number(v) and v > 0, "a number > 0")
+    key = optional("idempotencyKey", lambda v: isinstance(v, str), "a string")
+    return JobSpec(
+        job_type=job_type,
+        input=input_,
+        source_task_id=source_task_id,
+        priority=0 if priority is None else priority,
+        delay=delay,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        idempotency_key=key,
+    )
+
+
+def batch_specs(body: Any) -> list[JobSpec]:
+    body = require_object(body)
+    check_fields(body, {"jobs"})
+    jobs = body.get("jobs")
+    if not isinstance(jobs, list):
+        raise bad_request("jobs is required and must be an array of jobs")
+    if not 1 <= len(jobs) <= MAX_BATCH:
+        raise bad_request(f"a batch holds 1 to {MAX_BATCH} jobs, got {len(jobs)}")
+    return [job_spec(job, f"jobs[{i}]: ") for i, job in enumerate(jobs)]
+
+
+def query_int(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"{name} must be an integer from {low} to {high}") from None
+    if not low <= value <= high:
+        raise bad_request(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def check_query(args: Mapping[str, str], allowed: set[str]) -> None:
+    unknown = sorted(set(args) - allowed)
+    if unknown:
+        raise bad_request(
+            f"unknown query parameter(s): {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
