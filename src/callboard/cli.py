@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from . import cli_admin
 from .actors.broker import Lagged
 from .board import Board
 from .config import SettingError, Settings, load_settings
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Example: callboard migrate --data-dir ./callboard-data",
     )
     _server_flags(migrate)
+    cli_admin.add_commands(commands)
     return parser
 
 
@@ -210,6 +212,8 @@ async def migrate(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        return cli_admin.run(args)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

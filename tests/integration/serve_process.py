@@ -1,0 +1,79 @@
+"""Run `callboard serve` as a user would: a real process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ServeProcess:
+    proc: subprocess.Popen[str]
+    url: str
+    data_dir: Path
+    log: list[str]
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "operator.token").read_text().strip()
+
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a `callboard` client command against this server, from its data dir's
+        parent, with no URL or token given: the defaults must find both."""
+        full_env = {**os.environ, "CALLBOARD_URL": self.url, **(env or {})}
+        full_env.pop("CALLBOARD_TOKEN", None)
+        return subprocess.run(
+            [sys.executable, "-m", "callboard", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=self.data_dir.parent,
+            env=full_env,
+        )
+
+
+@contextmanager
+def serve(tmp_path: Path, *args: str) -> Iterator[ServeProcess]:
+    data_dir = tmp_path / "callboard-data"
+    env = {**os.environ, "CALLBOARD_DATA_DIR": str(data_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "callboard", "serve", "--bind", "127.0.0.1:0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    log: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        url = None
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            log.append(line.rstrip("\n"))
+            found = re.search(r"serving the API on (http://\S+)", line)
+            if found:
+                url = found.group(1)
+        assert url, "serve did not start:\n" + "\n".join(log)
+        yield ServeProcess(proc, url, data_dir, log)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        proc.stdout.close()
