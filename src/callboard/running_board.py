@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -85,6 +85,7 @@ class RunningBoard:
         self.accepting = True
         #: Set when the node starts draining: the web server stops, streams end.
         self.draining = trio.Event()
+        self._drain_waits: list[Callable[[], Awaitable[None]]] = []
         self._completed_seen = 0
 
     @property
@@ -326,4 +327,12 @@ class RunningBoard:
         self.draining.set()
         self._ledger.broker.close()
         with trio.move_on_after(grace):
-            await self._capacity.wait_until_empty()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._capacity.wait_until_empty)
+                for wait in self._drain_waits:
+                    nursery.start_soon(wait)
+
+    def wait_on_drain(self, wait: Callable[[], Awaitable[None]]) -> None:
+        """Make `drain` also wait (within its grace) for `wait()`: the web server uses
+        it so its last responses finish before the tree is cancelled."""
+        self._drain_waits.append(wait)

@@ -79,3 +79,26 @@ def test_serve_refuses_a_bad_setting_with_one_line(tmp_path):
         "callboard: CALLBOARD_WORKERS: expected a whole number, got 'lots'"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_ends_open_event_streams_and_exits_promptly(tmp_path):
+    import httpx
+
+    from serve_process import serve
+
+    with serve(tmp_path) as server:
+        headers = {"Authorization": f"Bearer {server.token}"}
+        with httpx.Client(
+            base_url=server.url, headers=headers, timeout=httpx.Timeout(10, read=20)
+        ) as c:
+            company = c.post("/api/companies", json={"name": "acme"}).json()
+            with c.stream("GET", f"/api/companies/{company['id']}/events") as stream:
+                assert stream.status_code == 200
+                lines = stream.iter_lines()
+                assert next(lines).startswith("retry: ")
+                server.proc.send_signal(signal.SIGTERM)
+                # The stream ends cleanly (a complete chunked body), not cut off.
+                rest = list(lines)
+            assert stream.headers["connection"] == "close"
+        assert server.proc.wait(timeout=30) == 0
+    assert all(not line or line.startswith(":") for line in rest)

@@ -60,22 +60,29 @@ class WebServer:
         self.app = create_app(rt, settings)
         #: The addresses Hypercorn bound (with the real port when asked for port 0).
         self.bound: list[str] = []
+        self._stopped = trio.Event()
+        # The node's drain waits for our graceful shutdown (last responses out).
+        rt.wait_on_drain(self._stopped.wait)
 
     async def run(
         self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         if self._rt.draining.is_set():
+            self._stopped.set()
             task_status.started([])
             return
-        token_file = self._settings.operator_token_file
-        if await ensure_operator_token(self._rt.store, token_file, self._rt.now()):
-            log.info("the operator token is in %s", token_file)
-        await serve(
-            self.app,
-            hypercorn_config(self._bind),
-            shutdown_trigger=self._rt.draining.wait,
-            task_status=_ReportBinds(self, task_status),  # type: ignore[arg-type]
-        )
+        try:
+            token_file = self._settings.operator_token_file
+            if await ensure_operator_token(self._rt.store, token_file, self._rt.now()):
+                log.info("the operator token is in %s", token_file)
+            await serve(
+                self.app,
+                hypercorn_config(self._bind),
+                shutdown_trigger=self._rt.draining.wait,
+                task_status=_ReportBinds(self, task_status),  # type: ignore[arg-type]
+            )
+        finally:
+            self._stopped.set()
 
 
 class _ReportBinds:
