@@ -83,7 +83,6 @@ def test_serve_refuses_a_bad_setting_with_one_line(tmp_path):
 
 def test_sigterm_ends_open_event_streams_and_exits_promptly(tmp_path):
     import httpx
-
     from serve_process import serve
 
     with serve(tmp_path) as server:

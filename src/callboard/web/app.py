@@ -45,7 +45,8 @@ def _json_bytes(payload: object) -> bytes:
 
 
 def create_app(rt: RunningBoard, settings: Settings) -> QuartTrio:
-    app = QuartTrio("callboard")
+    # No static folder: Quart would otherwise add an undocumented /static/<path> route.
+    app = QuartTrio("callboard", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["callboard"] = WebContext(

@@ -95,11 +95,13 @@ async def _body(
 ) -> AsyncIterator[bytes]:
     rt = ctx().rt
     retry = f"retry: {RETRY_MS}\n".encode()
-    if plan is not None and plan.first:
+    if plan is None:
+        yield retry + b"\n"
+    elif plan.first:
         # The first message carries retry: along with the first event.
         plan.first[0] = retry + plan.first[0]
     else:
-        yield retry + b"\n"
+        plan.first.append(retry + b"\n")
     delay = 0.5
     while plan is None:
         # The store was unreachable when the stream opened: keep the client with us.

@@ -71,18 +71,22 @@ async def stream_events(
 ) -> AsyncIterator[bytes]:
     """Yield the frames of one SSE response.
 
-    `first` frames go out at once (retry:, a gap notice, a re-sent latest event).
+    `first` frames (retry:, a gap notice, a re-sent latest event) go out as soon as
+    the live subscription is open.
     `open_stream()` is an async context manager giving an `EventStream`; on `Lagged`
     the response ends (the client reconnects with Last-Event-ID and the replay fills
     the hole). `end_after(event)` ends the stream after that event (a job's terminal
     event). `stopping` is set when the node drains; the broker closing then ends a
     live stream, and the retry loop checks it between attempts."""
-    for chunk in first:
-        yield chunk
+    pending = list(first)
     delay = 0.5
     while not stopping.is_set():
         try:
             async with open_stream() as events:
+                # `first` goes out once the live subscription is open: a client that
+                # acts on the first message (submits a job) cannot miss its events.
+                while pending:
+                    yield pending.pop(0)
                 async for chunk in _pump(events, end_after, ping_seconds):
                     yield chunk
                 return
@@ -93,7 +97,9 @@ async def stream_events(
                 await stopping.wait()
             delay = min(delay * 2, ping_seconds)
         except (Lagged, BrokerClosed):
-            return
+            break
+    for chunk in pending:  # the node stopped before a subscription opened
+        yield chunk
 
 
 async def _pump(
