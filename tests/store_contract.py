@@ -524,6 +524,14 @@ class StoreContract:
         assert after.error_message == "cancelled" and after.lease_owner is None
         assert await claim(store, now=at(30)) == []
 
+    async def test_fail_after_a_cancel_request_ends_cancelled(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c)
+        await store.cancel(job.id, at(1))
+        event = await store.fail(job.id, "w1", at(2), "boom")
+        assert event is not None and event.type == EventType.CANCELLED
+        assert event.job.status == JobStatus.CANCELLED
+
     async def test_fail_without_retry(self, store: JobStore) -> None:
         c = await company(store)
         job = await running(store, c)
@@ -621,12 +629,13 @@ class StoreContract:
         c = await company(store)
         job = await running(store, c)
         await store.cancel(job.id, at(1))  # a stale request must not survive the retry
-        await store.fail(job.id, "w1", at(2), "boom")
+        ended = await store.fail(job.id, "w1", at(2), "boom")
+        assert ended is not None and ended.job.status == JobStatus.CANCELLED
         before = await store.last_event_id()
         event = await store.retry(job.id, at(5))
         after = await expect_one_event(store, before, event, EventType.QUEUED, at(5))
         assert after.status == JobStatus.QUEUED and after.run_at == at(5)
-        assert after.finished_at is None and after.error_message == "boom"
+        assert after.finished_at is None and after.error_message == "cancelled"
         assert not after.cancel_requested
         assert after.attempt == 1 and after.max_attempts == 2
         [again] = await claim(store, now=at(5))

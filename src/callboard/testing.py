@@ -435,7 +435,7 @@ class MemoryStore(JobStore):
         job = self._leased(job_id, lease_owner)
         if job is None:
             return None
-        if retry_at is not None and job.cancel_requested:
+        if job.cancel_requested:
             event = self._save(self._cancelled(job, now), EventType.CANCELLED, now)
             await self._leave()
             return event

@@ -227,9 +227,9 @@ class JobStore(abc.ABC):
         retry_at: datetime | None = None,
     ) -> JobEvent | None:
         """End a failed attempt. With `retry_at`: running -> queued, run_at = retry_at,
-        error_message kept, lease cleared, event `content_job.retrying` -- unless a
-        cancel was requested, which ends it as `mark_cancelled` does instead. Without:
-        running -> failed, finished_at set, event `content_job.failed`.
+        error_message kept, lease cleared, event `content_job.retrying`. Without:
+        running -> failed, finished_at set, event `content_job.failed`. Either way, a
+        job asked to stop (cancel_requested) ends as `mark_cancelled` does instead.
         None if the lease is lost."""
 
     @abc.abstractmethod

@@ -727,11 +727,10 @@ class SqliteStore(JobStore):
             query, type_ = Q["fail_retry"], EventType.RETRYING
 
         def write(conn: sqlite3.Connection) -> JobEvent | None:
-            if retry_at is not None:
-                guard = {k: params[k] for k in ("id", "lease_owner", "now")}
-                cancelled = _change(conn, Q["cancel_if_requested"], guard, EventType.CANCELLED)
-                if cancelled is not None:
-                    return cancelled
+            guard = {k: params[k] for k in ("id", "lease_owner", "now")}
+            cancelled = _change(conn, Q["cancel_if_requested"], guard, EventType.CANCELLED)
+            if cancelled is not None:
+                return cancelled
             return _change(conn, query, params, type_)
 
         return await self._write(write)
