@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from callboard import SupervisorEscalation
 from callboard.testing import MemoryStore
@@ -47,6 +48,7 @@ async def test_statistics_describe_the_tree(make_board, autojump_clock):
         company = await rt.create_company("acme")
         job = await rt.submit(company.id, "noop")
         await rt.wait(job.id)
+        await trio.testing.wait_all_tasks_blocked()  # the worker has gone idle again
         stats = rt.statistics()
     assert [c.name for c in stats.supervisor.children] == [
         "broker",
