@@ -9,15 +9,17 @@ inside the stream, because a browser's EventSource gives up for good on a 503.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from quart import Blueprint, Response, request, stream_with_context
+from quart import Blueprint, Response, copy_current_request_context, request
 
 from ..errors import CallboardError, StoreUnavailable
 from ..event_stream import open_event_stream
 from ..jobs import JobEvent
+from ..running_board import RunningBoard
 from .context import company_for, ctx, job_for, principal
 from .errors import ApiError, bad_request, from_domain
 from .sse import HEADERS, RETRY_MS, comment, encode_event, frame, stream_events
@@ -83,17 +85,18 @@ async def _respond(make_plan: Callable[[], Awaitable[Plan]]) -> Response:
         plan = None
     if plan is not None and plan.finished and not plan.first:
         return Response("", status=204)
-    # The plan may be retried inside the stream, which needs the request context.
-    body = stream_with_context(_body)(plan, make_plan)
+    # The plan may be retried inside the stream, which needs the request context: only
+    # that call gets it. (Not `stream_with_context`: its wrapper generator, closed when
+    # the client goes, leaves ours to the garbage collector, subscription and all.)
+    body = _body(ctx().rt, plan, copy_current_request_context(make_plan))
     response = Response(body, status=200, headers=HEADERS)
     response.timeout = None  # Quart's response timeout would cut a long stream
     return response
 
 
 async def _body(
-    plan: Plan | None, make_plan: Callable[[], Awaitable[Plan]]
+    rt: RunningBoard, plan: Plan | None, make_plan: Callable[[], Awaitable[Plan]]
 ) -> AsyncIterator[bytes]:
-    rt = ctx().rt
     retry = f"retry: {RETRY_MS}\n".encode()
     if plan is None:
         yield retry + b"\n"
@@ -134,10 +137,13 @@ async def _body(
             include_runtime_events=plan.operator_feed,
         )
 
-    async for chunk in stream_events(
-        open_stream, stopping=rt.draining, first=plan.first, end_after=plan.end_after
-    ):
-        yield chunk
+    # aclosing: when Quart closes this generator (the client went), the inner one
+    # closes at once and releases the broker subscription.
+    async with aclosing(
+        stream_events(open_stream, stopping=rt.draining, first=plan.first, end_after=plan.end_after)
+    ) as chunks:
+        async for chunk in chunks:
+            yield chunk
 
 
 @events.get("/api/companies/<company_id>/content-jobs/<job_id>/events")

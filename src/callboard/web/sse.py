@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import trio
@@ -87,8 +88,9 @@ async def stream_events(
                 # acts on the first message (submits a job) cannot miss its events.
                 while pending:
                     yield pending.pop(0)
-                async for chunk in _pump(events, end_after, ping_seconds):
-                    yield chunk
+                async with aclosing(_pump(events, end_after, ping_seconds)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
                 return
         except StoreUnavailable:
             log.warning("store unavailable under an SSE stream; retrying", exc_info=True)
