@@ -18,11 +18,15 @@ class InvalidRequest(CallboardError):
 
 
 class UnknownJobType(CallboardError):
-    def __init__(self, job_type: str, known: Iterable[str]) -> None:
+    """`where` names the job in a batch (e.g. "jobs[3]: ")."""
+
+    def __init__(self, job_type: str, known: Iterable[str], where: str = "") -> None:
         self.job_type = job_type
         self.known = sorted(known)
+        self.where = where
         super().__init__(
-            f"unknown job type {job_type!r}; known job types: {', '.join(self.known) or '(none)'}"
+            f"{where}unknown job type {job_type!r}; "
+            f"known job types: {', '.join(self.known) or '(none)'}"
         )
 
 

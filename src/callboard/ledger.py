@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from .actors.broker import Broker
 from .clock import TrioWallClock
-from .errors import InvalidRequest
+from .errors import InvalidRequest, UnknownJobType
 from .jobs import HandlerRegistry, Inserted, Job, JobEvent, JobSpec, build_new_job
 from .store.base import CancelOutcome, JobStore, Renewal
 
@@ -51,10 +51,14 @@ class Ledger:
         for index, spec in enumerate(specs):
             try:
                 new_jobs.append(build_new_job(self.registry, company_id, spec, now))
-            except InvalidRequest as exc:
+            except (InvalidRequest, UnknownJobType) as exc:
                 if len(specs) == 1:
                     raise
-                raise InvalidRequest(f"job {index}: {exc}") from None
+                # Name the job in the batch, as the HTTP API does ("jobs[3]: ...").
+                where = f"jobs[{index}]: "
+                if isinstance(exc, UnknownJobType):
+                    raise UnknownJobType(exc.job_type, exc.known, where) from None
+                raise InvalidRequest(f"{where}{exc}") from None
         # No get_company() first: insert_jobs raises CompanyNotFound itself, writing
         # nothing, and a read before every submit cost a thread round trip.
         inserted = await self.store.insert_jobs(new_jobs, now)
