@@ -4,7 +4,7 @@ small helpers that resolve a request's principal, company and job."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from quart import current_app, request
@@ -15,6 +15,7 @@ from ..running_board import RunningBoard
 from .auth import Authenticator, Principal
 from .errors import not_found
 from .metrics import Metrics
+from .sse import EventEncoder
 
 
 @dataclass(slots=True)
@@ -23,6 +24,7 @@ class WebContext:
     auth: Authenticator
     settings: Settings
     metrics: Metrics
+    encode: EventEncoder = field(default_factory=EventEncoder)
 
 
 def ctx() -> WebContext:

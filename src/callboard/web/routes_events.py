@@ -22,7 +22,7 @@ from ..jobs import JobEvent
 from ..running_board import RunningBoard
 from .context import company_for, ctx, job_for, principal
 from .errors import ApiError, bad_request, from_domain
-from .sse import HEADERS, RETRY_MS, comment, encode_event, frame, stream_events
+from .sse import HEADERS, RETRY_MS, comment, frame, stream_events
 
 events = Blueprint("events", __name__)
 
@@ -88,14 +88,17 @@ async def _respond(make_plan: Callable[[], Awaitable[Plan]]) -> Response:
     # The plan may be retried inside the stream, which needs the request context: only
     # that call gets it. (Not `stream_with_context`: its wrapper generator, closed when
     # the client goes, leaves ours to the garbage collector, subscription and all.)
-    body = _body(ctx().rt, plan, copy_current_request_context(make_plan))
+    body = _body(ctx().rt, ctx().encode, plan, copy_current_request_context(make_plan))
     response = Response(body, status=200, headers=HEADERS)
     response.timeout = None  # Quart's response timeout would cut a long stream
     return response
 
 
 async def _body(
-    rt: RunningBoard, plan: Plan | None, make_plan: Callable[[], Awaitable[Plan]]
+    rt: RunningBoard,
+    encode: Callable[[Any], bytes],
+    plan: Plan | None,
+    make_plan: Callable[[], Awaitable[Plan]],
 ) -> AsyncIterator[bytes]:
     retry = f"retry: {RETRY_MS}\n".encode()
     if plan is None:
@@ -140,7 +143,13 @@ async def _body(
     # aclosing: when Quart closes this generator (the client went), the inner one
     # closes at once and releases the broker subscription.
     async with aclosing(
-        stream_events(open_stream, stopping=rt.draining, first=plan.first, end_after=plan.end_after)
+        stream_events(
+            open_stream,
+            stopping=rt.draining,
+            first=plan.first,
+            end_after=plan.end_after,
+            encode=encode,
+        )
     ) as chunks:
         async for chunk in chunks:
             yield chunk
@@ -159,7 +168,7 @@ async def job_events(company_id: str, job_id: str):
         if resume is None:
             latest = await store.latest_event(job.id)
             if latest is not None:
-                plan.first.append(encode_event(latest))
+                plan.first.append(ctx().encode(latest))
                 plan.after = latest.id
                 plan.finished = latest.terminal
             else:
@@ -170,7 +179,7 @@ async def job_events(company_id: str, job_id: str):
         if job.terminal:
             # Nothing new can come: replay what is left, or 204 so the browser stops.
             missed = await store.events_after(resume, job_id=job.id, limit=1000)
-            plan.first += [encode_event(e) for e in missed]
+            plan.first += [ctx().encode(e) for e in missed]
             plan.finished = True
         return plan
 
