@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+from serve_process import serve
 
 pytestmark = pytest.mark.slow
 
@@ -82,9 +84,6 @@ def test_serve_refuses_a_bad_setting_with_one_line(tmp_path):
 
 
 def test_sigterm_ends_open_event_streams_and_exits_promptly(tmp_path):
-    import httpx
-    from serve_process import serve
-
     with serve(tmp_path) as server:
         headers = {"Authorization": f"Bearer {server.token}"}
         with httpx.Client(
@@ -101,3 +100,46 @@ def test_sigterm_ends_open_event_streams_and_exits_promptly(tmp_path):
             assert stream.headers["connection"] == "close"
         assert server.proc.wait(timeout=30) == 0
     assert all(not line or line.startswith(":") for line in rest)
+
+
+HANDLERS = """
+import callboard
+
+board = callboard.Board()
+
+
+@board.handler("greet", max_attempts=1)
+async def greet(ctx: callboard.JobContext) -> None:
+    await ctx.progress(50, f"hello {ctx.input['name']}")
+"""
+
+
+def test_serve_loads_handler_modules(tmp_path, monkeypatch):
+    (tmp_path / "myhandlers.py").write_text(HANDLERS)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with serve(tmp_path, "--handlers", "myhandlers") as server:
+        headers = {"Authorization": f"Bearer {server.token}"}
+        with httpx.Client(base_url=server.url, headers=headers) as c:
+            company = c.post("/api/companies", json={"name": "acme"}).json()
+            jobs = f"/api/companies/{company['id']}/content-jobs"
+            job = c.post(jobs, json={"jobType": "greet", "input": {"name": "ada"}}).json()
+            deadline = time.monotonic() + 30
+            while (got := c.get(f"{jobs}/{job['jobId']}").json())["status"] != "done":
+                assert time.monotonic() < deadline, got
+                time.sleep(0.05)
+    assert got["progress"] == {"percent": 100, "message": "hello ada"}
+
+
+def test_serve_refuses_a_handler_module_it_cannot_import(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "callboard", "serve", "--handlers", "no_such_module_here"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CALLBOARD_DATA_DIR": str(tmp_path)},
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(
+        "callboard: --handlers: cannot import 'no_such_module_here'"
+    )
+    assert "Traceback" not in result.stderr
