@@ -8,11 +8,13 @@ on real threads for SQLite, where trio's virtual clock must not be used.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import trio
 
+from callboard.assets import Asset
 from callboard.errors import (
     CompanyExists,
     CompanyNotFound,
@@ -38,6 +40,31 @@ LEASE = T0 + timedelta(seconds=30)
 
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
+
+
+def make_asset(
+    company_id: str,
+    *,
+    job_id: str | None = None,
+    source_task_id: str | None = None,
+    created_at: datetime = T0,
+    name: str = "out.bin",
+    key: str | None = None,
+) -> Asset:
+    asset_id = new_id()
+    return Asset(
+        id=asset_id,
+        company_id=company_id,
+        namespace="generated" if job_id else "uploads",
+        object_key=key or f"{company_id}/uploads/2030/01/01/{asset_id}-{name}",
+        content_type="application/octet-stream",
+        byte_size=42,
+        sha256="ab" * 32,
+        original_filename=name,
+        source_task_id=source_task_id,
+        created_by_job_id=job_id,
+        created_at=created_at,
+    )
 
 
 def make_job(
@@ -879,3 +906,110 @@ class StoreContract:
             ("render", JobStatus.QUEUED): 1,
             ("noop", JobStatus.QUEUED): 1,
         }
+
+    # --- assets ----------------------------------------------------------------------
+
+    async def test_insert_and_get_asset(self, store: JobStore) -> None:
+        c = await company(store)
+        asset = make_asset(c, source_task_id="task-7", name="résumé (1).pdf")
+        assert await store.insert_asset(asset) == asset
+        assert await store.get_asset(asset.id) == asset
+        assert await store.get_asset(new_id()) is None
+        assert asset.to_dict()["originalFilename"] == "résumé (1).pdf"
+
+    async def test_insert_asset_refusals_write_nothing(self, store: JobStore) -> None:
+        c = await company(store)
+        first = await store.insert_asset(make_asset(c))
+        with pytest.raises(CompanyNotFound):
+            await store.insert_asset(make_asset(new_id()))
+        with pytest.raises(JobNotFound):
+            await store.insert_asset(make_asset(c, job_id=new_id()))
+        same_key = make_asset(c, key=first.object_key)
+        with pytest.raises(InvalidRequest, match="already exists"):
+            await store.insert_asset(same_key)
+        same_id = replace(make_asset(c), id=first.id)
+        with pytest.raises(InvalidRequest, match="already exists"):
+            await store.insert_asset(same_id)
+        page = await store.list_assets(c)
+        assert page.items == [first] and page.next_cursor is None
+
+    async def test_list_assets_newest_first_with_filters_and_pages(self, store: JobStore) -> None:
+        a = await company(store)
+        b = await company(store, "globex")
+        job = await submit(store, a)
+        made = [
+            await store.insert_asset(
+                make_asset(a, source_task_id="t1" if i % 2 else "t2", created_at=at(i // 2))
+            )
+            for i in range(5)
+        ]
+        by_job = await store.insert_asset(make_asset(a, job_id=job.id, created_at=at(9)))
+        await store.insert_asset(make_asset(b, source_task_id="t1"))
+        newest_first = sorted([*made, by_job], key=lambda x: (x.created_at, x.id), reverse=True)
+        seen, cursor = [], None
+        while True:
+            page = await store.list_assets(a, limit=2, cursor=cursor)
+            seen.extend(page.items)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert seen == newest_first
+        t1 = (await store.list_assets(a, source_task_id="t1")).items
+        assert t1 == [x for x in newest_first if x.source_task_id == "t1"] and len(t1) == 2
+        assert (await store.list_assets(a, created_by_job_id=job.id)).items == [by_job]
+        assert (await store.list_assets(b)).items[0].company_id == b
+        assert (await store.list_assets(new_id())).items == []
+        with pytest.raises(InvalidRequest):
+            await store.list_assets(a, cursor="nonsense")
+        with pytest.raises(InvalidRequest):
+            await store.list_assets(a, limit=0)
+
+    async def test_existing_asset_keys(self, store: JobStore) -> None:
+        c = await company(store)
+        kept = await store.insert_asset(make_asset(c))
+        missing = make_asset(c).object_key
+        assert await store.existing_asset_keys([kept.object_key, missing]) == {kept.object_key}
+        assert await store.existing_asset_keys([]) == set()
+
+    async def test_complete_writes_its_assets_in_the_same_transaction(
+        self, store: JobStore
+    ) -> None:
+        c = await company(store)
+        job = await running(store, c, source_task_id="task-7")
+        rows = [
+            make_asset(c, job_id=job.id, source_task_id="task-7", created_at=at(1)),
+            make_asset(c, job_id=job.id, source_task_id="task-7", created_at=at(2)),
+        ]
+        before = await store.last_event_id()
+        event = await store.complete(job.id, "w1", at(3), rows[0].id, rows)
+        done = await expect_one_event(store, before, event, EventType.DONE, at(3))
+        assert done.result_asset_id == rows[0].id
+        assert (await store.list_assets(c, source_task_id="task-7")).items == rows[::-1]
+        assert await store.get_asset(rows[1].id) == rows[1]
+
+    async def test_complete_with_a_bad_asset_writes_nothing(self, store: JobStore) -> None:
+        c = await company(store)
+        other = await company(store, "globex")
+        job = await running(store, c)
+        existing = await store.insert_asset(make_asset(c))
+        for bad in (
+            make_asset(other, job_id=job.id),  # another company's
+            make_asset(c, job_id=new_id()),  # another job's
+            make_asset(c, job_id=job.id, key=existing.object_key),  # a key taken
+        ):
+            good = make_asset(c, job_id=job.id)
+            before = await store.last_event_id()
+            with pytest.raises(InvalidRequest):
+                await store.complete(job.id, "w1", at(1), good.id, [good, bad])
+            await expect_unchanged(store, job, before)
+            assert await store.get_asset(good.id) is None
+        assert (await store.list_assets(c)).items == [existing]
+
+    async def test_complete_with_a_lost_lease_writes_no_assets(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c)
+        row = make_asset(c, job_id=job.id)
+        before = await store.last_event_id()
+        assert await store.complete(job.id, "someone-else", at(1), row.id, [row]) is None
+        await expect_unchanged(store, job, before)
+        assert await store.get_asset(row.id) is None

@@ -418,6 +418,32 @@ async def test_claim_seeks_each_type_in_the_claim_index(db: SqliteStore) -> None
     assert any("USING INDEX content_jobs_claim (job_type=?)" in step for step in plan), plan
 
 
+async def test_asset_lists_seek_their_index(db: SqliteStore) -> None:
+    # A task's assets come from the source-task index, not a walk of the company's.
+    conn = sqlite3.connect(db.path)
+    params = {
+        "company_id": "c",
+        "source_task_id": "task-7",
+        "created_by_job_id": None,
+        "after_created_at": None,
+        "after_id": None,
+        "limit": 51,
+    }
+
+    def plan(name: str, params: dict) -> str:
+        return " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + Q[name], params))
+
+    try:
+        company = plan("list_assets", params)
+        task = plan("list_assets_of_task", params)
+        keys = plan("existing_asset_keys", {"object_keys": '["a"]'})
+    finally:
+        conn.close()
+    assert "USING INDEX assets_company_created (company_id=?)" in company
+    assert "USING INDEX assets_source_task (company_id=? AND source_task_id=?)" in task
+    assert "(object_key=?)" in keys  # the UNIQUE constraint's index, once per key
+
+
 async def test_claim_matches_a_reference_across_types_caps_and_priorities(
     db: SqliteStore,
 ) -> None:

@@ -14,8 +14,11 @@ The public API is small on purpose (pinned by tests/unit/test_public_api.py):
 """
 
 from .actors.broker import Lagged
+from .assets import Asset
 from .board import Board
 from .errors import (
+    AssetNotFound,
+    AssetTooLarge,
     CallboardError,
     CompanyExists,
     CompanyNotFound,
@@ -35,6 +38,9 @@ from .runtime import SupervisorEscalation
 
 __all__ = [
     "TERMINAL",
+    "Asset",
+    "AssetNotFound",
+    "AssetTooLarge",
     "Board",
     "CallboardError",
     "Company",

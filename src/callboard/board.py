@@ -44,11 +44,17 @@ from .actors.stats import StatsReporter
 from .actors.worker import Backoff, JobRunner, Worker, WorkerSettings
 from .builtin_handlers import builtins
 from .clock import TrioWallClock
-from .config import SettingError, sqlite_path
+from .config import (
+    DEFAULT_ATTACHMENT_MAX_BYTES,
+    DEFAULT_GENERATED_ASSET_MAX_BYTES,
+    SettingError,
+    sqlite_path,
+)
 from .jobs import Handler, HandlerRegistry, HandlerSpec, Job
 from .ledger import Ledger
 from .running_board import RunningBoard
 from .runtime import ChildSpec, Restart, Strategy, Supervisor
+from .storage import GENERATED, UPLOADS, AssetStorage
 from .store.base import JobStore
 
 log = logging.getLogger("callboard")
@@ -101,11 +107,19 @@ class Board:
         retry_backoff: Backoff | None = None,
         progress_interval: float = 0.25,
         store: JobStore | None = None,
+        generated_asset_max_bytes: int = DEFAULT_GENERATED_ASSET_MAX_BYTES,
+        attachment_max_bytes: int = DEFAULT_ATTACHMENT_MAX_BYTES,
     ) -> None:
         if workers < 0:
             raise ValueError("workers must be 0 or more")
         if not lease_seconds > 0:
             raise ValueError("lease_seconds must be positive")
+        for name, cap in (
+            ("generated_asset_max_bytes", generated_asset_max_bytes),
+            ("attachment_max_bytes", attachment_max_bytes),
+        ):
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise ValueError(f"{name} must be a positive number of bytes")
         self.database_url = database_url or DEFAULT_DATABASE_URL
         self.storage_dir = (
             Path(storage_dir) if storage_dir is not None else Path("callboard-data/assets")
@@ -117,6 +131,8 @@ class Board:
         self.poll_interval = poll_interval
         self.retry_backoff = retry_backoff or Backoff()
         self.progress_interval = progress_interval
+        #: Per-namespace caps of asset storage (under `storage_dir`), checked while writing.
+        self.asset_caps = {GENERATED: generated_asset_max_bytes, UPLOADS: attachment_max_bytes}
         self._store = store
         self._registry = HandlerRegistry()
 
@@ -223,7 +239,8 @@ class Board:
             backoff=self.retry_backoff,
             progress_interval=self.progress_interval,
         )
-        runner = JobRunner(ledger, registry, settings)
+        storage = AssetStorage(self.storage_dir, self.asset_caps)
+        runner = JobRunner(ledger, registry, settings, storage)
         workers = [
             Worker(f"worker-{i + 1}", from_dispatcher, runner, capacity, broker.publish)
             for i in range(self.workers)
@@ -260,6 +277,7 @@ class Board:
             children.append(ChildSpec("dispatcher", dispatcher.run, Restart.PERMANENT))
         rt = RunningBoard(
             ledger=ledger,
+            storage=storage,
             capacity=capacity,
             workers=workers,
             dispatcher=dispatcher,

@@ -1,7 +1,10 @@
-"""The `callboard` command.
+"""The `callboard` command: `serve` and `migrate` here; the client commands (submit,
+jobs, show, cancel, retry, events, assets, companies, tokens, gc) in `cli_jobs`,
+`cli_events`, `cli_assets` and `cli_admin`, over `callboard.client`.
 
-Exit codes (DESIGN.md section 9): 0 success, 2 usage or configuration errors (one
-line on stderr, no traceback unless --debug), 130 on Ctrl-C for client commands.
+Exit codes (DESIGN.md section 9): 0 success, 1 a followed job failed or was cancelled
+(or the server refused), 2 usage, configuration, connection or authorisation errors
+(one line on stderr, no traceback unless --debug), 130 on Ctrl-C for client commands.
 `serve` stops gracefully on Ctrl-C or SIGTERM and exits 0.
 """
 
@@ -16,7 +19,7 @@ from typing import Any
 
 import trio
 
-from . import cli_admin
+from . import cli_admin, cli_assets, cli_client, cli_events, cli_jobs
 from .actors.broker import Lagged
 from .board import Board
 from .config import SettingError, Settings, load_settings
@@ -62,9 +65,15 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli_client.Parser(
         prog="callboard",
         description="A job runtime for trio: durable jobs, supervised workers, live event streams.",
+        epilog="first steps (with `callboard serve` running in another terminal):\n"
+        "  callboard companies create acme\n"
+        "  callboard submit demo.sleep --input '{\"seconds\": 5}' --follow\n"
+        "  callboard jobs\n"
+        "  callboard events --since 0\n"
+        "`callboard COMMAND --help` explains each command, with examples.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -99,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Example: callboard migrate --data-dir ./callboard-data",
     )
     _server_flags(migrate)
+    cli_jobs.add_commands(commands)
+    cli_events.add_commands(commands)
+    cli_assets.add_commands(commands)
     cli_admin.add_commands(commands)
     return parser
 
@@ -124,6 +136,8 @@ def board_from(settings: Settings) -> Board:
         lease_seconds=settings.lease_seconds,
         shutdown_grace=settings.shutdown_grace_seconds,
         event_retention=settings.event_retention_seconds,
+        generated_asset_max_bytes=settings.generated_asset_max_bytes,
+        attachment_max_bytes=settings.attachment_max_bytes,
     )
     for module in settings.handlers:
         board.load_handlers(module)
@@ -213,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is not None:
-        return cli_admin.run(args)
+        return cli_client.run(args)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

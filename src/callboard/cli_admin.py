@@ -1,114 +1,101 @@
-"""Client-side commands that manage the server over its API: companies and tokens.
+"""Client commands that manage the server over its API: companies, tokens, gc.
 
-They read `--url` / `--token` (or CALLBOARD_URL / CALLBOARD_TOKEN), defaulting to the
-local server and the operator token file in the data directory, so on one machine
-nothing needs configuring. Exit codes: 0 done; 1 the server refused (not found,
-conflict, unavailable); 2 usage, connection or authorisation errors.
+Conventions (flags, defaults, exit codes) are in `cli_client`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from .client import DEFAULT_URL as _DEFAULT_URL
-from .client import (
-    Client,
-    ClientError,
-    ConnectionFailed,
-    Forbidden,
-    InvalidRequest,
-    Unauthorized,
-    read_token_file,
-)
-
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-
-
-def client_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help=f"server URL (CALLBOARD_URL, default {_DEFAULT_URL})")
-    parser.add_argument(
-        "--token",
-        help="bearer token (CALLBOARD_TOKEN, default: the operator token file in the data dir)",
-    )
-    parser.add_argument(
-        "--data-dir",
-        help="where to find operator.token (CALLBOARD_DATA_DIR, default ./callboard-data)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+from .cli_client import add_command, client_flags
+from .client import Client
 
 
 def add_commands(commands: Any) -> None:
-    companies = commands.add_parser(
+    companies = add_command(
+        commands,
         "companies",
-        help="create and list companies",
-        description="Manage companies over the API. Example: callboard companies create acme",
+        "create and list companies",
+        "Manage companies over the API. Jobs, assets and company tokens belong to a "
+        "company; every command that needs one takes --company NAME-or-ID.",
+        ["callboard companies create acme", "callboard companies list --json"],
     )
     company_commands = companies.add_subparsers(dest="action", metavar="ACTION", required=True)
-    create = company_commands.add_parser("create", help="create a company (operator token)")
+    create = company_commands.add_parser(
+        "create",
+        help="create a company (operator token)",
+        description="Create a company; prints its id and name.",
+        epilog="example:\n  callboard companies create acme",
+    )
     create.add_argument("name")
     client_flags(create)
     create.set_defaults(handler=_create_company)
-    listing = company_commands.add_parser("list", help="the companies your token can see")
+    listing = company_commands.add_parser(
+        "list",
+        help="the companies your token can see",
+        description="List the companies your token can see, one `ID  NAME` per line.",
+        epilog="example:\n  callboard companies list --json",
+    )
     client_flags(listing)
     listing.set_defaults(handler=_list_companies)
 
-    tokens = commands.add_parser(
+    tokens = add_command(
+        commands,
         "tokens",
-        help="create, list and revoke company tokens",
-        description="Manage a company's API tokens (operator token needed). "
-        "Example: callboard tokens create --company acme --label ci",
+        "create, list and revoke company tokens",
+        "Manage a company's API tokens (operator token needed). A company token sees "
+        "and acts on its company only.",
+        [
+            "callboard tokens create --company acme --label ci",
+            "callboard tokens list --company acme",
+            "callboard tokens revoke TOKEN_ID --company acme",
+        ],
     )
     token_commands = tokens.add_subparsers(dest="action", metavar="ACTION", required=True)
-    create = token_commands.add_parser("create", help="create a token; it is printed only once")
+    create = token_commands.add_parser(
+        "create",
+        help="create a token; it is printed only once",
+        description="Create a company token and print it (the server keeps only its hash).",
+        epilog="example:\n  callboard tokens create --company acme --label ci",
+    )
     create.add_argument("--company", required=True, help="company name or id")
     create.add_argument("--label", default="cli", help="what the token is for")
     client_flags(create)
     create.set_defaults(handler=_create_token)
-    listing = token_commands.add_parser("list", help="a company's tokens, without secrets")
+    listing = token_commands.add_parser(
+        "list",
+        help="a company's tokens, without secrets",
+        description="List a company's tokens (id, label, created, revoked).",
+        epilog="example:\n  callboard tokens list --company acme --json",
+    )
     listing.add_argument("--company", required=True, help="company name or id")
     client_flags(listing)
     listing.set_defaults(handler=_list_tokens)
-    revoke = token_commands.add_parser("revoke", help="revoke a token")
+    revoke = token_commands.add_parser(
+        "revoke",
+        help="revoke a token",
+        description="Revoke a company token; it stops working at once.",
+        epilog="example:\n  callboard tokens revoke TOKEN_ID --company acme",
+    )
     revoke.add_argument("token_id", metavar="TOKEN_ID")
     revoke.add_argument("--company", required=True, help="company name or id")
     client_flags(revoke)
     revoke.set_defaults(handler=_revoke_token)
 
-
-def client_from(args: argparse.Namespace) -> Client:
-    url = args.url or os.environ.get("CALLBOARD_URL") or _DEFAULT_URL
-    token = args.token or os.environ.get("CALLBOARD_TOKEN")
-    if not token:
-        data_dir = Path(args.data_dir or os.environ.get("CALLBOARD_DATA_DIR") or "callboard-data")
-        token = read_token_file(data_dir / "operator.token")
-        if token is None:
-            raise InvalidRequest(
-                0,
-                "no_token",
-                f"no token: pass --token, set CALLBOARD_TOKEN, or run where "
-                f"{data_dir / 'operator.token'} exists",
-            )
-    return Client(url, token)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run a client command; one clear line on stderr for any error."""
-    try:
-        with client_from(args) as client:
-            args.handler(client, args)
-        return 0
-    except (ConnectionFailed, Unauthorized, Forbidden, InvalidRequest) as exc:
-        print(f"callboard: {exc.message}", file=sys.stderr)
-        return EXIT_USAGE
-    except ClientError as exc:
-        print(f"callboard: {exc.message}", file=sys.stderr)
-        return EXIT_REFUSED
+    gc = add_command(
+        commands,
+        "gc",
+        "delete stored files that no asset references (operator)",
+        "Ask the server to collect garbage in asset storage: files that no asset row "
+        "points at (left by a crash between writing a file and recording it) and that are "
+        "older than an hour are deleted. Prints what was done.",
+        ["callboard gc", "callboard gc --json"],
+    )
+    client_flags(gc)
+    gc.set_defaults(handler=_gc)
 
 
 def _show(args: argparse.Namespace, value: Any, text: str) -> None:
@@ -145,3 +132,19 @@ def _list_tokens(client: Client, args: argparse.Namespace) -> None:
 def _revoke_token(client: Client, args: argparse.Namespace) -> None:
     client.revoke_token(args.company, args.token_id)
     _show(args, {"revoked": args.token_id}, f"revoked {args.token_id}")
+
+
+def _gc(client: Client, args: argparse.Namespace) -> None:
+    report = client.gc()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    for key, value in report.items():
+        if isinstance(value, list):
+            print(f"{key}: {len(value)}")
+            for item in value:
+                print(f"  {item if not isinstance(item, dict) else json.dumps(item)}")
+        else:
+            print(f"{key}: {json.dumps(value) if isinstance(value, dict) else value}")
+    if not report:
+        print("nothing to do")

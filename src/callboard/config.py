@@ -18,6 +18,11 @@ class SettingError(CallboardError):
     pass
 
 
+# The namespace caps of asset storage (DESIGN.md section 5); Board uses the same defaults.
+DEFAULT_GENERATED_ASSET_MAX_BYTES = 500 * 1024 * 1024
+DEFAULT_ATTACHMENT_MAX_BYTES = 10 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path = Path("callboard-data")
@@ -27,8 +32,8 @@ class Settings:
     workers: int = 8
     handlers: tuple[str, ...] = ()
     lease_seconds: float = 30.0
-    generated_asset_max_bytes: int = 524_288_000
-    attachment_max_bytes: int = 10_485_760
+    generated_asset_max_bytes: int = DEFAULT_GENERATED_ASSET_MAX_BYTES
+    attachment_max_bytes: int = DEFAULT_ATTACHMENT_MAX_BYTES
     event_retention_seconds: float = 7 * 24 * 3600
     cors_origins: tuple[str, ...] = ()
     shutdown_grace_seconds: float = 10.0

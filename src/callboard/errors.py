@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .sizes import human_bytes
+
 
 class CallboardError(Exception):
     """Base of every error callboard raises on purpose."""
@@ -50,6 +52,25 @@ class TokenNotFound(NotFound):
     def __init__(self, token_id: str) -> None:
         self.token_id = token_id
         super().__init__(f"token {token_id!r} not found")
+
+
+class AssetNotFound(NotFound):
+    def __init__(self, asset_id: str) -> None:
+        self.asset_id = asset_id
+        super().__init__(f"asset {asset_id!r} not found")
+
+
+class AssetTooLarge(CallboardError):
+    """An asset went over its namespace's size cap while it was being written (HTTP 413).
+    Nothing of it was kept."""
+
+    def __init__(self, namespace: str, limit: int) -> None:
+        self.namespace = namespace
+        self.limit = limit
+        super().__init__(
+            f"asset exceeds the {human_bytes(limit)} ({limit} bytes) limit "
+            f"for namespace {namespace!r}"
+        )
 
 
 class Conflict(CallboardError):

@@ -15,12 +15,16 @@ import inspect
 import math
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .errors import InvalidRequest, UnknownJobType
+
+if TYPE_CHECKING:
+    from .assets import Asset
 
 
 class JobStatus(enum.StrEnum):
@@ -402,16 +406,48 @@ class ProgressSink(Protocol):
     async def report(self, percent: int, message: str | None) -> None: ...
 
 
+AssetData = bytes | bytearray | memoryview | Iterable[bytes] | AsyncIterable[bytes]
+
+
+class AssetWriter(Protocol):
+    """What `ctx.open_asset()` yields: write chunks; `asset` is set once the block ends."""
+
+    asset: Asset | None
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+
+class AssetSink(Protocol):
+    """Where JobContext stores and reads assets; the worker implements it (JobAssets)."""
+
+    async def save(
+        self, filename: str, content_type: str, data: AssetData, *, result: bool
+    ) -> Asset: ...
+
+    def open(
+        self, filename: str, content_type: str, *, result: bool
+    ) -> AbstractAsyncContextManager[AssetWriter]: ...
+
+    async def read(self, asset_id: str) -> bytes: ...
+
+
 @dataclass(slots=True)
 class JobContext:
     """What a handler gets: its job's identity and input, and ways to report back.
 
     `progress()` is cheap to call often: the worker stores at most a few progress
     events a second per job and always keeps the latest value.
+
+    Assets a handler saves go to the `generated` namespace, linked to the job and its
+    source task. Their rows are written with the job's `done` transition, in the same
+    transaction; if the attempt fails, is cancelled or loses its lease, its files are
+    deleted and no row is written. The last asset saved with `result=True` (the
+    default) becomes the job's `resultAssetId`.
     """
 
     job: Job
     _sink: ProgressSink
+    _assets: AssetSink | None = None
 
     @property
     def job_id(self) -> str:
@@ -444,6 +480,32 @@ class JobContext:
             raise ValueError("percent must be a finite number from 0 to 100")
         clamped = max(0, min(100, round(percent)))
         await self._sink.report(clamped, None if message is None else str(message))
+
+    def _asset_sink(self) -> AssetSink:
+        if self._assets is None:
+            raise RuntimeError("this JobContext has no asset storage")
+        return self._assets
+
+    async def save_asset(
+        self, filename: str, content_type: str, data: AssetData, *, result: bool = True
+    ) -> Asset:
+        """Store `data` (bytes, or a sync or async iterable of bytes chunks, streamed) as
+        a generated asset. Over the namespace's cap it raises AssetTooLarge, having kept
+        nothing; left unhandled, that fails the job with the cap in its message."""
+        return await self._asset_sink().save(filename, content_type, data, result=result)
+
+    def open_asset(
+        self, filename: str, content_type: str, *, result: bool = True
+    ) -> AbstractAsyncContextManager[AssetWriter]:
+        """`async with ctx.open_asset("out.mp4", "video/mp4") as f: await f.write(chunk)`;
+        the asset is stored when the block ends normally (`f.asset`), and nothing is
+        kept if it raises."""
+        return self._asset_sink().open(filename, content_type, result=result)
+
+    async def read_asset(self, asset_id: str) -> bytes:
+        """The bytes of an asset of this job's company (an upload named in the input,
+        or one this attempt saved). Raises AssetNotFound for any other id."""
+        return await self._asset_sink().read(asset_id)
 
 
 def with_progress(job: Job, percent: int, message: str | None) -> Job:

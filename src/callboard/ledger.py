@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from .actors.broker import Broker
+from .assets import Asset
 from .clock import TrioWallClock
 from .errors import InvalidRequest, UnknownJobType
 from .jobs import HandlerRegistry, Inserted, Job, JobEvent, JobSpec, build_new_job
@@ -108,9 +109,14 @@ class Ledger:
         return event
 
     async def complete(
-        self, job_id: str, lease_owner: str, result_asset_id: str | None = None
+        self,
+        job_id: str,
+        lease_owner: str,
+        result_asset_id: str | None = None,
+        assets: Sequence[Asset] = (),
     ) -> JobEvent | None:
-        event = await self.store.complete(job_id, lease_owner, self.now(), result_asset_id)
+        """Done, with the rows of the assets the attempt wrote, in one transaction."""
+        event = await self.store.complete(job_id, lease_owner, self.now(), result_asset_id, assets)
         return event
 
     async def fail(

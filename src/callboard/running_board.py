@@ -22,11 +22,14 @@ from .actors.capacity import Capacity
 from .actors.dispatcher import Dispatcher, DispatcherStatistics
 from .actors.reaper import Reaper, ReaperStatistics
 from .actors.worker import Worker
-from .errors import InvalidRequest, JobNotFound, ShuttingDown
+from .assets import Asset
+from .errors import AssetNotFound, CompanyNotFound, InvalidRequest, JobNotFound, ShuttingDown
 from .event_stream import open_event_stream
-from .jobs import Company, Job, JobEvent, JobSpec, JobStatus, Page
+from .jobs import Company, Job, JobEvent, JobSpec, JobStatus, Page, new_id
 from .ledger import Ledger
 from .runtime import Supervisor, SupervisorStatistics
+from .storage import UPLOADS, AssetStorage, Chunks
+from .storage_gc import GcReport, collect_garbage
 from .store.base import JobStore
 
 MAX_PAGE = 500
@@ -68,6 +71,7 @@ class RunningBoard:
         self,
         *,
         ledger: Ledger,
+        storage: AssetStorage,
         capacity: Capacity,
         workers: Sequence[Worker],
         dispatcher: Dispatcher,
@@ -76,6 +80,7 @@ class RunningBoard:
     ) -> None:
         self._ledger = ledger
         self._store = ledger.store
+        self._storage = storage
         self._capacity = capacity
         self._workers = list(workers)
         self._dispatcher = dispatcher
@@ -92,6 +97,11 @@ class RunningBoard:
     def store(self) -> JobStore:
         """The JobStore, for read-only queries by the web layer."""
         return self._store
+
+    @property
+    def storage(self) -> AssetStorage:
+        """Asset files (the web layer streams downloads from it)."""
+        return self._storage
 
     def now(self) -> datetime:
         """The node's clock (wall time derived from trio's clock)."""
@@ -265,6 +275,83 @@ class RunningBoard:
             buffer=buffer,
         ) as events:
             yield events
+
+    # --- assets --------------------------------------------------------------------------
+
+    async def upload_asset(
+        self,
+        company_id: str,
+        filename: str,
+        content_type: str,
+        chunks: Chunks,
+        *,
+        source_task_id: str | None = None,
+    ) -> Asset:
+        """Stream a file into the `uploads` namespace and record it. Raises AssetTooLarge
+        over the cap; on any error nothing is kept (no file, no row)."""
+        if source_task_id is not None and (
+            not isinstance(source_task_id, str) or not source_task_id or len(source_task_id) > 200
+        ):
+            raise InvalidRequest(
+                "sourceTaskId must be a non-empty string of at most 200 characters"
+            )
+        if await self._store.get_company(company_id) is None:
+            raise CompanyNotFound(company_id)
+        stored = await self._storage.put(
+            company_id, UPLOADS, filename, content_type, chunks, now=self.now()
+        )
+        asset = Asset(
+            id=new_id(),
+            company_id=company_id,
+            namespace=stored.namespace,
+            object_key=stored.object_key,
+            content_type=stored.content_type,
+            byte_size=stored.byte_size,
+            sha256=stored.sha256,
+            original_filename=stored.original_filename,
+            source_task_id=source_task_id,
+            created_by_job_id=None,
+            created_at=self.now(),
+        )
+        try:
+            return await self._store.insert_asset(asset)
+        except BaseException:
+            # The file is in place but its row is not: remove it (a crash here leaves
+            # it to gc). A cancelled insert is shielded, so it did not commit either.
+            await self._storage.delete(stored.object_key)
+            raise
+
+    async def get_asset(self, asset_id: str, company_id: str | None = None) -> Asset:
+        """Raises AssetNotFound for an unknown id, or one of another company than
+        `company_id` when given."""
+        asset = await self._store.get_asset(asset_id)
+        if asset is None or (company_id is not None and asset.company_id != company_id):
+            raise AssetNotFound(asset_id)
+        return asset
+
+    async def list_assets(
+        self,
+        company_id: str,
+        *,
+        source_task_id: str | None = None,
+        job_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Asset]:
+        """A company's assets, newest first, optionally of one source task or one job."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be an integer from 1 to {MAX_PAGE}")
+        return await self._store.list_assets(
+            company_id,
+            source_task_id=source_task_id,
+            created_by_job_id=job_id,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    async def collect_garbage(self, *, dry_run: bool = False) -> GcReport:
+        """Delete asset files no row refers to, older than an hour (`storage_gc`)."""
+        return await collect_garbage(self._storage, self._store, dry_run=dry_run)
 
     # --- the node ------------------------------------------------------------------------
 

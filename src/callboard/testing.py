@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from .assets import Asset
 from .errors import (
     CompanyExists,
     CompanyNotFound,
@@ -70,8 +71,8 @@ def _json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidRequest(f"input must be JSON-serialisable: {exc}") from None
 
 
-def _encode_cursor(job: Job) -> str:
-    raw = f"v1|{iso(job.created_at)}|{job.id}".encode()
+def _encode_cursor(row: Job | Asset) -> str:
+    raw = f"v1|{iso(row.created_at)}|{row.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -107,6 +108,7 @@ class MemoryStore(JobStore):
         self._jobs: dict[str, Job] = {}
         self._events: list[JobEvent] = []
         self._tokens: dict[str, ApiToken] = {}
+        self._assets: dict[str, Asset] = {}
         self._pruned_through = 0
         self._outbox: list[JobEvent] = []
         self._last_event_id = 0
@@ -400,12 +402,24 @@ class MemoryStore(JobStore):
         lease_owner: str,
         now: datetime,
         result_asset_id: str | None = None,
+        assets: Sequence[Asset] = (),
     ) -> JobEvent | None:
         await self._enter()
         now = _utc(now)
         job = self._leased(job_id, lease_owner)
         if job is None:
             return None
+        # Check every asset before changing anything: the transition and the rows go
+        # together or not at all.
+        rows = [replace(a, created_at=_utc(a.created_at)) for a in assets]
+        for asset in rows:
+            if asset.company_id != job.company_id or asset.created_by_job_id != job.id:
+                raise InvalidRequest(
+                    f"asset {asset.id!r} must belong to job {job.id!r} and its company"
+                )
+        self._check_new_assets(rows)
+        for asset in rows:
+            self._assets[asset.id] = asset
         job = replace(
             job,
             status=JobStatus.DONE,
@@ -646,3 +660,60 @@ class MemoryStore(JobStore):
     async def count_by_type_and_status(self) -> dict[tuple[str, JobStatus], int]:
         await self._enter()
         return dict(Counter((j.job_type, j.status) for j in self._jobs.values()))
+
+    # --- assets ------------------------------------------------------------------------
+
+    def _check_new_assets(self, assets: Sequence[Asset]) -> None:
+        ids = set(self._assets)
+        keys = {a.object_key for a in self._assets.values()}
+        for asset in assets:
+            if asset.id in ids or asset.object_key in keys:
+                raise InvalidRequest("an asset with this id or object key already exists")
+            ids.add(asset.id)
+            keys.add(asset.object_key)
+
+    async def insert_asset(self, asset: Asset) -> Asset:
+        await self._enter()
+        asset = replace(asset, created_at=_utc(asset.created_at))
+        if asset.company_id not in self._companies:
+            raise CompanyNotFound(asset.company_id)
+        if asset.created_by_job_id is not None and asset.created_by_job_id not in self._jobs:
+            raise JobNotFound(asset.created_by_job_id)
+        self._check_new_assets([asset])
+        self._assets[asset.id] = asset
+        await self._leave()
+        return asset
+
+    async def get_asset(self, asset_id: str) -> Asset | None:
+        await self._enter()
+        return self._assets.get(asset_id)
+
+    async def list_assets(
+        self,
+        company_id: str,
+        *,
+        source_task_id: str | None = None,
+        created_by_job_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Asset]:
+        await self._enter()
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        after = _decode_cursor(cursor) if cursor is not None else None
+        matching = [
+            a
+            for a in self._assets.values()
+            if a.company_id == company_id
+            and (source_task_id is None or a.source_task_id == source_task_id)
+            and (created_by_job_id is None or a.created_by_job_id == created_by_job_id)
+            and (after is None or (a.created_at, a.id) < after)
+        ]
+        matching.sort(key=lambda a: (a.created_at, a.id), reverse=True)
+        items = matching[:limit]
+        return Page(items, _encode_cursor(items[-1]) if len(matching) > limit else None)
+
+    async def existing_asset_keys(self, object_keys: Collection[str]) -> set[str]:
+        await self._enter()
+        wanted = set(object_keys)
+        return {a.object_key for a in self._assets.values() if a.object_key in wanted}

@@ -9,6 +9,9 @@ import callboard
 
 def test_exported_names():
     assert sorted(callboard.__all__) == [
+        "Asset",
+        "AssetNotFound",
+        "AssetTooLarge",
         "Board",
         "CallboardError",
         "Company",
@@ -89,5 +92,8 @@ def test_job_context_surface():
         "attempt",
         "source_task_id",
         "progress",
+        "save_asset",
+        "open_asset",
+        "read_asset",
     }
     assert ctx_attrs <= set(dir(callboard.JobContext))

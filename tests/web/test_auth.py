@@ -25,12 +25,15 @@ OTHER_COMPANY = "other"  # the expectation of another company's token on this ro
 @dataclass(frozen=True)
 class Route:
     method: str
-    path: str  # {c}: company A, {j}: a fresh queued job, {k}: a fresh cancelled job, {t}: a token
+    # {c}: company A, {j}: a fresh queued job, {k}: a fresh cancelled job, {t}: a token,
+    # {a}: a fresh asset of company A
+    path: str
     ok: int
     operator_only: bool = False
     company_scoped: bool = True  # another company's token gets 404 (False: it sees its own)
     sse: bool = False
     body: Any = None
+    raw: bool = False  # a success answers bytes, not JSON
 
     @property
     def id(self) -> str:
@@ -56,6 +59,11 @@ ROUTES = [
     Route("GET", "/api/companies/{c}/events", 200, sse=True),
     Route("GET", "/api/events", 200, operator_only=True, sse=True),
     Route("GET", "/api/stats", 200, operator_only=True),
+    Route("POST", "/api/companies/{c}/assets", 201, body="upload"),
+    Route("GET", "/api/companies/{c}/assets", 200),
+    Route("GET", "/api/companies/{c}/assets/{a}", 200),
+    Route("GET", "/api/companies/{c}/assets/{a}/content", 200, raw=True),
+    Route("POST", "/api/gc", 200, operator_only=True),
 ]
 
 
@@ -113,7 +121,10 @@ async def fill(world: World, route: Route) -> tuple[str, Any]:
     cancelled = await rt.submit(world.a, "noop", delay=3600)
     await rt.cancel(cancelled.id)
     _, token = await mint_stored_token(rt.store, world.a, "victim", rt.now())
-    path = route.path.format(c=world.a, j=queued.id, k=cancelled.id, t=token.id)
+    asset = None
+    if "{a}" in route.path:
+        asset = (await rt.upload_asset(world.a, "a.txt", "text/plain", b"hello")).id
+    path = route.path.format(c=world.a, j=queued.id, k=cancelled.id, t=token.id, a=asset)
     body = {"name": f"co-{uuid.uuid4().hex[:8]}"} if route.body == "company" else route.body
     return path, body
 
@@ -124,7 +135,9 @@ async def call(world: World, route: Route, principal: str, in_query: bool) -> tu
     params = {"token": token} if in_query and token else {}
     async with world.server.client(token="" if in_query else token) as client:
         kwargs: dict[str, Any] = {"params": params}
-        if body is not None:
+        if body == "upload":
+            kwargs["files"] = {"file": ("a.txt", b"hello", "text/plain")}
+        elif body is not None:
             kwargs["json"] = body
         async with client.stream(route.method, path, **kwargs) as response:
             if route.sse and response.status_code == 200:
@@ -135,6 +148,9 @@ async def call(world: World, route: Route, principal: str, in_query: bool) -> tu
                     return 200, [f.event for f in got if f.event]
                 return 200, None  # a feed never ends: leaving the block closes it
             await response.aread()
+            if route.raw and response.status_code == 200:
+                assert response.content == b"hello"
+                return 200, None
             if response.status_code == 204:
                 assert response.content == b""
                 return 204, None

@@ -68,6 +68,8 @@ def test_board(settings: Any, **kwargs: Any) -> Board:
         workers=kwargs.pop("workers", 4),
         lease_seconds=kwargs.pop("lease_seconds", 30),
         shutdown_grace=kwargs.pop("shutdown_grace", 5),
+        generated_asset_max_bytes=settings.generated_asset_max_bytes,
+        attachment_max_bytes=settings.attachment_max_bytes,
         **kwargs,
     )
 

@@ -15,23 +15,29 @@ job's cancel scope, with the handler's timeout around it:
   runs twice at the same time;
 - the runtime itself is cancelled (shutdown): nothing is written; the lease runs out
   and the reaper of this or another node reclaims the job.
+
+The assets a handler saves are written to storage at once and their rows with the
+`done` transition (see `job_assets`); every other ending deletes their files.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import trio
 
 from ..errors import StoreUnavailable
-from ..jobs import HandlerRegistry, HandlerSpec, Job, JobContext, NodeEvent
+from ..jobs import HandlerRegistry, HandlerSpec, Job, JobContext, JobEvent, NodeEvent
 from ..ledger import Ledger
+from ..storage import AssetStorage
 from .capacity import Capacity, RunningJob
+from .job_assets import JobAssets
 
 log = logging.getLogger("callboard.worker")
 
@@ -113,30 +119,51 @@ class _ProgressWriter:
             await trio.sleep(self._settings.progress_interval)
 
 
+class _Recorded(enum.Enum):
+    STORED = "stored"
+    LEASE_LOST = "lease lost"  # the store refused: nothing was written
+    GAVE_UP = "gave up"  # the store stayed unreachable: unknown whether it was written
+
+
 class JobRunner:
     """Runs one claimed job to its end and records the outcome."""
 
-    def __init__(self, ledger: Ledger, registry: HandlerRegistry, settings: WorkerSettings) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        registry: HandlerRegistry,
+        settings: WorkerSettings,
+        storage: AssetStorage,
+    ) -> None:
         self._ledger = ledger
         self._registry = registry
         self._settings = settings
+        self._storage = storage
 
     async def run(self, running: RunningJob) -> None:
         job = running.job
         spec = self._registry.get(job.job_type)
         progress = _ProgressWriter(self._ledger, running, self._settings)
+        assets = JobAssets(self._storage, self._ledger.store, job, self._ledger.now)
         outcome = _Outcome()
-        with running.scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._keep_lease, running)
-                nursery.start_soon(progress.run)
-                await _call_handler(spec, JobContext(job, progress), job.timeout_seconds, outcome)
-                if outcome.finished:
-                    await progress.flush()
-                nursery.cancel_scope.cancel()
-        await self._record(running, outcome)
+        try:
+            with running.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._keep_lease, running)
+                    nursery.start_soon(progress.run)
+                    nursery.start_soon(assets.keep_fresh)
+                    ctx = JobContext(job, progress, assets)
+                    await _call_handler(spec, ctx, job.timeout_seconds, outcome)
+                    assets.close()
+                    if outcome.finished:
+                        await progress.flush()
+                    nursery.cancel_scope.cancel()
+            await self._record(running, outcome, assets)
+        finally:
+            # Files no committed row points at go, whatever ended the job (shutdown too).
+            await assets.aclose()
 
-    async def _record(self, running: RunningJob, outcome: _Outcome) -> None:
+    async def _record(self, running: RunningJob, outcome: _Outcome, assets: JobAssets) -> None:
         job = running.job
         owner = self._settings.lease_owner
         if running.lease_lost:
@@ -157,7 +184,14 @@ class JobRunner:
                 error_message,
             )
         else:
-            await self._write(lambda: self._ledger.complete(job.id, owner), running)
+            rows, result = assets.rows, assets.result_asset_id
+            recorded = await self._write(
+                lambda: self._ledger.complete(job.id, owner, result, rows), running
+            )
+            if recorded is _Recorded.STORED:
+                assets.stored()
+            elif recorded is _Recorded.GAVE_UP:
+                assets.keep_for_gc()
             return
         retry_at = self._retry_at(job)
         await self._write(
@@ -169,7 +203,9 @@ class JobRunner:
             return None
         return self._ledger.now() + timedelta(seconds=self._settings.backoff.delay(job.attempt))
 
-    async def _write(self, write, running: RunningJob) -> None:
+    async def _write(
+        self, write: Callable[[], Awaitable[JobEvent | None]], running: RunningJob
+    ) -> _Recorded:
         """Record an outcome, retrying while the store is unreachable; past the lease the
         reaper owns the job, so giving up then loses nothing."""
         deadline = trio.current_time() + self._settings.lease_seconds
@@ -182,7 +218,7 @@ class JobRunner:
                     log.error(
                         "gave up recording the outcome of job %s", running.job.id, exc_info=True
                     )
-                    return
+                    return _Recorded.GAVE_UP
                 log.warning(
                     "store unavailable recording job %s; retrying", running.job.id, exc_info=True
                 )
@@ -191,7 +227,8 @@ class JobRunner:
                 continue
             if event is None:
                 log.warning("job %s lost its lease before its outcome was stored", running.job.id)
-            return
+                return _Recorded.LEASE_LOST
+            return _Recorded.STORED
 
     async def _keep_lease(self, running: RunningJob) -> None:
         """Renew the lease every third of its length, and stop the handler at once when

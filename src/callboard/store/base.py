@@ -18,6 +18,9 @@ Rules every implementation keeps:
 - Driver errors are wrapped in `StoreUnavailable` (with the driver error as __cause__);
   domain errors (`JobNotFound`, `InvalidTransition`, `CompanyExists`,
   `CompanyNotFound`) are raised as such.
+- Asset rows describe files already in place: callers write the file first, so a row
+  never points at a missing file. A job's assets are written by `complete`, in the
+  transaction of its `done` transition.
 - Lease-guarded methods (`renew_leases`, `record_progress`, `complete`, `fail`,
   `mark_cancelled`) act only when the job is `running` and `lease_owner` matches; when
   it does not (the reaper took the job, or it was retried elsewhere) they change
@@ -32,6 +35,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..assets import Asset
 from ..jobs import Company, Inserted, Job, JobEvent, JobStatus, NewJob, Page, iso
 
 
@@ -212,10 +216,17 @@ class JobStore(abc.ABC):
         lease_owner: str,
         now: datetime,
         result_asset_id: str | None = None,
+        assets: Sequence[Asset] = (),
     ) -> JobEvent | None:
         """running -> done: progress percent 100 (message kept), finished_at, lease
         cleared, error_message cleared, result_asset_id set when given.
-        Event `content_job.done`. None if the lease is lost."""
+        Event `content_job.done`. None if the lease is lost.
+
+        `assets` (the files the attempt wrote) are inserted in the SAME transaction, so
+        the job is done with its assets or, if anything fails, neither. Each must have
+        the job's company and `created_by_job_id` = job_id, else InvalidRequest and
+        nothing is written; a duplicate id or object key is InvalidRequest too. When
+        the lease is lost none is inserted."""
 
     @abc.abstractmethod
     async def fail(
@@ -321,3 +332,34 @@ class JobStore(abc.ABC):
     async def revoke_token(self, token_id: str, company_id: str | None, now: datetime) -> ApiToken:
         """Set revoked_at (kept if already set). Raises TokenNotFound unless the token
         exists and belongs to `company_id` (None: an operator token)."""
+
+    # --- assets ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def insert_asset(self, asset: Asset) -> Asset:
+        """Store the row of a file already in place (an upload).
+
+        Raises CompanyNotFound for an unknown company, JobNotFound for an unknown
+        `created_by_job_id`, InvalidRequest when the id or object key exists already
+        (nothing is written in any of these cases)."""
+
+    @abc.abstractmethod
+    async def get_asset(self, asset_id: str) -> Asset | None: ...
+
+    @abc.abstractmethod
+    async def list_assets(
+        self,
+        company_id: str,
+        *,
+        source_task_id: str | None = None,
+        created_by_job_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Asset]:
+        """A company's assets, newest first (created_at desc, id desc), keyset-paginated
+        as `list_jobs` is; optionally only those of one source task or one job.
+        Raises InvalidRequest for a cursor it did not issue or a limit below 1."""
+
+    @abc.abstractmethod
+    async def existing_asset_keys(self, object_keys: Collection[str]) -> set[str]:
+        """Which of these object keys have an `assets` row (gc keeps their files)."""

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from ..assets import Asset
 from ..errors import (
     CompanyExists,
     CompanyNotFound,
@@ -143,6 +144,47 @@ def _token(row: sqlite3.Row) -> ApiToken:
     )
 
 
+def _asset(row: sqlite3.Row) -> Asset:
+    return Asset(
+        id=row["id"],
+        company_id=row["company_id"],
+        namespace=row["namespace"],
+        object_key=row["object_key"],
+        content_type=row["content_type"],
+        byte_size=row["byte_size"],
+        sha256=row["sha256"],
+        original_filename=row["original_filename"],
+        source_task_id=row["source_task_id"],
+        created_by_job_id=row["created_by_job_id"],
+        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
+    )
+
+
+def _asset_params(asset: Asset) -> dict[str, Any]:
+    return {
+        "id": asset.id,
+        "company_id": asset.company_id,
+        "namespace": asset.namespace,
+        "object_key": asset.object_key,
+        "content_type": asset.content_type,
+        "byte_size": asset.byte_size,
+        "sha256": asset.sha256,
+        "original_filename": asset.original_filename,
+        "source_task_id": asset.source_task_id,
+        "created_by_job_id": asset.created_by_job_id,
+        "created_at": _ts(asset.created_at),
+    }
+
+
+def _insert_asset(conn: sqlite3.Connection, params: Mapping[str, Any]) -> Asset:
+    try:
+        return _asset(conn.execute(Q["insert_asset"], params).fetchone())
+    except sqlite3.IntegrityError as exc:
+        if exc.sqlite_errorname in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"):
+            raise InvalidRequest("an asset with this id or object key already exists") from None
+        raise
+
+
 def _company(row: sqlite3.Row) -> Company:
     return Company(row["id"], row["name"], _dt(row["created_at"]))  # type: ignore[arg-type]
 
@@ -158,8 +200,8 @@ def _event(row: sqlite3.Row) -> JobEvent:
     )
 
 
-def _encode_cursor(job: Job) -> str:
-    raw = f"v1|{iso(job.created_at)}|{job.id}".encode()
+def _encode_cursor(row: Job | Asset) -> str:
+    raw = f"v1|{iso(row.created_at)}|{row.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -697,6 +739,7 @@ class SqliteStore(JobStore):
         lease_owner: str,
         now: datetime,
         result_asset_id: str | None = None,
+        assets: Sequence[Asset] = (),
     ) -> JobEvent | None:
         params = {
             "id": job_id,
@@ -704,7 +747,22 @@ class SqliteStore(JobStore):
             "result_asset_id": result_asset_id,
             "now": _ts(now),
         }
-        return await self._write(lambda conn: _change(conn, Q["complete"], params, EventType.DONE))
+        rows = [_asset_params(asset) for asset in assets]
+
+        def write(conn: sqlite3.Connection) -> JobEvent | None:
+            event = _change(conn, Q["complete"], params, EventType.DONE)
+            if event is None:
+                return None
+            # Same savepoint as the transition: an error here rolls both back.
+            for row in rows:
+                if row["company_id"] != event.company_id or row["created_by_job_id"] != job_id:
+                    raise InvalidRequest(
+                        f"asset {row['id']!r} must belong to job {job_id!r} and its company"
+                    )
+                _insert_asset(conn, row)
+            return event
+
+        return await self._write(write)
 
     async def fail(
         self,
@@ -897,3 +955,53 @@ class SqliteStore(JobStore):
             _fetch(Q["count_by_type_and_status"], {}, lambda r: (r[0], JobStatus(r[1]), r[2]))
         )
         return {(job_type, status): n for job_type, status, n in rows}
+
+    # --- assets ------------------------------------------------------------------------
+
+    async def insert_asset(self, asset: Asset) -> Asset:
+        params = _asset_params(asset)
+
+        def write(conn: sqlite3.Connection) -> Asset:
+            if conn.execute(Q["company_exists"], {"id": asset.company_id}).fetchone() is None:
+                raise CompanyNotFound(asset.company_id)
+            if asset.created_by_job_id is not None:
+                _get_job(conn, asset.created_by_job_id)
+            return _insert_asset(conn, params)
+
+        return await self._write(write)
+
+    async def get_asset(self, asset_id: str) -> Asset | None:
+        rows = await self._read(_fetch(Q["get_asset"], {"id": asset_id}, _asset))
+        return rows[0] if rows else None
+
+    async def list_assets(
+        self,
+        company_id: str,
+        *,
+        source_task_id: str | None = None,
+        created_by_job_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Asset]:
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        after_created_at, after_id = _decode_cursor(cursor) if cursor is not None else (None, None)
+        params = {
+            "company_id": company_id,
+            "source_task_id": source_task_id,
+            "created_by_job_id": created_by_job_id,
+            "after_created_at": after_created_at,
+            "after_id": after_id,
+            "limit": limit + 1,  # one more than asked tells whether a next page exists
+        }
+        query = Q["list_assets"] if source_task_id is None else Q["list_assets_of_task"]
+        assets = await self._read(_fetch(query, params, _asset))
+        items = assets[:limit]
+        return Page(items, _encode_cursor(items[-1]) if len(assets) > limit else None)
+
+    async def existing_asset_keys(self, object_keys: Collection[str]) -> set[str]:
+        if not object_keys:
+            await trio.lowlevel.checkpoint()
+            return set()
+        params = {"object_keys": json.dumps(list(object_keys))}
+        return set(await self._read(_fetch(Q["existing_asset_keys"], params, lambda r: r[0])))

@@ -12,10 +12,12 @@ from ..config import Settings
 from ..errors import CallboardError
 from ..running_board import RunningBoard
 from .auth import Authenticator
+from .body import FlowControlledConnection, FlowControlledRequest
 from .context import WebContext
 from .errors import ApiError, from_domain
 from .metrics import Metrics
 from .routes_admin import admin
+from .routes_assets import assets
 from .routes_events import events
 from .routes_jobs import jobs
 from .routes_system import system
@@ -23,7 +25,9 @@ from .validation import MAX_BODY_BYTES
 
 log = logging.getLogger("callboard.web")
 
-_CORS_HEADERS = "Authorization, Content-Type, Last-Event-ID"
+_CORS_HEADERS = "Authorization, Content-Type, Last-Event-ID, Range, If-None-Match, If-Range"
+# Read by a web app downloading an asset (name, partial range, version).
+_CORS_EXPOSE = "Content-Disposition, Content-Range, ETag"
 _CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 
 
@@ -35,6 +39,7 @@ def error_response(error: ApiError) -> Response:
     )
     if error.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="callboard"'
+    response.headers.update(error.headers)
     return response
 
 
@@ -47,12 +52,15 @@ def _json_bytes(payload: object) -> bytes:
 def create_app(rt: RunningBoard, settings: Settings) -> QuartTrio:
     # No static folder: Quart would otherwise add an undocumented /static/<path> route.
     app = QuartTrio("callboard", static_folder=None)
+    # Bodies flow with backpressure, and the upload route may raise its own limit.
+    app.request_class = FlowControlledRequest
+    app.asgi_http_class = FlowControlledConnection  # type: ignore[assignment]
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["callboard"] = WebContext(
         rt=rt, auth=Authenticator(rt.store), settings=settings, metrics=Metrics(rt)
     )
-    for blueprint in (jobs, admin, events, system):
+    for blueprint in (jobs, assets, admin, events, system):
         app.register_blueprint(blueprint)
     origins = set(settings.cors_origins)
 
@@ -103,6 +111,7 @@ def create_app(rt: RunningBoard, settings: Settings) -> QuartTrio:
         origin = request.headers.get("Origin")
         if origin is not None and origin in origins and request.path.startswith("/api"):
             response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = _CORS_EXPOSE
             response.headers["Vary"] = "Origin"
         return response
 

@@ -52,7 +52,7 @@ async def operator() -> Principal:
     return who
 
 
-def _is_uuid(value: str) -> bool:
+def is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
     except ValueError:
@@ -63,7 +63,7 @@ def _is_uuid(value: str) -> bool:
 async def company_for(who: Principal, company_id: str) -> str:
     """The company id if `who` may act on it; 404 otherwise (also for another
     company's id, so ids cannot be probed)."""
-    if not _is_uuid(company_id):
+    if not is_uuid(company_id):
         raise not_found(f"company {company_id!r} not found")
     who.require_company(company_id)
     if who.is_operator and await ctx().rt.get_company(company_id) is None:
@@ -74,7 +74,7 @@ async def company_for(who: Principal, company_id: str) -> str:
 async def job_for(who: Principal, job_id: str, company_id: str | None = None) -> Job:
     """The job if `who` may see it (and it belongs to `company_id` when given)."""
     message = f"job {job_id!r} not found"
-    if not _is_uuid(job_id):
+    if not is_uuid(job_id):
         raise not_found(message)
     job = await ctx().rt.store.get_job(job_id)
     if job is None or (company_id is not None and job.company_id != company_id):

@@ -4,6 +4,7 @@ into `{"error": {"code", "message"}}` in one place (`app.py`)."""
 from __future__ import annotations
 
 from ..errors import (
+    AssetTooLarge,
     CallboardError,
     CompanyExists,
     Conflict,
@@ -17,11 +18,14 @@ from ..errors import (
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 def bad_request(message: str) -> ApiError:
@@ -44,6 +48,8 @@ def from_domain(exc: CallboardError) -> ApiError:
     """The HTTP form of a domain error."""
     if isinstance(exc, UnknownJobType):
         return ApiError(422, "unknown_job_type", str(exc))
+    if isinstance(exc, AssetTooLarge):
+        return ApiError(413, "too_large", str(exc))
     if isinstance(exc, InvalidRequest):
         return bad_request(str(exc))
     if isinstance(exc, NotFound):

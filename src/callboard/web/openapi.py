@@ -22,7 +22,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "a company token on an operator route",
         404: "unknown id, or another company's",
         409: "wrong state",
-        413: "body too large",
+        413: "body too large, or a file over its namespace's cap (the message names it)",
+        416: "range not satisfiable",
         422: "unknown job type (the message lists the known ones)",
         503: "store unavailable or shutting down",
     }
@@ -57,6 +58,7 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str = "")
 _C = _param("companyId", "path", {"type": "string", "format": "uuid"}, "the company's id")
 _J = _param("jobId", "path", {"type": "string", "format": "uuid"}, "the job's id")
 _T = _param("tokenId", "path", {"type": "string", "format": "uuid"}, "the token's id")
+_A = _param("assetId", "path", {"type": "string", "format": "uuid"}, "the asset's id")
 _SSE_PARAMS = [
     _param("token", "query", {"type": "string"}, "bearer token, for EventSource (never logged)"),
     _param("lastEventId", "query", {"type": "integer", "minimum": 0}, "resume after this id"),
@@ -75,13 +77,15 @@ def _op(
     *,
     params: Sequence[dict[str, Any]] = (),
     body: dict[str, Any] | None = None,
+    body_type: str = "application/json",
+    body_required: bool = True,
     secured: bool = True,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": responses}
     if params:
         op["parameters"] = list(params)
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["requestBody"] = {"required": body_required, "content": {body_type: {"schema": body}}}
     if not secured:
         op["security"] = []
     return op
@@ -255,6 +259,23 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
                 params=list(_SSE_PARAMS),
             ),
         },
+        **_asset_paths(),
+        "/api/gc": {
+            "post": _op(
+                "Delete asset files no row refers to, older than an hour (operator); "
+                "`callboard gc` calls this, as the embedded store is locked to the server",
+                {
+                    "200": _json(_ref("GcReport"), "what was found and deleted"),
+                    **_errors(400, 401, 403),
+                },
+                body={
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"dryRun": {"type": "boolean", "default": False}},
+                },
+                body_required=False,
+            ),
+        },
         "/api/stats": {
             "get": _op(
                 "Counts by status, workers, throughput (operator)",
@@ -360,6 +381,7 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
             },
         },
     }
+    schemas.update(_ASSET_SCHEMAS)
     return {
         "openapi": "3.1.0",
         "info": {"title": "callboard", "version": "0.1.0", "description": "A job runtime for trio"},
@@ -370,3 +392,110 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
+
+
+def _asset_paths() -> dict[str, Any]:
+    binary = {"type": "string", "contentMediaType": "application/octet-stream"}
+    download = {
+        "description": "the bytes, streamed, with Content-Length, ETag (the sha256), "
+        "Content-Disposition (the original name) and Accept-Ranges",
+        "content": {"application/octet-stream": {"schema": binary}},
+    }
+    return {
+        "/api/companies/{companyId}/assets": {
+            "post": _op(
+                "Upload one file (multipart/form-data, field `file`) into `uploads`; "
+                "streamed, refused with 413 over CALLBOARD_ATTACHMENT_MAX_BYTES",
+                {
+                    "201": _json(_ref("Asset"), "the asset"),
+                    **_errors(400, 401, 404, 413, 503),
+                },
+                params=[
+                    _C,
+                    _param("sourceTaskId", "query", {"type": "string"}, "link to a task"),
+                ],
+                body={
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": binary},
+                },
+                body_type="multipart/form-data",
+            ),
+            "get": _op(
+                "A page of assets, newest first",
+                {"200": _json(_page("Asset"), "assets"), **_errors(400, 401, 404)},
+                params=[
+                    _C,
+                    _param("sourceTaskId", "query", {"type": "string"}),
+                    _param("jobId", "query", {"type": "string"}, "assets a job created"),
+                    _param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                    ),
+                    _param("cursor", "query", {"type": "string"}),
+                ],
+            ),
+        },
+        "/api/companies/{companyId}/assets/{assetId}": {
+            "get": _op(
+                "One asset's metadata",
+                {"200": _json(_ref("Asset"), "the asset"), **_errors(401, 404)},
+                params=[_C, _A],
+            ),
+        },
+        "/api/companies/{companyId}/assets/{assetId}/content": {
+            "get": _op(
+                "The asset's bytes; one Range gives 206, If-None-Match 304",
+                {
+                    "200": download,
+                    "206": {**download, "description": "the range asked for, with Content-Range"},
+                    "304": {"description": "not modified (If-None-Match)"},
+                    **_errors(401, 404, 416),
+                },
+                params=[
+                    _C,
+                    _A,
+                    _param("Range", "header", {"type": "string"}, "one range: bytes=0-99"),
+                    _param("If-None-Match", "header", {"type": "string"}),
+                    _param("If-Range", "header", {"type": "string"}),
+                ],
+            ),
+        },
+    }
+
+
+_NULLABLE = {"type": ["string", "null"]}
+_ASSET_SCHEMAS: dict[str, Any] = {
+    "Asset": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "companyId": {"type": "string", "format": "uuid"},
+            "namespace": {"type": "string", "enum": ["generated", "uploads"]},
+            "objectKey": {"type": "string"},
+            "contentType": {"type": "string"},
+            "byteSize": {"type": "integer", "minimum": 0},
+            "sha256": {"type": "string"},
+            "originalFilename": {"type": "string"},
+            "sourceTaskId": _NULLABLE,
+            "createdByJobId": _NULLABLE,
+            "createdAt": {"type": "string", "format": "date-time"},
+        },
+    },
+    "GcReport": {
+        "type": "object",
+        "properties": {
+            "dryRun": {"type": "boolean"},
+            "olderThanSeconds": {"type": "number"},
+            "scannedFiles": {"type": "integer"},
+            "referencedFiles": {"type": "integer"},
+            "tooYoungFiles": {"type": "integer"},
+            "deletedFiles": {"type": "integer"},
+            "deletedBytes": {"type": "integer"},
+            "deleted": {"type": "array", "items": {"type": "string"}},
+            "deletedListTruncated": {"type": "boolean"},
+            "failedFiles": {"type": "integer"},
+        },
+    },
+}

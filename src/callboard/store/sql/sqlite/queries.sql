@@ -373,3 +373,40 @@ RETURNING *;
 
 -- name: count_by_type_and_status
 SELECT job_type, status, count(*) FROM content_jobs GROUP BY job_type, status;
+
+-- name: insert_asset
+INSERT INTO assets (
+    id, company_id, namespace, object_key, content_type, byte_size, sha256,
+    original_filename, source_task_id, created_by_job_id, created_at
+) VALUES (
+    :id, :company_id, :namespace, :object_key, :content_type, :byte_size, :sha256,
+    :original_filename, :source_task_id, :created_by_job_id, :created_at
+)
+RETURNING *;
+
+-- name: get_asset
+SELECT * FROM assets WHERE id = :id;
+
+-- name: list_assets
+SELECT * FROM assets
+WHERE company_id = :company_id
+  AND (:created_by_job_id IS NULL OR created_by_job_id = :created_by_job_id)
+  AND (:after_created_at IS NULL OR (created_at, id) < (:after_created_at, :after_id))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: list_assets_of_task
+-- A plain equality on source_task_id, so the assets_source_task index answers it
+-- (with "(:x IS NULL OR ...)" the planner walks every asset of the company instead).
+SELECT * FROM assets
+WHERE company_id = :company_id
+  AND source_task_id = :source_task_id
+  AND (:created_by_job_id IS NULL OR created_by_job_id = :created_by_job_id)
+  AND (:after_created_at IS NULL OR (created_at, id) < (:after_created_at, :after_id))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: existing_asset_keys
+-- :object_keys is a JSON array; the UNIQUE index on object_key answers each one.
+SELECT object_key FROM assets
+WHERE object_key IN (SELECT value FROM json_each(:object_keys));

@@ -1,0 +1,106 @@
+"""`callboard events`: tail the live event stream (and how events read as text).
+
+Without --company it follows everything the token sees (the operator feed, or a
+company token's own company). `--since ID` replays every stored event after ID first,
+then follows live; the client reconnects with Last-Event-ID by itself, so the output
+has no gaps and no duplicates. `--json` prints one JSON object per line, flushed per
+event, for `jq`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .cli_client import add_command, client_flags
+from .client import Client, Event, StreamGap, event_to_dict
+from .jobs import JobEvent
+
+
+def add_commands(commands: Any) -> None:
+    events = add_command(
+        commands,
+        "events",
+        "tail the live event stream",
+        "Print job events as they happen, one line each, until Ctrl-C. Without "
+        "--company: everything your token can see. --since ID first replays the "
+        "stored events after ID (0: everything still held), then follows live; after "
+        "a dropped connection it resumes where it was. --json prints one JSON object "
+        '({"id", "type", "data"}) per line.',
+        [
+            "callboard events",
+            "callboard events --company acme --since 0 --json | jq .data.status",
+            "callboard events --job JOB_ID",
+        ],
+    )
+    events.add_argument("--company", help="only this company's events (name or id)")
+    events.add_argument("--job", metavar="JOB_ID", help="only this job's; ends when it does")
+    events.add_argument(
+        "--since", type=_event_id, metavar="ID", help="replay the stored events after ID first"
+    )
+    events.add_argument(
+        "--count", type=_positive, metavar="N", help="stop after N events (default: follow)"
+    )
+    events.add_argument(
+        "--node-events",
+        action="store_true",
+        help="also show the operator feed's worker.* and runtime.stats events",
+    )
+    client_flags(events)
+    events.set_defaults(handler=_events)
+
+
+def _event_id(raw: str) -> int:
+    if not raw.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an event id (0 or more), got {raw!r}")
+    return int(raw)
+
+
+def _positive(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {raw!r}")
+    return int(raw)
+
+
+def describe(event: Event, company_name: str | None = None) -> str:
+    """One line of text for an event."""
+    if isinstance(event, StreamGap):
+        return f"{event.type}: {event.message} (held from #{event.pruned_through + 1})"
+    if not isinstance(event, JobEvent):
+        return f"{event.type} {json.dumps(dict(event.data), separators=(',', ':'))}"
+    job = event.job
+    parts = [
+        f"#{event.id}",
+        str(event.type),
+        company_name or job.company_id,
+        job.job_type,
+        job.id,
+        f"attempt {job.attempt}",
+    ]
+    if job.progress.percent or job.progress.message:
+        parts.append(f"{job.progress.percent:g}%")
+        if job.progress.message:
+            parts.append(job.progress.message)
+    if job.error_message and str(event.type) != "content_job.done":
+        parts.append(f"error: {job.error_message}")
+    return "  ".join(parts)
+
+
+def _events(client: Client, args: argparse.Namespace) -> None:
+    shown = 0
+    client.companies()  # names for the text lines
+    with client.events(company=args.company, job=args.job, last_event_id=args.since) as events:
+        for event in events:
+            if not (isinstance(event, JobEvent | StreamGap) or args.node_events):
+                continue
+            if args.json:
+                print(json.dumps(event_to_dict(event), separators=(",", ":")), flush=True)
+            else:
+                company = (
+                    client.company_name(event.company_id) if isinstance(event, JobEvent) else None
+                )
+                print(describe(event, company), flush=True)
+            shown += 1
+            if args.count is not None and shown >= args.count:
+                return

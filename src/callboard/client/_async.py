@@ -1,0 +1,429 @@
+"""`AsyncClient`: the asynchronous client (httpx.AsyncClient on anyio), for trio and
+asyncio alike."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+from httpx_sse import ServerSentEvent
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+
+from ..jobs import Job, JobEvent, JobSpec, JobStatus
+from ._core import (
+    DEFAULT_URL,
+    ApiBase,
+    Call,
+    Merge,
+    Op,
+    RetryLater,
+    api_path,
+    asset_created,
+    asset_params,
+    check_etag,
+    download_target,
+    job_body,
+    job_params,
+    open_temp,
+    spec_body,
+    verify_download,
+)
+from .errors import ClientError, WaitTimeout, raise_for, transport_error
+from .models import Asset, Downloaded, Event, Submitted
+
+T = TypeVar("T")
+
+
+async def _finish(body: AsyncIterator[Any]) -> None:
+    """Finish an httpx body iterator we stopped reading early. httpx nests several
+    async generators under it; closing the outer one leaves the inner ones suspended,
+    and trio warns when the garbage collector finds them (PITFALLS.md). Resuming it
+    inside an already-cancelled scope makes the cancellation raise at the network read,
+    which unwinds every one of them."""
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            while True:
+                await body.__anext__()
+        except Exception:  # StopAsyncIteration, or the read failing: we are leaving anyway
+            pass
+
+
+class _SseReader:
+    """The events of one event-stream response (httpx-sse's decoders). Not an async
+    generator, so that leaving early can `_finish` httpx's body iterator."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._texts = response.aiter_text()
+        self._lines = SSELineDecoder()
+        self._decoder = SSEDecoder()
+        self._pending: deque[ServerSentEvent] = deque()
+        self._done = False
+
+    async def next(self) -> ServerSentEvent | None:
+        """The next message, or None when the response has ended."""
+        while not self._pending:
+            if self._done:
+                return None
+            try:
+                text = await self._texts.__anext__()
+            except StopAsyncIteration:
+                self._done = True
+                lines = self._lines.flush()
+            except BaseException:
+                self._done = True  # the error unwound httpx's iterators
+                raise
+            else:
+                lines = self._lines.decode(text)
+            for line in lines:
+                sse = self._decoder.decode(line)
+                if sse is not None:
+                    self._pending.append(sse)
+        return self._pending.popleft()
+
+    async def aclose(self) -> None:
+        if not self._done:
+            self._done = True
+            await _finish(self._texts)
+
+
+class AsyncEventStream(AsyncIterator[Event]):
+    """What `AsyncClient.events()` returns. Use it as `async with client.events(...) as
+    events: async for event in events: ...`: leaving the block closes the connection at
+    once (an abandoned async iterator is otherwise closed late, with a warning)."""
+
+    def __init__(self, events: AsyncGenerator[Event, None]) -> None:
+        self._events = events
+
+    def __aiter__(self) -> AsyncEventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+
+    async def __aenter__(self) -> AsyncEventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class AsyncPages(AsyncIterator[T]):
+    """What `AsyncClient.list()` and `.assets()` return: fetches the next page only when
+    you reach it. A plain object (not an async generator), so breaking out early needs
+    no cleanup."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        company: str | None,
+        page_op: Callable[[str, dict[str, Any], str | None], Op[tuple[list[T], str | None]]],
+        params: dict[str, Any],
+        created: Callable[[T], Any],
+    ) -> None:
+        self._client = client
+        self._company = company
+        self._page_op = page_op
+        self._params = params
+        self._created = created
+        self._merge: Merge[T] | None = None
+
+    def __aiter__(self) -> AsyncPages[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._merge is None:
+            keys = await self._client._drive(self._client._company_ids_op(self._company))
+            self._merge = Merge(keys, self._created)
+        merge = self._merge
+        for key in merge.wanted():
+            page = await self._client._drive(self._page_op(key, self._params, merge.cursors[key]))
+            merge.feed(key, *page)
+        item = merge.pop()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+
+class AsyncClient(ApiBase):
+    """The asynchronous client, for trio or asyncio (httpx runs on anyio). The same
+    methods as `Client`, awaited; `events()` returns an `AsyncEventStream` and `list()`
+    / `assets()` return `AsyncPages`."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        idle_timeout: float = 45.0,
+    ) -> None:
+        super().__init__(url, token, timeout, idle_timeout)
+        self._http = httpx.AsyncClient(**self._http_options())
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: Call) -> Any:
+        try:
+            response = await self._http.request(
+                call.method, call.path, params=call.params, json=call.json, files=call.files
+            )
+        except httpx.TransportError as exc:
+            raise transport_error(self.url, exc) from exc
+        raise_for(response)
+        return response.json() if response.content else None
+
+    async def _drive(self, op: Op[T]) -> T:
+        result: Any = None
+        error: ClientError | None = None
+        while True:
+            try:
+                call = op.send(result) if error is None else op.throw(error)
+            except StopIteration as done:
+                return done.value
+            try:
+                result, error = await self._send(call), None
+            except ClientError as exc:
+                result, error = None, exc
+
+    # companies and tokens
+
+    async def create_company(self, name: str) -> dict[str, Any]:
+        return await self._drive(self._create_company_op(name))
+
+    async def companies(self) -> list[dict[str, Any]]:
+        return await self._drive(self._companies_op())
+
+    async def company_id(self, name_or_id: str | None) -> str:
+        return await self._drive(self._company_id_op(name_or_id))
+
+    async def create_token(self, company: str, label: str) -> dict[str, Any]:
+        return await self._drive(self._create_token_op(company, label))
+
+    async def tokens(self, company: str) -> list[dict[str, Any]]:
+        return await self._drive(self._tokens_op(company))
+
+    async def revoke_token(self, company: str, token_id: str) -> None:
+        await self._drive(self._revoke_token_op(company, token_id))
+
+    # jobs
+
+    async def submit(
+        self,
+        company: str | None,
+        job_type: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        source_task_id: str | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        max_attempts: int | None = None,
+        timeout_seconds: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Submitted:
+        body = job_body(
+            job_type,
+            input,
+            source_task_id=source_task_id,
+            priority=priority,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds,
+            idempotency_key=idempotency_key,
+        )
+        return await self._drive(self._submit_op(company, body))
+
+    async def submit_many(
+        self, company: str | None, jobs: Iterable[JobSpec | Mapping[str, Any]]
+    ) -> list[Submitted]:
+        return await self._drive(self._submit_many_op(company, [spec_body(j) for j in jobs]))
+
+    async def get(self, job_id: str) -> Job:
+        return await self._drive(self._get_op(job_id))
+
+    def list(
+        self,
+        company: str | None = None,
+        *,
+        status: str | JobStatus | None = None,
+        job_type: str | None = None,
+        source_task_id: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncPages[Job]:
+        params = job_params(status, job_type, source_task_id, page_size)
+        return AsyncPages(self, company, self._jobs_page_op, params, lambda job: job.created_at)
+
+    async def cancel(self, job_id: str) -> Job:
+        return await self._drive(self._act_op(job_id, "cancel"))
+
+    async def retry(self, job_id: str) -> Job:
+        return await self._drive(self._act_op(job_id, "retry"))
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - as RunningBoard.wait
+        """As `Client.wait`: the job once terminal; `WaitTimeout` after `timeout` s."""
+        job = await self.get(job_id)
+        if job.terminal:
+            return job
+        try:
+            with anyio.fail_after(timeout):
+                async with self.events(job=job.id) as events:
+                    async for event in events:
+                        if isinstance(event, JobEvent):
+                            job = event.job
+                            if event.terminal:
+                                return job
+        except TimeoutError:
+            raise WaitTimeout(
+                0, "timeout", f"job {job.id} is still {job.status} after {timeout:g}s"
+            ) from None
+        return await self.get(job.id)
+
+    async def history(self, job_id: str) -> list[JobEvent]:
+        """As `Client.history`: a job's stored events, oldest first."""
+        latest = None
+        async with self.events(job=job_id) as events:
+            async for event in events:
+                if isinstance(event, JobEvent):
+                    latest = event.id
+                    break
+        if latest is None:
+            return []
+        found: list[JobEvent] = []
+        async with self.events(job=job_id, last_event_id=0) as events:
+            async for event in events:
+                if isinstance(event, JobEvent):
+                    found.append(event)
+                    if event.id >= latest:
+                        break
+        return found
+
+    # events
+
+    def events(
+        self,
+        company: str | None = None,
+        job: str | None = None,
+        last_event_id: int | None = None,
+        *,
+        reconnect_for: float | None = 60.0,
+    ) -> AsyncEventStream:
+        return AsyncEventStream(self._events(company, job, last_event_id, reconnect_for))
+
+    async def _events(
+        self,
+        company: str | None,
+        job: str | None,
+        last_event_id: int | None,
+        reconnect_for: float | None,
+    ) -> AsyncGenerator[Event, None]:
+        follow = await self._drive(self._follow_op(company, job, last_event_id, reconnect_for))
+        while not follow.finished:
+            delay = 0.0
+            try:
+                async with self._http.stream(
+                    "GET", follow.path, headers=follow.headers(), timeout=self._stream_timeout()
+                ) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                    if follow.opened(response):
+                        reader = _SseReader(response)
+                        try:
+                            while (sse := await reader.next()) is not None:
+                                event = follow.accept(sse)
+                                if event is not None:
+                                    yield event
+                                if follow.finished:
+                                    return
+                        finally:
+                            await reader.aclose()
+                        delay = follow.ended()
+            except (httpx.TransportError, RetryLater) as exc:
+                delay = follow.failed(exc, time.monotonic())
+            if follow.needs_own_feed:
+                follow.path = await self._drive(self._own_feed_op())
+                follow.needs_own_feed = False
+            await anyio.sleep(delay)
+
+    # assets
+
+    def assets(
+        self, company: str | None = None, *, source_task_id: str | None = None, page_size: int = 100
+    ) -> AsyncPages[Asset]:
+        params = asset_params(source_task_id, page_size)
+        return AsyncPages(self, company, self._assets_page_op, params, asset_created)
+
+    async def asset(self, asset_id: str, company: str | None = None) -> Asset:
+        return await self._drive(self._asset_op(asset_id, company))
+
+    async def upload(
+        self,
+        path: str | os.PathLike[str],
+        company: str | None = None,
+        *,
+        content_type: str | None = None,
+    ) -> Asset:
+        """As `Client.upload`; the file is read in chunks as the request goes out (an
+        upload is capped at 10 MiB by default)."""
+        return await self._drive(self._upload_op(Path(path), company, content_type))
+
+    async def download(
+        self,
+        asset_id: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        company: str | None = None,
+    ) -> Downloaded:
+        """As `Client.download`; file writes run in worker threads."""
+        asset = await self.asset(asset_id, company)
+        target = download_target(path, asset)
+        content = api_path("companies", asset.company_id, "assets", asset.id, "content")
+        fd, temp = await anyio.to_thread.run_sync(open_temp, target)
+        os.close(fd)
+        try:
+            digest, size = hashlib.sha256(), 0
+            async with await anyio.open_file(temp, "wb") as out:
+                try:
+                    async with self._http.stream("GET", content) as response:
+                        if response.status_code >= 400:
+                            await response.aread()
+                            raise_for(response)
+                        check_etag(asset, response)
+                        chunks = response.aiter_bytes()
+                        try:
+                            async for chunk in chunks:
+                                await out.write(chunk)
+                                digest.update(chunk)
+                                size += len(chunk)
+                        finally:
+                            await _finish(chunks)
+                except httpx.TransportError as exc:
+                    raise transport_error(self.url, exc) from exc
+                verify_download(asset, digest.hexdigest(), size)
+                await out.flush()
+                await anyio.to_thread.run_sync(os.fsync, out.wrapped.fileno())
+            await anyio.to_thread.run_sync(os.replace, temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)  # also on cancellation: a quick local unlink
+            raise
+        return Downloaded(target, asset)
+
+    async def gc(self) -> dict[str, Any]:
+        return await self._drive(self._gc_op())

@@ -1,0 +1,497 @@
+"""The parts both clients share, none of which does I/O: paths, request bodies, the
+operations (generators that yield the HTTP calls they need and get the decoded JSON
+back), the merge of paginated lists, the state of an event stream across reconnects,
+and the checks of a download."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import secrets
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Generic, NamedTuple, TypeVar
+from urllib.parse import quote
+
+import httpx
+from httpx_sse import ServerSentEvent
+
+from ..jobs import Job, JobEvent, JobSpec, JobStatus
+from .errors import (
+    ChecksumMismatch,
+    ClientError,
+    ConnectionFailed,
+    InvalidRequest,
+    NotFound,
+    Unavailable,
+    WaitTimeout,
+    raise_for,
+    transport_error,
+)
+from .models import Asset, Event, Submitted, typed_event
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+T = TypeVar("T")
+
+
+def read_token_file(path: Path) -> str | None:
+    try:
+        token = path.read_text().strip()
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        return None
+    return token or None
+
+
+def api_path(*parts: str) -> str:
+    """`/api/...` with every part quoted: ids never reshape the path."""
+    return "/api/" + "/".join(quote(str(part), safe="") for part in parts)
+
+
+class Call(NamedTuple):
+    method: str
+    path: str
+    params: Mapping[str, Any] | None = None
+    json: Any = None
+    files: Mapping[str, Any] | None = None
+
+
+Op = Generator[Call, Any, T]
+"""A sans-I/O operation: yields the calls it needs, gets each one's decoded JSON back
+(or the typed error thrown in), returns its result."""
+
+
+def job_body(
+    job_type: str,
+    input: Mapping[str, Any] | None,
+    *,
+    source_task_id: str | None = None,
+    priority: int | None = None,
+    delay: float | timedelta | None = None,
+    max_attempts: int | None = None,
+    timeout_seconds: float | None = None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"jobType": job_type, "input": dict(input or {})}
+    if isinstance(delay, timedelta):
+        delay = delay.total_seconds()
+    optional = {
+        "sourceTaskId": source_task_id,
+        "priority": priority,
+        "delaySeconds": delay,
+        "maxAttempts": max_attempts,
+        "timeoutSeconds": timeout_seconds,
+        "idempotencyKey": idempotency_key,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    return body
+
+
+def spec_body(spec: JobSpec | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(spec, JobSpec):
+        return job_body(
+            spec.job_type,
+            spec.input,
+            source_task_id=spec.source_task_id,
+            priority=spec.priority or None,
+            delay=spec.delay,
+            max_attempts=spec.max_attempts,
+            timeout_seconds=spec.timeout,
+            idempotency_key=spec.idempotency_key,
+        )
+    return dict(spec)  # already the wire form: {"jobType": ..., "input": ...}
+
+
+class Merge(Generic[T]):
+    """Newest-first merge of several companies' lists, each paginated newest first.
+    Sans I/O: the caller fetches a page for every key in `wanted()` before `pop()`."""
+
+    def __init__(self, keys: Iterable[str], created: Callable[[T], Any]) -> None:
+        self._buffers: dict[str, deque[T]] = {key: deque() for key in keys}
+        self.cursors: dict[str, str | None] = dict.fromkeys(self._buffers)
+        self._exhausted: set[str] = set()
+        self._created = created
+
+    def wanted(self) -> list[str]:
+        return [k for k, b in self._buffers.items() if not b and k not in self._exhausted]
+
+    def feed(self, key: str, items: list[T], next_cursor: str | None) -> None:
+        self._buffers[key].extend(items)
+        self.cursors[key] = next_cursor
+        if next_cursor is None or not items:
+            self._exhausted.add(key)
+
+    def pop(self) -> T | None:
+        heads = [b for b in self._buffers.values() if b]
+        if not heads:
+            return None
+        return max(heads, key=lambda b: self._created(b[0])).popleft()
+
+
+class Follow:
+    """Where an event stream is across reconnects: the last job event id (sent back as
+    `Last-Event-ID`), the server's `retry:` delay, and the reconnect budget."""
+
+    def __init__(
+        self,
+        url: str,
+        path: str,
+        *,
+        per_job: bool,
+        last_event_id: int | None,
+        reconnect_for: float | None,
+        own_feed_on_403: bool = False,
+    ) -> None:
+        self.url = url
+        self.path = path
+        self.per_job = per_job
+        self.last_id = last_event_id
+        self.reconnect_for = reconnect_for
+        # The operator feed answered 403 to a company token: follow its own company's
+        # feed instead (the client sets `path` from the company it sees).
+        self.own_feed_on_403 = own_feed_on_403
+        self.needs_own_feed = False
+        self.retry = 3.0
+        self.finished = False
+        self._ever_connected = False
+        self._failing_since: float | None = None
+        self._failures = 0
+        self._delivered = False
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if self.last_id is not None:
+            headers["Last-Event-ID"] = str(self.last_id)
+        return headers
+
+    def opened(self, response: httpx.Response) -> bool:
+        """Whether to read this response as a stream; raises what cannot be retried."""
+        status = response.status_code
+        if status == 204:  # a finished job's stream: nothing more will come
+            self.finished = True
+            return False
+        if status == 403 and self.own_feed_on_403:
+            self.own_feed_on_403, self.needs_own_feed = False, True
+            return False
+        if status == 503:
+            raise RetryLater(f"HTTP 503 from {self.url}")
+        raise_for(response)
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith("text/event-stream"):
+            raise ClientError(
+                status, "not_event_stream", f"expected an event stream, got {content_type!r}"
+            )
+        self._ever_connected = True
+        self._failing_since = None
+        self._failures = 0
+        self._delivered = False
+        return True
+
+    def accept(self, sse: ServerSentEvent) -> Event | None:
+        if sse.retry is not None:
+            self.retry = sse.retry / 1000
+        if not sse.data and sse.event in ("", "message"):
+            return None  # a `retry:`-only message
+        event = typed_event(sse)
+        if isinstance(event, JobEvent):
+            # Only job events carry ids (the decoder repeats the last id on others).
+            if self.last_id is not None and event.id <= self.last_id:
+                return None
+            self.last_id = event.id
+            if self.per_job and event.terminal:
+                self.finished = True
+        self._delivered = True
+        return event
+
+    def ended(self) -> float:
+        """The delay before reconnecting after the server ended the stream (it drained,
+        or we fell behind): at once if it delivered something, else its `retry:`."""
+        return 0.0 if self._delivered else self.retry
+
+    def failed(self, exc: Exception, now: float) -> float:
+        """The delay before the next attempt, or raises when it is time to give up."""
+        if not self._ever_connected:
+            if isinstance(exc, httpx.TransportError):
+                raise transport_error(self.url, exc) from exc
+            raise Unavailable(503, "unavailable", f"{self.url} is unavailable: {exc}") from exc
+        if self._failing_since is None:
+            self._failing_since = now
+        elif self.reconnect_for is not None and now - self._failing_since > self.reconnect_for:
+            raise ConnectionFailed(
+                0,
+                "connection_lost",
+                f"lost the event stream from {self.url} and could not reconnect "
+                f"for {self.reconnect_for:g}s: {exc}",
+            ) from exc
+        self._failures += 1
+        return min(0.25 * 2**self._failures, max(self.retry, 5.0))
+
+
+class RetryLater(Exception):
+    """An answer worth retrying on an event stream (503)."""
+
+
+class Deadline:
+    """`wait`'s time limit on the sync client; knows the job's last status for the message."""
+
+    def __init__(self, timeout: float, job: Job) -> None:
+        self.at = time.monotonic() + timeout
+        self.timeout = timeout
+        self.job = job
+
+    def left(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise WaitTimeout(
+                0,
+                "timeout",
+                f"job {self.job.id} is still {self.job.status} after {self.timeout:g}s",
+            )
+        return left
+
+
+def asset_created(asset: Asset) -> datetime:
+    return asset.created_at or datetime.min.replace(tzinfo=UTC)
+
+
+def safe_filename(name: str | None, fallback: str) -> str:
+    name = "".join(ch for ch in (name or "") if unicodedata.category(ch) != "Cc")
+    name = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return fallback if name in ("", ".", "..") else name[:200]
+
+
+def download_target(path: str | os.PathLike[str] | None, asset: Asset) -> Path:
+    name = safe_filename(asset.original_filename, asset.id)
+    if path is None:
+        return Path(name)
+    target = Path(path)
+    return target / name if target.is_dir() else target
+
+
+def open_temp(target: Path) -> tuple[int, Path]:
+    """A new file beside `target` for a download in progress (the umask applies, as it
+    would to the final file)."""
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
+    return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
+
+
+def check_etag(asset: Asset, response: httpx.Response) -> None:
+    """Before reading the body: the content's ETag is its sha256 and must be the one the
+    metadata records."""
+    etag = response.headers.get("etag")
+    if etag is None:
+        return
+    etag = etag.removeprefix("W/").strip('"').lower()
+    if etag != asset.sha256:
+        raise ChecksumMismatch(
+            0,
+            "checksum_mismatch",
+            f"asset {asset.id}: the server's ETag {etag} differs from its recorded sha256 "
+            f"{asset.sha256}; nothing was written",
+        )
+
+
+def verify_download(asset: Asset, digest: str, size: int) -> None:
+    if size != asset.byte_size or digest != asset.sha256:
+        raise ChecksumMismatch(
+            0,
+            "checksum_mismatch",
+            f"asset {asset.id}: downloaded {size} bytes with sha256 {digest}, expected "
+            f"{asset.byte_size} bytes with sha256 {asset.sha256}; nothing was written",
+        )
+
+
+def tls_verify(url: str) -> bool:
+    # A plain-http base URL needs no TLS context; building the default one loads the CA
+    # bundle (~0.2 s, on every command-line call). https keeps full verification.
+    return url.startswith("https:")
+
+
+# --- the operations both clients share -----------------------------------------------------
+
+
+class ApiBase:
+    def __init__(self, url: str, token: str | None, timeout: float, idle_timeout: float) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        # An event stream with nothing, not even a ping, for this long is dead: reconnect.
+        self.idle_timeout = idle_timeout
+        self._company_ids: dict[str, str] = {}  # name or id -> id
+        self._company_names: dict[str, str] = {}  # id -> name
+
+    def _http_options(self) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return {
+            "base_url": self.url,
+            "headers": headers,
+            "timeout": self.timeout,
+            "verify": tls_verify(self.url),
+        }
+
+    def _stream_timeout(self, read: float | None = None) -> httpx.Timeout:
+        return httpx.Timeout(self.timeout, read=self.idle_timeout if read is None else read)
+
+    def company_name(self, company_id: str) -> str | None:
+        """A company's name if this client has listed companies already (display only)."""
+        return self._company_names.get(company_id)
+
+    # companies and tokens
+
+    def _companies_op(self) -> Op[list[dict[str, Any]]]:
+        items = (yield Call("GET", "/api/companies"))["items"]
+        for company in items:
+            self._company_ids[company["id"]] = self._company_ids[company["name"]] = company["id"]
+            self._company_names[company["id"]] = company["name"]
+        return items
+
+    def _company_id_op(self, company: str | None) -> Op[str]:
+        if company is not None and company in self._company_ids:
+            return self._company_ids[company]
+        companies = yield from self._companies_op()
+        if company is None:
+            if len(companies) == 1:
+                return companies[0]["id"]
+            if not companies:
+                raise NotFound(404, "not_found", "there is no company yet; create one first")
+            names = ", ".join(sorted(c["name"] for c in companies))
+            raise InvalidRequest(
+                0, "company_required", f"name a company (--company): this token sees {names}"
+            )
+        if company in self._company_ids:
+            return self._company_ids[company]
+        raise NotFound(404, "not_found", f"no company named or with id {company!r}")
+
+    def _company_ids_op(self, company: str | None) -> Op[list[str]]:
+        """One company's id, or (None) every company the token sees."""
+        if company is not None:
+            return [(yield from self._company_id_op(company))]
+        return [c["id"] for c in (yield from self._companies_op())]
+
+    def _create_company_op(self, name: str) -> Op[dict[str, Any]]:
+        return (yield Call("POST", "/api/companies", json={"name": name}))
+
+    def _create_token_op(self, company: str, label: str) -> Op[dict[str, Any]]:
+        cid = yield from self._company_id_op(company)
+        return (yield Call("POST", api_path("companies", cid, "tokens"), json={"label": label}))
+
+    def _tokens_op(self, company: str) -> Op[list[dict[str, Any]]]:
+        cid = yield from self._company_id_op(company)
+        return (yield Call("GET", api_path("companies", cid, "tokens")))["items"]
+
+    def _revoke_token_op(self, company: str, token_id: str) -> Op[None]:
+        cid = yield from self._company_id_op(company)
+        yield Call("DELETE", api_path("companies", cid, "tokens", token_id))
+
+    # jobs
+
+    def _submit_op(self, company: str | None, body: dict[str, Any]) -> Op[Submitted]:
+        cid = yield from self._company_id_op(company)
+        data = yield Call("POST", api_path("companies", cid, "content-jobs"), json=body)
+        return Submitted.from_dict(data)
+
+    def _submit_many_op(
+        self, company: str | None, bodies: list[dict[str, Any]]
+    ) -> Op[list[Submitted]]:
+        cid = yield from self._company_id_op(company)
+        data = yield Call(
+            "POST", api_path("companies", cid, "content-jobs", "batch"), json={"jobs": bodies}
+        )
+        return [Submitted.from_dict(item) for item in data["jobs"]]
+
+    def _get_op(self, job_id: str) -> Op[Job]:
+        return Job.from_dict((yield Call("GET", api_path("content-jobs", job_id))))
+
+    def _act_op(self, job_id: str, action: str) -> Op[Job]:
+        job = yield from self._get_op(job_id)
+        path = api_path("companies", job.company_id, "content-jobs", job.id, action)
+        return Job.from_dict((yield Call("POST", path)))
+
+    def _jobs_page_op(
+        self, company_id: str, params: dict[str, Any], cursor: str | None
+    ) -> Op[tuple[list[Job], str | None]]:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        data = yield Call("GET", api_path("companies", company_id, "content-jobs"), params=query)
+        return [Job.from_dict(item) for item in data["items"]], data.get("nextCursor")
+
+    # assets and maintenance
+
+    def _assets_page_op(
+        self, company_id: str, params: dict[str, Any], cursor: str | None
+    ) -> Op[tuple[list[Asset], str | None]]:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        data = yield Call("GET", api_path("companies", company_id, "assets"), params=query)
+        return [Asset.from_dict(item) for item in data["items"]], data.get("nextCursor")
+
+    def _asset_op(self, asset_id: str, company: str | None) -> Op[Asset]:
+        """An asset's metadata; without a company, looked for in each company the token
+        sees (asset routes are per company)."""
+        for cid in (yield from self._company_ids_op(company)):
+            try:
+                data = yield Call("GET", api_path("companies", cid, "assets", asset_id))
+            except NotFound:
+                continue
+            return Asset.from_dict(data)
+        raise NotFound(404, "not_found", f"asset {asset_id!r} not found")
+
+    def _upload_op(self, path: Path, company: str | None, content_type: str | None) -> Op[Asset]:
+        cid = yield from self._company_id_op(company)
+        ctype = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        with path.open("rb") as file:  # httpx streams it in chunks
+            call = Call(
+                "POST",
+                api_path("companies", cid, "assets"),
+                files={"file": (path.name, file, ctype)},
+            )
+            data = yield call
+        return Asset.from_dict(data)
+
+    def _gc_op(self) -> Op[dict[str, Any]]:
+        return (yield Call("POST", "/api/gc")) or {}
+
+    # events
+
+    def _follow_op(
+        self,
+        company: str | None,
+        job: str | None,
+        last_event_id: int | None,
+        reconnect_for: float | None,
+    ) -> Op[Follow]:
+        options = {"last_event_id": last_event_id, "reconnect_for": reconnect_for}
+        if job is not None:
+            found = yield from self._get_op(job)
+            path = api_path("companies", found.company_id, "content-jobs", found.id, "events")
+            return Follow(self.url, path, per_job=True, **options)
+        if company is not None:
+            cid = yield from self._company_id_op(company)
+            return Follow(self.url, api_path("companies", cid, "events"), per_job=False, **options)
+        # Everything the token sees: the operator feed, or a company token's own feed.
+        return Follow(self.url, "/api/events", per_job=False, own_feed_on_403=True, **options)
+
+    def _own_feed_op(self) -> Op[str]:
+        return api_path("companies", (yield from self._company_id_op(None)), "events")
+
+
+def job_params(
+    status: str | JobStatus | None, job_type: str | None, source_task_id: str | None, page_size: int
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": page_size}
+    if status is not None:
+        params["status"] = str(status)
+    if job_type is not None:
+        params["jobType"] = job_type
+    if source_task_id is not None:
+        params["sourceTaskId"] = source_task_id
+    return params
+
+
+def asset_params(source_task_id: str | None, page_size: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": page_size}
+    if source_task_id is not None:
+        params["sourceTaskId"] = source_task_id
+    return params

@@ -1,0 +1,381 @@
+"""`Client`: the synchronous client (httpx.Client)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from contextlib import closing
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from httpx_sse import ServerSentEvent
+
+# httpx-sse's decoders, fed by hand: `wait`'s deadline needs to see every chunk (ping
+# comments too, which the public API hides), and the async client must control how
+# httpx's body iterators end (see _async._finish).
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+
+from ..jobs import Job, JobEvent, JobSpec, JobStatus
+from ._core import (
+    DEFAULT_URL,
+    ApiBase,
+    Call,
+    Deadline,
+    Follow,
+    Merge,
+    Op,
+    RetryLater,
+    api_path,
+    asset_created,
+    asset_params,
+    check_etag,
+    download_target,
+    job_body,
+    job_params,
+    open_temp,
+    spec_body,
+    verify_download,
+)
+from .errors import ClientError, raise_for, transport_error
+from .models import Asset, Downloaded, Event, Submitted
+
+T = TypeVar("T")
+
+
+class EventIterator(Iterator[Event]):
+    """What `Client.events()` returns: an iterator that is also a context manager (the
+    connection closes when the block ends)."""
+
+    def __init__(self, events: Generator[Event, None, None]) -> None:
+        self._events = events
+
+    def __iter__(self) -> EventIterator:
+        return self
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def close(self) -> None:
+        self._events.close()
+
+    def __enter__(self) -> EventIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Client(ApiBase):
+    """The synchronous client. `Client(url, token)`; use as a context manager or call
+    `close()`. Not thread-safe (one httpx.Client)."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        idle_timeout: float = 45.0,
+    ) -> None:
+        super().__init__(url, token, timeout, idle_timeout)
+        self._http = httpx.Client(**self._http_options())
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: Call) -> Any:
+        try:
+            response = self._http.request(
+                call.method, call.path, params=call.params, json=call.json, files=call.files
+            )
+        except httpx.TransportError as exc:
+            raise transport_error(self.url, exc) from exc
+        raise_for(response)
+        return response.json() if response.content else None
+
+    def _drive(self, op: Op[T]) -> T:
+        result: Any = None
+        error: ClientError | None = None
+        while True:
+            try:
+                call = op.send(result) if error is None else op.throw(error)
+            except StopIteration as done:
+                return done.value
+            try:
+                result, error = self._send(call), None
+            except ClientError as exc:
+                result, error = None, exc
+
+    # companies and tokens
+
+    def create_company(self, name: str) -> dict[str, Any]:
+        return self._drive(self._create_company_op(name))
+
+    def companies(self) -> list[dict[str, Any]]:
+        return self._drive(self._companies_op())
+
+    def company_id(self, name_or_id: str | None) -> str:
+        """A company's id from its name or id (None: the only company the token sees)."""
+        return self._drive(self._company_id_op(name_or_id))
+
+    def create_token(self, company: str, label: str) -> dict[str, Any]:
+        return self._drive(self._create_token_op(company, label))
+
+    def tokens(self, company: str) -> list[dict[str, Any]]:
+        return self._drive(self._tokens_op(company))
+
+    def revoke_token(self, company: str, token_id: str) -> None:
+        self._drive(self._revoke_token_op(company, token_id))
+
+    # jobs
+
+    def submit(
+        self,
+        company: str | None,
+        job_type: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        source_task_id: str | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        max_attempts: int | None = None,
+        timeout_seconds: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Submitted:
+        """Submit one job; it is stored and queued when this returns."""
+        body = job_body(
+            job_type,
+            input,
+            source_task_id=source_task_id,
+            priority=priority,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds,
+            idempotency_key=idempotency_key,
+        )
+        return self._drive(self._submit_op(company, body))
+
+    def submit_many(
+        self, company: str | None, jobs: Iterable[JobSpec | Mapping[str, Any]]
+    ) -> list[Submitted]:
+        """Submit 1 to 1,000 jobs in one transaction: all are stored, or none."""
+        return self._drive(self._submit_many_op(company, [spec_body(j) for j in jobs]))
+
+    def get(self, job_id: str) -> Job:
+        return self._drive(self._get_op(job_id))
+
+    def list(
+        self,
+        company: str | None = None,
+        *,
+        status: str | JobStatus | None = None,
+        job_type: str | None = None,
+        source_task_id: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Job]:
+        """Jobs newest first, following the cursor page by page as you iterate. Without
+        a company: every company the token sees, merged newest first."""
+        params = job_params(status, job_type, source_task_id, page_size)
+        return self._paged(company, self._jobs_page_op, params, lambda job: job.created_at)
+
+    def cancel(self, job_id: str) -> Job:
+        """Ask a job to stop (409 `Conflict` once it is terminal); returns the job."""
+        return self._drive(self._act_op(job_id, "cancel"))
+
+    def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again (409 `Conflict` otherwise)."""
+        return self._drive(self._act_op(job_id, "retry"))
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """The job once it is terminal (done, failed or cancelled), followed over its
+        event stream; `WaitTimeout` after `timeout` seconds."""
+        job = self.get(job_id)
+        if job.terminal:
+            return job
+        deadline = None if timeout is None else Deadline(timeout, job)
+        follow = self._drive(self._follow_op(None, job.id, None, 60.0))
+        with closing(self._follow(follow, deadline)) as events:
+            for event in events:
+                if isinstance(event, JobEvent) and event.terminal:
+                    return event.job
+        return self.get(job_id)  # the stream answered 204: the job finished meanwhile
+
+    def history(self, job_id: str) -> list[JobEvent]:
+        """Every stored event of a job still within the retention window, oldest first,
+        up to its latest event now."""
+        latest = None
+        with self.events(job=job_id) as events:
+            for event in events:  # without Last-Event-ID the stream starts with the latest
+                if isinstance(event, JobEvent):
+                    latest = event.id
+                    break
+        if latest is None:
+            return []
+        found: list[JobEvent] = []
+        with self.events(job=job_id, last_event_id=0) as events:
+            for event in events:
+                if isinstance(event, JobEvent):
+                    found.append(event)
+                    if event.id >= latest:
+                        break
+        return found
+
+    # events
+
+    def events(
+        self,
+        company: str | None = None,
+        job: str | None = None,
+        last_event_id: int | None = None,
+        *,
+        reconnect_for: float | None = 60.0,
+    ) -> EventIterator:
+        """Follow events: one job's (ends after its terminal event), one company's, or
+        (neither) everything the token sees. `last_event_id` replays what came after
+        it first. Reconnects by itself with Last-Event-ID; see the module docstring."""
+        follow = self._drive(self._follow_op(company, job, last_event_id, reconnect_for))
+        return EventIterator(self._follow(follow))
+
+    def _follow(
+        self, follow: Follow, deadline: Deadline | None = None
+    ) -> Generator[Event, None, None]:
+        while not follow.finished:
+            read = (
+                self.idle_timeout if deadline is None else min(self.idle_timeout, deadline.left())
+            )
+            delay = 0.0
+            try:
+                with self._http.stream(
+                    "GET", follow.path, headers=follow.headers(), timeout=self._stream_timeout(read)
+                ) as response:
+                    if response.status_code != 200:
+                        response.read()
+                    if follow.opened(response):
+                        for sse in _iter_sse(response, read, deadline):
+                            event = follow.accept(sse)
+                            if event is not None:
+                                if deadline is not None and isinstance(event, JobEvent):
+                                    deadline.job = event.job
+                                yield event
+                            if follow.finished:
+                                return
+                        # With a deadline the stream may have ended to shorten the read
+                        # timeout: reconnect at once.
+                        delay = follow.ended() if deadline is None else 0.0
+            except (httpx.TransportError, RetryLater) as exc:
+                delay = follow.failed(exc, time.monotonic())
+            if follow.needs_own_feed:
+                follow.path, follow.needs_own_feed = self._drive(self._own_feed_op()), False
+            if deadline is not None:
+                delay = min(delay, deadline.left())
+            time.sleep(delay)
+
+    # assets
+
+    def assets(
+        self, company: str | None = None, *, source_task_id: str | None = None, page_size: int = 100
+    ) -> Iterator[Asset]:
+        """Assets newest first, following the cursor (every visible company without one)."""
+        params = asset_params(source_task_id, page_size)
+        return self._paged(company, self._assets_page_op, params, asset_created)
+
+    def asset(self, asset_id: str, company: str | None = None) -> Asset:
+        return self._drive(self._asset_op(asset_id, company))
+
+    def upload(
+        self,
+        path: str | os.PathLike[str],
+        company: str | None = None,
+        *,
+        content_type: str | None = None,
+    ) -> Asset:
+        """Upload a file into the company's `uploads` (multipart, streamed)."""
+        return self._drive(self._upload_op(Path(path), company, content_type))
+
+    def download(
+        self,
+        asset_id: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        company: str | None = None,
+    ) -> Downloaded:
+        """Stream an asset to `path` (a file, or a directory to put the original name in;
+        default: the original name in the working directory), verifying size and sha256.
+        Raises `ChecksumMismatch` and leaves no file when they do not match."""
+        asset = self.asset(asset_id, company)
+        target = download_target(path, asset)
+        content = api_path("companies", asset.company_id, "assets", asset.id, "content")
+        fd, temp = open_temp(target)
+        try:
+            digest, size = hashlib.sha256(), 0
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    with self._http.stream("GET", content) as response:
+                        if response.status_code >= 400:
+                            response.read()
+                            raise_for(response)
+                        check_etag(asset, response)
+                        for chunk in response.iter_bytes():
+                            out.write(chunk)
+                            digest.update(chunk)
+                            size += len(chunk)
+                except httpx.TransportError as exc:
+                    raise transport_error(self.url, exc) from exc
+                verify_download(asset, digest.hexdigest(), size)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return Downloaded(target, asset)
+
+    def gc(self) -> dict[str, Any]:
+        """Operator: delete stored files that no asset row references; returns the report."""
+        return self._drive(self._gc_op())
+
+    def _paged(
+        self,
+        company: str | None,
+        page_op: Callable[[str, dict[str, Any], str | None], Op[tuple[list[T], str | None]]],
+        params: dict[str, Any],
+        created: Callable[[T], Any],
+    ) -> Iterator[T]:
+        merge: Merge[T] = Merge(self._drive(self._company_ids_op(company)), created)
+        while True:
+            for key in merge.wanted():
+                merge.feed(key, *self._drive(page_op(key, params, merge.cursors[key])))
+            item = merge.pop()
+            if item is None:
+                return
+            yield item
+
+
+def _iter_sse(
+    response: httpx.Response, read: float, deadline: Deadline | None
+) -> Iterator[ServerSentEvent]:
+    """The events of one response. With a deadline, every chunk (pings included) is a
+    chance to stop: when less time is left than the read timeout in force, the stream
+    ends so that the caller reconnects (Last-Event-ID) with a shorter one."""
+    lines, decoder = SSELineDecoder(), SSEDecoder()
+    for text in response.iter_text():
+        for line in lines.decode(text):
+            sse = decoder.decode(line.rstrip("\n"))
+            if sse is not None:
+                yield sse
+        if deadline is not None and deadline.at - time.monotonic() < read - 0.5:
+            return
+    for line in lines.flush():
+        sse = decoder.decode(line.rstrip("\n"))
+        if sse is not None:
+            yield sse

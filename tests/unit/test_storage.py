@@ -1,0 +1,483 @@
+"""Asset storage on a real disk (tmp_path): streamed writes, caps, names, cleanup, gc;
+and handlers' assets through the whole runtime on the in-memory store (real time:
+storage works in threads, which virtual time would skip over)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import trio
+
+from callboard import JobContext, JobStatus
+from callboard.assets import Asset
+from callboard.errors import AssetNotFound, AssetTooLarge, InvalidRequest
+from callboard.jobs import EventType, new_id
+from callboard.sizes import human_bytes
+from callboard.storage import (
+    FLUSH_BYTES,
+    MAX_ORIGINAL_NAME,
+    MAX_SAFE_NAME,
+    ORPHAN_GRACE_SECONDS,
+    AssetStorage,
+    clean_original,
+    safe_filename,
+)
+from callboard.storage_gc import collect_garbage
+from callboard.testing import MemoryStore
+
+pytestmark = pytest.mark.trio
+
+COMPANY = "0b7e1a52-6c1d-4f0e-9a55-3f1f0e1d2c3b"
+WHEN = datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC)
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+@pytest.fixture
+def storage(tmp_path) -> AssetStorage:
+    return AssetStorage(tmp_path / "assets", {"generated": 1000, "uploads": 100})
+
+
+# --- names and messages ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "safe"),
+    [
+        ("../../etc/passwd", "etc_passwd"),
+        ("a/b", "a_b"),
+        ("a\\b", "a_b"),
+        ("a\x00b.txt", "a_b.txt"),
+        ("..", "file"),
+        ("", "file"),
+        (".bashrc", "file.bashrc"),
+        ("-rf", "rf"),
+        ("résumé.pdf", "resume.pdf"),
+        ("报告.pdf", "file.pdf"),
+        ("my file (1).tar.gz", "my_file_1.tar.gz"),
+        ("evil\u202egnp.exe", "evil_gnp.exe"),
+        ("x" * 10_000 + ".mp4", "x" * (MAX_SAFE_NAME - 4) + ".mp4"),
+    ],
+)
+async def test_safe_filename(name, safe):
+    assert safe_filename(name) == safe
+    assert len(safe) <= MAX_SAFE_NAME and "/" not in safe and ".." not in safe
+
+
+async def test_the_original_name_keeps_all_but_control_characters():
+    assert clean_original("a\x00b\r\n\tc.txt") == "abc.txt"
+    assert clean_original("../../etc/passwd") == "../../etc/passwd"
+    assert clean_original("résumé \u202e.pdf") == "résumé \u202e.pdf"
+    long = clean_original("y" * 10_000 + ".pdf")
+    assert len(long) == MAX_ORIGINAL_NAME and long.endswith(".pdf")
+    assert clean_original("bad\udcff") == "bad?"  # not UTF-8: replaced, storable
+
+
+async def test_cap_messages_name_the_cap_in_words_and_bytes():
+    assert str(AssetTooLarge("uploads", 10 * 1024 * 1024)) == (
+        "asset exceeds the 10 MiB (10485760 bytes) limit for namespace 'uploads'"
+    )
+    assert "500 MiB (524288000 bytes)" in str(AssetTooLarge("generated", 524_288_000))
+    assert [human_bytes(n) for n in (1, 100, 1536, 1 << 30)] == [
+        "1 byte",
+        "100 bytes",
+        "1.5 KiB",
+        "1 GiB",
+    ]
+
+
+# --- writing ----------------------------------------------------------------------------
+
+
+async def test_put_streams_into_the_layout(storage):
+    async def gen():
+        yield b"hello "
+        yield bytearray(b"big ")
+        yield memoryview(b"world")
+
+    for chunks in (b"hello big world", [b"hello ", b"big ", b"world"], gen()):
+        stored = await storage.put(COMPANY, "uploads", "Hi.txt", "text/plain", chunks, now=WHEN)
+        assert stored.byte_size == 15
+        assert stored.sha256 == hashlib.sha256(b"hello big world").hexdigest()
+        assert stored.content_type == "text/plain" and stored.original_filename == "Hi.txt"
+        prefix = f"{COMPANY}/uploads/2031/02/03/"
+        assert stored.object_key.startswith(prefix) and stored.object_key.endswith("-Hi.txt")
+        assert storage.path_of(stored.object_key).read_bytes() == b"hello big world"
+    assert len(files_under(storage.root)) == 3  # one file each, no temporary left
+
+
+async def test_big_chunks_and_many_small_ones_hash_alike(storage):
+    big = AssetStorage(storage.root, {"generated": 10 * FLUSH_BYTES, "uploads": 1})
+    data = os.urandom(3 * FLUSH_BYTES + 7)
+    whole = await big.put(COMPANY, "generated", "a", "application/octet-stream", data)
+    pieces = [data[i : i + 1000] for i in range(0, len(data), 1000)]
+    small = await big.put(COMPANY, "generated", "b", "application/octet-stream", pieces)
+    assert whole.sha256 == small.sha256 == hashlib.sha256(data).hexdigest()
+    assert big.path_of(small.object_key).read_bytes() == data
+    chunks = [c async for c in big.read_chunks(small.object_key, start=10, length=300_000)]
+    assert b"".join(chunks) == data[10:300_010]
+
+
+async def test_the_cap_is_checked_while_streaming(storage):
+    exactly = await storage.put(COMPANY, "uploads", "full", "text/plain", [b"x" * 60, b"y" * 40])
+    assert exactly.byte_size == 100
+    closed = []
+
+    async def over():
+        try:
+            yield b"x" * 60
+            yield b"y" * 41
+            yield b"never asked for"
+        finally:
+            closed.append(True)
+
+    with pytest.raises(AssetTooLarge) as info:
+        await storage.put(COMPANY, "uploads", "over", "text/plain", over())
+    assert str(info.value) == (
+        "asset exceeds the 100 bytes (100 bytes) limit for namespace 'uploads'"
+    )
+    assert (info.value.namespace, info.value.limit) == ("uploads", 100)
+    assert closed == [True]
+    assert files_under(storage.root) == [storage.path_of(exactly.object_key)]
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "words"),
+    [
+        (("videos", "a", "text/plain", b"x"), InvalidRequest, "unknown asset namespace"),
+        (("uploads", "a", "text\r\nX-Evil: 1", b"x"), InvalidRequest, "media type"),
+        (("uploads", "a", "", b"x"), InvalidRequest, "media type"),
+        (("uploads", 7, "text/plain", b"x"), InvalidRequest, "filename"),
+        (("uploads", "a", "text/plain", "text"), TypeError, "not str"),
+        (("uploads", "a", "text/plain", [b"ok", 12]), TypeError, "not int"),
+    ],
+)
+async def test_bad_arguments_leave_nothing(storage, args, error, words):
+    with pytest.raises(error, match=words):
+        await storage.put(COMPANY, *args)
+    with pytest.raises(InvalidRequest, match="uuid"):
+        await storage.put("../../etc", "uploads", "a", "text/plain", b"x")
+    assert files_under(storage.root) == []
+
+
+async def test_hostile_filenames_stay_inside_their_directory(storage):
+    for name in ("../../etc/passwd", "a/b", "nul\x00name", "z" * 10_000, "/abs", "..\\..\\x"):
+        stored = await storage.put(COMPANY, "uploads", name, "text/plain", b"x")
+        path = storage.path_of(stored.object_key)
+        assert path.resolve().parent == (storage.root / stored.object_key).parent.resolve()
+        assert path.resolve().is_relative_to(storage.root.resolve() / COMPANY / "uploads")
+        assert len(path.name) <= 37 + MAX_SAFE_NAME
+        assert "\x00" not in stored.original_filename
+    for bad in ("../x", "/etc/passwd", f"{COMPANY}/uploads/../../../x", f"{COMPANY}/x"):
+        with pytest.raises(ValueError, match="not an object key"):
+            storage.path_of(bad)
+
+
+async def test_a_failing_or_cancelled_source_leaves_no_file(storage):
+    async def failing():
+        yield b"x" * 10
+        raise RuntimeError("renderer crashed")
+
+    with pytest.raises(RuntimeError, match="renderer crashed"):
+        await storage.put(COMPANY, "generated", "a", "text/plain", failing())
+
+    async def slow():
+        yield b"x" * 10
+        await trio.sleep_forever()
+        yield b"unreachable"  # pragma: no cover
+
+    with trio.move_on_after(0.2) as scope:
+        await storage.put(COMPANY, "generated", "b", "text/plain", slow())
+    assert scope.cancelled_caught
+    async with storage.open_writer(COMPANY, "generated", "c", "text/plain") as writer:
+        await writer.write(b"abc")
+        temp = writer.temp_path
+        assert temp.exists() and temp.name.startswith(".") and temp.name.endswith(".part")
+    assert writer.stored is not None and not temp.exists()
+    assert files_under(storage.root) == [storage.path_of(writer.stored.object_key)]
+
+
+# --- gc ---------------------------------------------------------------------------------
+
+
+def age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+async def test_gc_deletes_old_orphans_and_keeps_referenced_young_and_foreign(storage):
+    store = MemoryStore()
+    await store.open()
+    company = (await store.create_company("acme", WHEN)).id
+    put = storage.put
+    referenced = await put(company, "uploads", "kept.txt", "text/plain", b"kept")
+    orphan = await put(company, "generated", "orphan.bin", "text/plain", b"orphan!")
+    young = await put(company, "generated", "young.bin", "text/plain", b"young")
+    await store.insert_asset(
+        Asset(
+            new_id(),
+            company,
+            "uploads",
+            referenced.object_key,
+            "text/plain",
+            4,
+            referenced.sha256,
+            "kept.txt",
+            None,
+            None,
+            WHEN,
+        )
+    )
+    day = storage.path_of(orphan.object_key).parent
+    stale_part = day / f".{new_id()}-crashed.bin.part"
+    stale_part.write_bytes(b"half")
+    foreign = [day / "notes.txt", storage.root / "README", storage.root / "x" / "y"]
+    for path in foreign:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not ours")
+    for path in [*files_under(storage.root)]:
+        if path != storage.path_of(young.object_key):
+            age(path, ORPHAN_GRACE_SECONDS + 60)
+
+    dry = await collect_garbage(storage, store, dry_run=True)
+    assert dry.deleted_count == 2 and storage.path_of(orphan.object_key).exists()
+    report = await collect_garbage(storage, store)
+    assert report.scanned == 4 and report.referenced == 1 and report.too_young == 1
+    assert report.deleted_count == 2 and report.deleted_bytes == len(b"orphan!") + 4
+    assert sorted(report.deleted) == sorted(
+        [orphan.object_key, str(stale_part.relative_to(storage.root))]
+    )
+    remaining = set(files_under(storage.root))
+    assert storage.path_of(referenced.object_key) in remaining
+    assert storage.path_of(young.object_key) in remaining
+    assert set(foreign) <= remaining
+    assert storage.path_of(orphan.object_key) not in remaining and not stale_part.exists()
+    assert report.to_dict()["deletedFiles"] == 2
+    assert (await collect_garbage(storage, store)).deleted_count == 0
+
+
+# --- handlers' assets through the runtime -------------------------------------------------
+
+
+async def until(predicate, within: float = 10) -> None:
+    with trio.fail_after(within):
+        while True:
+            if predicate():
+                return
+            await trio.sleep(0.01)
+
+
+@pytest.fixture
+def asset_board(make_board, tmp_path):
+    def make(**kwargs):
+        kwargs.setdefault("storage_dir", tmp_path / "assets")
+        kwargs.setdefault("generated_asset_max_bytes", 4 * FLUSH_BYTES)
+        kwargs.setdefault("attachment_max_bytes", 1000)
+        return make_board(**kwargs)
+
+    return make
+
+
+async def test_saved_assets_are_linked_and_the_last_is_the_result(asset_board):
+    board = asset_board()
+
+    @board.handler("render")
+    async def render(ctx: JobContext) -> None:
+        first = await ctx.save_asset("scene.svg", "image/svg+xml", b"<svg/>")
+        async with ctx.open_asset("video.mp4", "video/mp4") as out:
+            for _ in range(3):
+                await out.write(b"\x00\x01" * 1000)
+        await ctx.save_asset("thumb.png", "image/png", [b"\x89PNG"], result=False)
+        assert await ctx.read_asset(first.id) == b"<svg/>"  # not committed yet, readable
+        assert out.asset is not None and out.asset.byte_size == 6000
+
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        job = await rt.submit(company.id, "render", source_task_id="task-7")
+        done = await rt.wait(job.id, timeout=10)
+        assert done.status is JobStatus.DONE, done.error_message
+        page = await rt.list_assets(company.id, source_task_id="task-7")
+        by_name = {a.original_filename: a for a in page.items}
+        assert set(by_name) == {"scene.svg", "video.mp4", "thumb.png"}
+        assert done.result_asset_id == by_name["video.mp4"].id
+        for asset in page.items:
+            assert asset.namespace == "generated" and asset.created_by_job_id == job.id
+            assert asset.company_id == company.id and asset.source_task_id == "task-7"
+            data = rt.storage.path_of(asset.object_key).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == asset.sha256
+            assert len(data) == asset.byte_size
+        assert (await rt.list_assets(company.id, job_id=job.id)).items == page.items
+
+
+async def test_over_the_cap_the_job_fails_and_keeps_nothing(asset_board, tmp_path):
+    board = asset_board()
+
+    @board.handler("too.big")
+    async def too_big(ctx: JobContext) -> None:
+        await ctx.save_asset("ok.txt", "text/plain", b"fine")
+        await ctx.save_asset("huge.bin", "application/octet-stream", b"x" * (4 * FLUSH_BYTES + 1))
+
+    @board.handler("breaks")
+    async def breaks(ctx: JobContext) -> None:
+        await ctx.save_asset("partial.txt", "text/plain", b"part one")
+        raise RuntimeError("renderer crashed")
+
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        failed = await rt.wait((await rt.submit(company.id, "too.big")).id, timeout=10)
+        assert failed.status is JobStatus.FAILED
+        assert failed.error_message == (
+            "asset exceeds the 4 MiB (4194304 bytes) limit for namespace 'generated'"
+        )
+        broken = await rt.wait((await rt.submit(company.id, "breaks")).id, timeout=10)
+        assert broken.error_message == "renderer crashed"
+        assert (await rt.list_assets(company.id)).items == []
+        assert failed.result_asset_id is None
+    assert files_under(tmp_path / "assets") == []
+
+
+async def test_read_asset_is_company_checked(asset_board):
+    board = asset_board()
+    seen: dict[str, bytes] = {}
+
+    @board.handler("reader")
+    async def reader(ctx: JobContext) -> None:
+        seen[ctx.job_id] = await ctx.read_asset(ctx.input["asset"])
+
+    async with board.running() as rt:
+        acme = await rt.create_company("acme")
+        globex = await rt.create_company("globex")
+        upload = await rt.upload_asset(acme.id, "brief.txt", "text/plain", b"the brief")
+        assert upload.namespace == "uploads" and upload.created_by_job_id is None
+        ok = await rt.wait((await rt.submit(acme.id, "reader", {"asset": upload.id})).id, 10)
+        assert ok.status is JobStatus.DONE and seen[ok.id] == b"the brief"
+        theirs = await rt.submit(globex.id, "reader", {"asset": upload.id})
+        refused = await rt.wait(theirs.id, 10)
+        assert refused.status is JobStatus.FAILED
+        assert refused.error_message == f"asset {upload.id!r} not found"
+        with pytest.raises(AssetNotFound):
+            await rt.get_asset(upload.id, globex.id)
+        with pytest.raises(AssetTooLarge, match="'uploads'"):
+            await rt.upload_asset(acme.id, "big.txt", "text/plain", b"x" * 1001)
+        assert len((await rt.list_assets(acme.id)).items) == 1
+
+
+async def test_a_cancelled_job_keeps_none_of_its_files(asset_board, tmp_path):
+    board = asset_board()
+    saved = trio.Event()
+
+    @board.handler("stuck")
+    async def stuck(ctx: JobContext) -> None:
+        await ctx.save_asset("early.txt", "text/plain", b"early output")
+        saved.set()
+        async with ctx.open_asset("late.txt", "text/plain") as out:
+            await out.write(b"half")
+            await trio.sleep_forever()
+
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        job = await rt.submit(company.id, "stuck")
+        with trio.fail_after(10):
+            await saved.wait()
+        await rt.cancel(job.id)
+        assert (await rt.wait(job.id, 10)).status is JobStatus.CANCELLED
+        assert (await rt.list_assets(company.id)).items == []
+    assert files_under(tmp_path / "assets") == []
+
+
+async def test_demo_render_writes_what_it_was_asked(asset_board):
+    board = asset_board()
+    size = 3 * FLUSH_BYTES + 5
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        job = await rt.submit(
+            company.id, "demo.render", {"bytes": size, "chunk": 65536, "contentType": "image/png"}
+        )
+        done = await rt.wait(job.id, timeout=20)
+        assert done.status is JobStatus.DONE, done.error_message
+        asset = await rt.get_asset(done.result_asset_id, company.id)
+        assert asset.byte_size == size and asset.content_type == "image/png"
+        assert asset.original_filename == "render.png"
+        seed = job.id.encode()
+        block = (seed * (65536 // len(seed) + 1))[:65536]
+        expected = hashlib.sha256()
+        for start in range(0, size, 65536):
+            expected.update(block[: min(65536, size - start)])
+        assert asset.sha256 == expected.hexdigest()
+        events = await rt.store.events_after(0, job_id=job.id)
+        assert any(e.type == EventType.PROGRESS for e in events)
+        assert done.progress.percent == 100
+        bad = await rt.submit(company.id, "demo.render", {"bytes": -1})
+        assert "input.bytes" in (await rt.wait(bad.id, 10)).error_message
+
+
+async def test_shutdown_mid_job_deletes_the_jobs_files(asset_board, tmp_path):
+    board = asset_board(shutdown_grace=0.1)
+    saved = trio.Event()
+
+    @board.handler("forever")
+    async def forever(ctx: JobContext) -> None:
+        await ctx.save_asset("early.txt", "text/plain", b"early")
+        saved.set()
+        await trio.sleep_forever()
+
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        await rt.submit(company.id, "forever")
+        with trio.fail_after(10):
+            await saved.wait()
+        assert len(files_under(tmp_path / "assets")) == 1
+    # Drained, then cancelled: no row was written, so the file went too.
+    assert files_under(tmp_path / "assets") == []
+
+
+async def test_an_unrecorded_outcome_leaves_the_files_to_gc(asset_board, tmp_path):
+    store = MemoryStore()
+    board = asset_board(store=store, lease_seconds=1.0)
+
+    @board.handler("unlucky")
+    async def unlucky(ctx: JobContext) -> None:
+        await ctx.save_asset("out.txt", "text/plain", b"output")
+        store.set_available(False)  # the store goes away as the job finishes
+
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        job = await rt.submit(company.id, "unlucky")
+        await until(lambda: rt.worker_states()[0].job_id == job.id)
+        await until(lambda: rt.worker_states()[0].job_id is None)
+        # Whether "done" committed is unknown to the worker: it must not delete a file
+        # a row may point at. With no row, gc takes it once it is old enough.
+        [left] = files_under(tmp_path / "assets")
+        store.set_available(True)
+        assert (await rt.get(job.id)).status is JobStatus.RUNNING
+        report = await collect_garbage(rt.storage, store, older_than=0)
+        assert report.deleted_count == 1 and not left.exists()
+
+
+async def test_a_running_job_keeps_its_uncommitted_files_fresh(asset_board, monkeypatch):
+    monkeypatch.setattr("callboard.actors.job_assets.KEEP_FRESH_SECONDS", 0.05)
+    board = asset_board()
+    keys: list[str] = []
+    release = trio.Event()
+
+    @board.handler("long")
+    async def long(ctx: JobContext) -> None:
+        keys.append((await ctx.save_asset("early.txt", "text/plain", b"early")).object_key)
+        await release.wait()
+
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        job = await rt.submit(company.id, "long")
+        await until(lambda: keys)
+        path = rt.storage.path_of(keys[0])
+        age(path, ORPHAN_GRACE_SECONDS * 2)
+        await until(lambda: time.time() - os.stat(path).st_mtime < 60)  # touched again
+        release.set()
+        assert (await rt.wait(job.id, 10)).status is JobStatus.DONE
