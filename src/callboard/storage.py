@@ -242,6 +242,7 @@ class ObjectWriter:
         self._fd: int | None = None
         self._size = 0
         self._state = "new"  # new -> open -> committing -> committed; any -> aborted
+        self._aborted_by: BaseException | None = None
 
     @property
     def size(self) -> int:
@@ -262,7 +263,8 @@ class ObjectWriter:
         view = memoryview(data).cast("B")
         if self._size + view.nbytes > self.cap:
             await self.abort()
-            raise AssetTooLarge(self.namespace, self.cap)
+            self._aborted_by = AssetTooLarge(self.namespace, self.cap)
+            raise self._aborted_by
         self._size += view.nbytes
         if view.nbytes >= FLUSH_BYTES:
             # A big chunk goes out as it is, in FLUSH_BYTES slices (each slice a
@@ -286,10 +288,15 @@ class ObjectWriter:
         await trio.to_thread.run_sync(_write_hashed, self._fd, self._digest, data)
 
     async def commit(self) -> StoredObject:
+        if self._state != "open" or self._fd is None:
+            # A handler that caught AssetTooLarge and left `open_asset` normally: the
+            # file is gone, so say why rather than fail obscurely.
+            if self._aborted_by is not None:
+                raise self._aborted_by
+            raise trio.ClosedResourceError(f"this asset writer is {self._state}")
         await self._flush()
         fd, self._fd = self._fd, None
         self._state = "committing"
-        assert fd is not None
         await trio.to_thread.run_sync(_finish, fd, self.temp_path, self.path)
         # No checkpoint from here to the caller: a cancel cannot slip in between the
         # rename and the caller learning of the file.

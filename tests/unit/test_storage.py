@@ -481,3 +481,42 @@ async def test_a_running_job_keeps_its_uncommitted_files_fresh(asset_board, monk
         await until(lambda: time.time() - os.stat(path).st_mtime < 60)  # touched again
         release.set()
         assert (await rt.wait(job.id, 10)).status is JobStatus.DONE
+
+
+async def test_catching_the_cap_error_inside_open_asset_still_fails_with_the_cap(
+    asset_board, tmp_path
+):
+    board = asset_board()
+
+    @board.handler("stubborn")
+    async def stubborn(ctx: JobContext) -> None:
+        async with ctx.open_asset("big.bin", "application/octet-stream") as out:
+            try:
+                await out.write(b"x" * (4 * FLUSH_BYTES + 1))
+            except AssetTooLarge:
+                pass  # and leave the block as if all were well
+
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        failed = await rt.wait((await rt.submit(company.id, "stubborn")).id, timeout=10)
+    assert failed.status is JobStatus.FAILED
+    assert failed.error_message == (
+        "asset exceeds the 4 MiB (4194304 bytes) limit for namespace 'generated'"
+    )
+    assert files_under(tmp_path / "assets") == []
+
+
+async def test_read_asset_refuses_what_would_not_fit_in_memory(asset_board):
+    board = asset_board()  # uploads cap: 1,000 bytes
+
+    @board.handler("make.and.read")
+    async def make_and_read(ctx: JobContext) -> None:
+        big = await ctx.save_asset("big.bin", "application/octet-stream", b"x" * 2000)
+        await ctx.read_asset(big.id)
+
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        failed = await rt.wait((await rt.submit(company.id, "make.and.read")).id, timeout=10)
+    assert failed.status is JobStatus.FAILED
+    assert "read_asset reads at most" in failed.error_message
+    assert "(1000 bytes)" in failed.error_message

@@ -157,6 +157,8 @@ async def test_upload_then_metadata_then_content(server, company):
         ("items=0-1", 200, (0, 1000)),
         ("bytes=1000-", 416, None),
         ("bytes=-0", 416, None),
+        ("bytes=" + "1" * 5000 + "-", 200, (0, 1000)),  # absurdly long: malformed, not a 500
+        ("bytes=0-" + "9" * 5000, 200, (0, 1000)),
     ],
 )
 async def test_single_ranges(server, company, range_, status, expect):
@@ -239,6 +241,27 @@ async def test_upload_over_the_cap_is_413_and_stores_nothing(server, company):
     )
     assert status == 413 and json.loads(content)["error"]["message"] == UPLOAD_CAP_MESSAGE
     assert len(files_under(storage_root(server))) == 1
+
+
+async def test_a_client_sending_far_over_the_cap_reads_its_413(server, company):
+    """The client is still writing a body announced far over the cap: the refusal
+    closes the connection (after a bounded drain), so the 413 reaches it every time.
+    (A sync client in a thread: httpx's async multipart stream, abandoned when the
+    server answers early, would trip the strict unraisable-warning check.)"""
+    body = b"x" * (30 * MiB)
+    headers = {"Authorization": f"Bearer {server.token}"}
+
+    def send_all() -> list[httpx.Response]:
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+            return [
+                client.post(assets_url(company["id"]), files={"file": ("big.bin", body)})
+                for _ in range(5)
+            ]
+
+    for over in await trio.to_thread.run_sync(send_all):
+        assert error_of(over, 413)["message"] == UPLOAD_CAP_MESSAGE
+        assert over.headers["connection"] == "close"
+    assert files_under(storage_root(server)) == []
 
 
 async def test_bad_uploads_are_400_and_store_nothing(server, company):

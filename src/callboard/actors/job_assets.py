@@ -30,7 +30,15 @@ import trio
 from ..assets import Asset
 from ..errors import AssetNotFound, InvalidRequest
 from ..jobs import AssetData, Job, new_id
-from ..storage import GENERATED, ORPHAN_GRACE_SECONDS, AssetStorage, ObjectWriter, write_chunks
+from ..sizes import human_bytes
+from ..storage import (
+    GENERATED,
+    ORPHAN_GRACE_SECONDS,
+    UPLOADS,
+    AssetStorage,
+    ObjectWriter,
+    write_chunks,
+)
 from ..store.base import JobStore
 
 log = logging.getLogger("callboard.worker")
@@ -123,6 +131,14 @@ class JobAssets:
             asset = await self._store.get_asset(asset_id)
         if asset is None or asset.company_id != self._job.company_id:
             raise AssetNotFound(asset_id)
+        # Whole in memory, so bounded: an upload always fits; a big generated asset
+        # would hold hundreds of MiB per job.
+        limit = self._storage.cap(UPLOADS)
+        if asset.byte_size > limit:
+            raise InvalidRequest(
+                f"asset {asset_id} is {human_bytes(asset.byte_size)}; read_asset reads at "
+                f"most {human_bytes(limit)} ({limit} bytes) into memory"
+            )
         return await self._storage.read_bytes(asset.object_key)
 
     # --- the worker's side -------------------------------------------------------------

@@ -11,7 +11,9 @@ from urllib.parse import quote
 from ..assets import Asset
 from ..storage import safe_filename
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# At most 19 digits (any file size fits): longer is malformed, and int() of thousands
+# of digits would raise rather than parse.
+_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
 
 
 @dataclass(frozen=True, slots=True)

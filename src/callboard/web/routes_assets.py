@@ -23,7 +23,7 @@ from .downloads import (
     etag_of,
     parse_range,
 )
-from .errors import ApiError, bad_request, not_found
+from .errors import ApiError, bad_request, from_domain, not_found
 from .uploads import MULTIPART_OVERHEAD, MultipartUpload, boundary_of
 from .validation import check_fields, check_query, parse_json, query_int, require_object
 
@@ -67,16 +67,27 @@ async def upload(company_id: str):
         )
     except RequestEntityTooLarge:
         await _drain(body)
-        raise AssetTooLarge(UPLOADS, cap) from None
-    except (ApiError, CallboardError):
+        raise _closing(from_domain(AssetTooLarge(UPLOADS, cap))) from None
+    except ApiError as exc:
         await _drain(body)
-        raise
+        raise _closing(exc) from None
+    except CallboardError as exc:
+        await _drain(body)
+        raise _closing(from_domain(exc)) from None
     return asset.to_dict(), 201
 
 
+def _closing(error: ApiError) -> ApiError:
+    """A refused upload ends its connection: the client may still be sending a body
+    we will not read, and only a close makes it stop and read our answer."""
+    error.headers = {**error.headers, "Connection": "close"}
+    return error
+
+
 async def _drain(body: FlowControlledBody) -> None:
-    if body.announced_too_large:
-        return  # announced too large: nothing will be read, the client expects that
+    # Also when Content-Length announced too much: a client that sends anyway is
+    # blocked writing, and closing on its unread bytes would reset the connection
+    # before it reads the 413. Bounded in bytes and time either way.
     with trio.move_on_after(DRAIN_SECONDS):
         await body.discard(DRAIN_BYTES)
 
