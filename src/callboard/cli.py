@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from . import cli_admin, cli_assets, cli_client, cli_events, cli_jobs
+from . import cli_admin, cli_assets, cli_client, cli_dashboard, cli_events, cli_jobs
 from .actors.broker import Lagged
 from .board import Board
 from .config import SettingError, Settings, load_settings
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_events.add_commands(commands)
     cli_assets.add_commands(commands)
     cli_admin.add_commands(commands)
+    cli_dashboard.add_commands(commands)
     return parser
 
 
@@ -226,6 +227,8 @@ async def migrate(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "run", None) is not None:  # `dashboard`: runs its own event loop
+        return args.run(args)
     if getattr(args, "handler", None) is not None:
         return cli_client.run(args)
     logging.basicConfig(

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+import httpx
+
 from .client import (
     DEFAULT_URL,
     Client,
@@ -124,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
         if debug:
             raise
         fail(exc.message)
+        return EXIT_USAGE
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        if debug:
+            raise
+        fail(f"bad --url / CALLBOARD_URL: {exc}")
         return EXIT_USAGE
     except UsageError as exc:
         if debug:

@@ -359,18 +359,11 @@ def _jobs(client: Client, args: argparse.Namespace) -> None:
 
 
 def _job_assets(client: Client, job: Job) -> list[Asset]:
-    """The job's result asset and the others it saved (found through its source task)."""
-    found: dict[str, Asset] = {}
+    """Every asset the job saved (the server lists them by the job that made them)."""
     try:
-        if job.result_asset_id:
-            found[job.result_asset_id] = client.asset(job.result_asset_id, job.company_id)
-        if job.source_task_id:
-            for asset in client.assets(job.company_id, source_task_id=job.source_task_id):
-                if asset.created_by_job_id == job.id:
-                    found.setdefault(asset.id, asset)
+        return list(client.assets(job.company_id, job_id=job.id))
     except NotFound:
-        pass  # an asset deleted since, or a server without asset routes
-    return list(found.values())
+        return []  # a server without asset routes
 
 
 def _show(client: Client, args: argparse.Namespace) -> None:

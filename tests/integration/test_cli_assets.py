@@ -167,3 +167,50 @@ def test_show_lists_the_assets_a_job_made_and_they_download(server: ServeProcess
     assert fetched.returncode == 0, fetched.stderr
     written = Path(fetched.stdout.strip())
     assert hashlib.sha256(written.read_bytes()).hexdigest() == shown["assets"][0]["sha256"]
+
+
+def test_a_download_never_replaces_a_file_by_the_uploaders_name(server: ServeProcess, tmp_path):
+    """The name comes from whoever uploaded: it loses any leading dot (no .bashrc),
+    and a download to that name refuses to overwrite; only an explicit -o FILE does."""
+    work = server.data_dir.parent
+    (work / ".bashrc").write_text("echo pwned\n")
+    uploaded = callboard(server, "assets", "upload", ".bashrc")
+    assert uploaded.returncode == 0, uploaded.stderr
+    asset_id = uploaded.stdout.strip()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("original rc\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBOARD_")}
+
+    def download(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                CALLBOARD,
+                "assets",
+                "download",
+                asset_id,
+                *args,
+                "--url",
+                server.url,
+                "--token",
+                server.token,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=home,
+            env=env,
+        )
+
+    first = download()
+    assert first.returncode == 0, first.stderr
+    assert (home / "bashrc").read_text() == "echo pwned\n"
+    assert (home / ".bashrc").read_text() == "original rc\n"
+    again = download()
+    assert again.returncode == 1
+    assert "already exists" in one_error_line(again)
+    forced = download("-o", str(home / "bashrc"))
+    assert forced.returncode == 0, forced.stderr
+    missing_dir = download("-o", str(home / "nowhere") + "/")
+    assert missing_dir.returncode == 2
+    assert "no such directory" in one_error_line(missing_dir)

@@ -3,14 +3,18 @@ in a subprocess, against a real `callboard serve`."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
 import re
 import signal
+import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from cli_kit import callboard, callboard_all, start_callboard, wait_for
+from cli_kit import CALLBOARD, callboard, callboard_all, start_callboard, wait_for
 from serve_process import ServeProcess, serve
 
 from callboard.cli import build_parser, main
@@ -230,3 +234,38 @@ def test_every_command_explains_itself_with_an_example():
         assert command in helps
     for command, text in helps.items():
         assert "example" in text.lower() and "callboard " in text, command
+
+
+def test_a_url_that_is_not_a_callboard_server_is_one_line_and_exit_2(tmp_path):
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><body>hello</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBOARD_")}
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        for bad in (url, "http://[::1"):
+            result = subprocess.run(
+                [CALLBOARD, "jobs", "--url", bad, "--token", "t"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+            )
+            assert result.returncode == 2, result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+            assert "Traceback" not in result.stderr
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -23,6 +23,10 @@ Decisions:
   reconnect for `reconnect_for` seconds (or at once if the first connection fails).
   A stream started without `last_event_id` that drops before its first job event
   resumes from "now", like a browser's EventSource.
+- `AsyncClient.events(on_state=...)` reports the connection (`StreamState`:
+  connected, or reconnecting in N seconds and why) for displays such as the dashboard.
+  `Job`, `JobEvent`, `JobStatus` and `NodeEvent` are re-exported so that code using
+  the client (the dashboard) needs nothing else from callboard.
 - `download()` streams into a temporary file beside the target, checks size and
   sha256 against the asset's metadata and ETag, and renames it into place only if
   they match; on a mismatch it raises `ChecksumMismatch` and leaves no file.
@@ -34,6 +38,7 @@ Decisions:
 
 from __future__ import annotations
 
+from ..jobs import Job, JobEvent, JobStatus, NodeEvent
 from ._async import AsyncClient, AsyncEventStream, AsyncPages
 from ._core import DEFAULT_URL, read_token_file
 from ._sync import Client, EventIterator
@@ -50,7 +55,7 @@ from .errors import (
     Unavailable,
     WaitTimeout,
 )
-from .models import Asset, Downloaded, Event, StreamGap, Submitted, event_to_dict
+from .models import Asset, Downloaded, Event, StreamGap, StreamState, Submitted, event_to_dict
 
 __all__ = [
     "DEFAULT_URL",
@@ -68,8 +73,13 @@ __all__ = [
     "EventIterator",
     "Forbidden",
     "InvalidRequest",
+    "Job",
+    "JobEvent",
+    "JobStatus",
+    "NodeEvent",
     "NotFound",
     "StreamGap",
+    "StreamState",
     "Submitted",
     "TooLarge",
     "Unauthorized",

@@ -36,8 +36,8 @@ from ._core import (
     spec_body,
     verify_download,
 )
-from .errors import ClientError, WaitTimeout, raise_for, transport_error
-from .models import Asset, Downloaded, Event, Submitted
+from .errors import ClientError, WaitTimeout, decode_json, raise_for, transport_error
+from .models import Asset, Downloaded, Event, StreamState, Submitted
 
 T = TypeVar("T")
 
@@ -93,6 +93,10 @@ class _SseReader:
         if not self._done:
             self._done = True
             await _finish(self._texts)
+
+
+def _ignore_state(state: StreamState) -> None:
+    """The default `on_state`: nobody is watching the connection."""
 
 
 class AsyncEventStream(AsyncIterator[Event]):
@@ -183,13 +187,19 @@ class AsyncClient(ApiBase):
 
     async def _send(self, call: Call) -> Any:
         try:
+            extra = {} if call.timeout is ... else {"timeout": call.timeout}
             response = await self._http.request(
-                call.method, call.path, params=call.params, json=call.json, files=call.files
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                files=call.files,
+                **extra,
             )
         except httpx.TransportError as exc:
             raise transport_error(self.url, exc) from exc
         raise_for(response)
-        return response.json() if response.content else None
+        return decode_json(self.url, response)
 
     async def _drive(self, op: Op[T]) -> T:
         result: Any = None
@@ -324,8 +334,15 @@ class AsyncClient(ApiBase):
         last_event_id: int | None = None,
         *,
         reconnect_for: float | None = 60.0,
+        on_state: Callable[[StreamState], None] | None = None,
     ) -> AsyncEventStream:
-        return AsyncEventStream(self._events(company, job, last_event_id, reconnect_for))
+        """Follow an event stream (see the package docstring). `on_state`, if given, is
+        called with a `StreamState` each time the connection opens or drops, so a
+        display can say "connected" / "reconnecting in Ns" without parsing SSE itself;
+        `reconnect_for=None` keeps reconnecting for as long as it takes."""
+        return AsyncEventStream(
+            self._events(company, job, last_event_id, reconnect_for, on_state or _ignore_state)
+        )
 
     async def _events(
         self,
@@ -333,10 +350,12 @@ class AsyncClient(ApiBase):
         job: str | None,
         last_event_id: int | None,
         reconnect_for: float | None,
+        on_state: Callable[[StreamState], None],
     ) -> AsyncGenerator[Event, None]:
         follow = await self._drive(self._follow_op(company, job, last_event_id, reconnect_for))
         while not follow.finished:
             delay = 0.0
+            reason = "the server ended the stream"
             try:
                 async with self._http.stream(
                     "GET", follow.path, headers=follow.headers(), timeout=self._stream_timeout()
@@ -344,6 +363,7 @@ class AsyncClient(ApiBase):
                     if response.status_code != 200:
                         await response.aread()
                     if follow.opened(response):
+                        on_state(StreamState("connected", last_event_id=follow.last_id))
                         reader = _SseReader(response)
                         try:
                             while (sse := await reader.next()) is not None:
@@ -357,17 +377,36 @@ class AsyncClient(ApiBase):
                         delay = follow.ended()
             except (httpx.TransportError, RetryLater) as exc:
                 delay = follow.failed(exc, time.monotonic())
+                reason = str(exc) or type(exc).__name__
+            if follow.finished:
+                return
             if follow.needs_own_feed:
+                # Not a drop: the operator feed refused a company token, so switch feeds.
                 follow.path = await self._drive(self._own_feed_op())
                 follow.needs_own_feed = False
+            else:
+                on_state(
+                    StreamState(
+                        "reconnecting", retry_in=delay, reason=reason, last_event_id=follow.last_id
+                    )
+                )
             await anyio.sleep(delay)
+
+    async def stats(self) -> dict[str, Any]:
+        """Operator: `GET /api/stats` as sent (counts by status, workers, throughput)."""
+        return await self._drive(self._stats_op())
 
     # assets
 
     def assets(
-        self, company: str | None = None, *, source_task_id: str | None = None, page_size: int = 100
+        self,
+        company: str | None = None,
+        *,
+        source_task_id: str | None = None,
+        job_id: str | None = None,
+        page_size: int = 100,
     ) -> AsyncPages[Asset]:
-        params = asset_params(source_task_id, page_size)
+        params = asset_params(source_task_id, page_size, job_id)
         return AsyncPages(self, company, self._assets_page_op, params, asset_created)
 
     async def asset(self, asset_id: str, company: str | None = None) -> Asset:

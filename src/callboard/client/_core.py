@@ -24,6 +24,7 @@ from ..jobs import Job, JobEvent, JobSpec, JobStatus
 from .errors import (
     ChecksumMismatch,
     ClientError,
+    Conflict,
     ConnectionFailed,
     InvalidRequest,
     NotFound,
@@ -58,6 +59,9 @@ class Call(NamedTuple):
     params: Mapping[str, Any] | None = None
     json: Any = None
     files: Mapping[str, Any] | None = None
+    #: Seconds for this call, or None to wait as long as it takes (gc walks the whole
+    #: storage); the client's default when left out.
+    timeout: float | object | None = ...
 
 
 Op = Generator[Call, Any, T]
@@ -260,16 +264,30 @@ def asset_created(asset: Asset) -> datetime:
 
 def safe_filename(name: str | None, fallback: str) -> str:
     name = "".join(ch for ch in (name or "") if unicodedata.category(ch) != "Cc")
-    name = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    return fallback if name in ("", ".", "..") else name[:200]
+    # No directories, and no leading dot: the uploader picks this name, and it must not
+    # become a hidden file such as .bashrc.
+    name = name.replace("\\", "/").rsplit("/", 1)[-1].strip().lstrip(".")
+    return fallback if not name else name[:200]
 
 
 def download_target(path: str | os.PathLike[str] | None, asset: Asset) -> Path:
+    """Where a download goes. A name taken from the asset (no path, or a directory)
+    never replaces an existing file; an explicit file path does, as `cp` would."""
     name = safe_filename(asset.original_filename, asset.id)
-    if path is None:
-        return Path(name)
-    target = Path(path)
-    return target / name if target.is_dir() else target
+    if path is not None and not Path(path).is_dir():
+        target = Path(path)
+        if str(path).endswith(("/", os.sep)) or not target.parent.is_dir():
+            raise InvalidRequest(0, "no_directory", f"no such directory: {target.parent}")
+        return target
+    target = Path(path or ".") / name
+    if target.exists():
+        raise Conflict(
+            0,
+            "exists",
+            f"{target} already exists; pass -o PATH to choose where to write "
+            "(a file path given with -o is replaced)",
+        )
+    return target
 
 
 def open_temp(target: Path) -> tuple[int, Path]:
@@ -450,8 +468,11 @@ class ApiBase:
             data = yield call
         return Asset.from_dict(data)
 
+    def _stats_op(self) -> Op[dict[str, Any]]:
+        return (yield Call("GET", "/api/stats"))
+
     def _gc_op(self) -> Op[dict[str, Any]]:
-        return (yield Call("POST", "/api/gc")) or {}
+        return (yield Call("POST", "/api/gc", timeout=None)) or {}
 
     # events
 
@@ -490,8 +511,12 @@ def job_params(
     return params
 
 
-def asset_params(source_task_id: str | None, page_size: int) -> dict[str, Any]:
+def asset_params(
+    source_task_id: str | None, page_size: int, job_id: str | None = None
+) -> dict[str, Any]:
     params: dict[str, Any] = {"limit": page_size}
     if source_task_id is not None:
         params["sourceTaskId"] = source_task_id
+    if job_id is not None:
+        params["jobId"] = job_id
     return params

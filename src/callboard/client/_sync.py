@@ -40,7 +40,7 @@ from ._core import (
     spec_body,
     verify_download,
 )
-from .errors import ClientError, raise_for, transport_error
+from .errors import ClientError, decode_json, raise_for, transport_error
 from .models import Asset, Downloaded, Event, Submitted
 
 T = TypeVar("T")
@@ -95,13 +95,19 @@ class Client(ApiBase):
 
     def _send(self, call: Call) -> Any:
         try:
+            extra = {} if call.timeout is ... else {"timeout": call.timeout}
             response = self._http.request(
-                call.method, call.path, params=call.params, json=call.json, files=call.files
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                files=call.files,
+                **extra,
             )
         except httpx.TransportError as exc:
             raise transport_error(self.url, exc) from exc
         raise_for(response)
-        return response.json() if response.content else None
+        return decode_json(self.url, response)
 
     def _drive(self, op: Op[T]) -> T:
         result: Any = None
@@ -283,10 +289,15 @@ class Client(ApiBase):
     # assets
 
     def assets(
-        self, company: str | None = None, *, source_task_id: str | None = None, page_size: int = 100
+        self,
+        company: str | None = None,
+        *,
+        source_task_id: str | None = None,
+        job_id: str | None = None,
+        page_size: int = 100,
     ) -> Iterator[Asset]:
         """Assets newest first, following the cursor (every visible company without one)."""
-        params = asset_params(source_task_id, page_size)
+        params = asset_params(source_task_id, page_size, job_id)
         return self._paged(company, self._assets_page_op, params, asset_created)
 
     def asset(self, asset_id: str, company: str | None = None) -> Asset:

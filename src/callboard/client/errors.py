@@ -3,6 +3,8 @@ answer), the server's error `code` and its `message`."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 
@@ -97,6 +99,23 @@ def raise_for(response: httpx.Response) -> None:
     except (ValueError, KeyError, TypeError):
         code, message = "http_error", f"HTTP {response.status_code}: {response.text[:200]}"
     raise _BY_STATUS.get(response.status_code, ClientError)(response.status_code, code, message)
+
+
+def decode_json(url: str, response: httpx.Response) -> Any:
+    """The answer's JSON; an answer that is not JSON means the URL is not a callboard
+    server (a usage error, like a wrong address)."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "no content type")
+        raise ConnectionFailed(
+            response.status_code,
+            "not_callboard",
+            f"{url} did not answer like a callboard server "
+            f"(HTTP {response.status_code}, {kind}); check --url",
+        ) from None
 
 
 def transport_error(url: str, exc: httpx.TransportError) -> ConnectionFailed:

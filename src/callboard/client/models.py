@@ -97,6 +97,19 @@ class StreamGap:
     type: str = "stream.gap"
 
 
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """Where an event stream's connection stands, as told to `events(on_state=...)`:
+    `"connected"` once the server answered with a stream, `"reconnecting"` when it
+    dropped (or the server ended it) and the client will try again in `retry_in`
+    seconds, resuming after `last_event_id`. `reason` says why it dropped."""
+
+    state: str
+    retry_in: float | None = None
+    reason: str | None = None
+    last_event_id: int | None = None
+
+
 Event = JobEvent | NodeEvent | StreamGap
 """What `events()` yields: a job event (with its id and the whole job), an operator
 feed event without id (`worker.*`, `runtime.stats`), or a gap notice."""

@@ -1,0 +1,334 @@
+"""The two views: the live dashboard and one job's detail. The screens draw; the app
+(app.py) owns the client, the model and the network workers."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Group
+from rich.json import JSON
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from ..client import Asset, ClientError, Job, JobEvent
+from . import cells
+from .dialogs import ConfirmScreen, FilterScreen, SearchScreen
+from .widgets import ConnectionHeader, EventLog, JobTable, Summary, WorkersPanel
+
+if TYPE_CHECKING:
+    from .app import DashboardApp
+
+FLUSH_SECONDS = 0.25  # redraw changed rows at most 4 times a second
+
+
+class DashboardScreen(Screen[None]):
+    BINDINGS = [
+        Binding("c", "cancel_job", "cancel"),
+        Binding("r", "retry_job", "retry"),
+        Binding("f", "filter", "filter"),
+        Binding("slash", "search", "search", key_display="/"),
+        Binding("p", "pause", "pause"),
+        Binding("enter", "detail", "detail", show=True, priority=False),
+        Binding("q", "app.quit", "quit"),
+    ]
+
+    @property
+    def dashboard(self) -> DashboardApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield ConnectionHeader(id="header")
+        yield Static(id="banner")
+        yield Summary(id="summary")
+        with Horizontal(id="middle"):
+            yield JobTable(id="jobs")
+            yield WorkersPanel(id="workers")
+        yield EventLog(max_lines=300, id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(ConnectionHeader).url = self.dashboard.url
+        self.query_one(WorkersPanel).show({})
+        self.set_interval(FLUSH_SECONDS, self.flush)
+        self.set_interval(1.0, self.tick)
+        self.query_one(JobTable).focus()
+
+    # --- drawing ------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Draw what changed since the last flush (never the whole table)."""
+        app, model = self.dashboard, self.dashboard.model
+        now = time.monotonic()
+        header = self.query_one(ConnectionHeader)
+        header.rate = model.events.per_second(now, over=3)
+        self.query_one(Summary).show(
+            model.counts, model.finished.series(now)[-60:], model.finished.per_second(now)
+        )
+        if app.paused:
+            return
+        changes = model.take_changes()
+        if changes.reload:
+            app.load_jobs()
+        names, job_filter = app.company_names, app.job_filter
+        changed, hidden = [], set(changes.removed)
+        for job_id in changes.jobs:
+            job = model.jobs.get(job_id)
+            if job is None:
+                continue
+            if job_filter.matches(job, names.get(job.company_id)):
+                changed.append(job)
+            else:
+                hidden.add(job_id)
+            if job.company_id not in names:
+                app.refresh_companies()
+        self.query_one(JobTable).sync(changed, hidden, names)
+        if changes.log:
+            self.query_one(EventLog).write_lines(changes.log)
+        self.query_one(WorkersPanel).show(model.workers, now)
+
+    def tick(self) -> None:
+        """Once a second: ages, durations, the reconnect countdown."""
+        app = self.dashboard
+        if not app.paused:
+            self.query_one(JobTable).tick(app.model.jobs)
+        header = self.query_one(ConnectionHeader)
+        if app.connection == "reconnecting" and app.reconnect_at is not None:
+            left = max(0.0, app.reconnect_at - time.monotonic())
+            header.detail = f"in {left:.0f}s" if left >= 0.5 else "now"
+
+    def rebuild(self) -> None:
+        app = self.dashboard
+        app.model.take_changes()  # everything is drawn afresh
+        jobs = app.model.newest_first(app.job_filter, app.company_names)
+        self.query_one(JobTable).rebuild(jobs, app.company_names)
+        self.query_one(ConnectionHeader).view = app.job_filter.describe()
+
+    def show_connection(self, state: str, detail: str) -> None:
+        header = self.query_one(ConnectionHeader)
+        header.state = state
+        header.detail = detail
+        banner = self.query_one("#banner", Static)
+        failed = state in ("auth failed", "failed")
+        banner.set_class(failed, "-visible")
+        if failed:
+            banner.update(f"{detail}\nPress q to quit.")
+
+    def show_paused(self, paused: bool) -> None:
+        self.query_one(ConnectionHeader).paused = paused
+
+    # --- keys ---------------------------------------------------------------------
+
+    def _selected(self) -> str | None:
+        job_id = self.query_one(JobTable).selected_job_id
+        if job_id is None:
+            self.notify("no job selected", severity="warning")
+        return job_id
+
+    def action_cancel_job(self) -> None:
+        job_id = self._selected()
+        if job_id is None:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.dashboard.act(job_id, "cancel")
+
+        self.app.push_screen(ConfirmScreen(f"Cancel job {job_id}?"), answered)
+
+    def action_retry_job(self) -> None:
+        job_id = self._selected()
+        if job_id is not None:
+            self.dashboard.act(job_id, "retry")
+
+    def action_filter(self) -> None:
+        app = self.dashboard
+
+        def chosen(job_filter: Any) -> None:
+            if job_filter is not None:
+                app.job_filter = job_filter
+
+        known = {cid: app.company_names.get(cid, cid[:8]) for cid in app.model.company_ids()}
+        known.update(app.company_names)
+        screen = FilterScreen(app.job_filter, known, app.model.job_types())
+        self.app.push_screen(screen, chosen)
+
+    def action_search(self) -> None:
+        app = self.dashboard
+
+        def chosen(text: str | None) -> None:
+            if text is not None:
+                app.job_filter = replace(app.job_filter, text=text or None)
+
+        self.app.push_screen(SearchScreen(app.job_filter.text), chosen)
+
+    def action_pause(self) -> None:
+        self.dashboard.paused = not self.dashboard.paused
+
+    def action_detail(self) -> None:
+        job_id = self._selected()
+        if job_id is not None:
+            self.app.push_screen(JobDetailScreen(job_id))
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        # Enter on the table arrives as RowSelected (the table consumes the key).
+        if event.row_key.value is not None:
+            self.app.push_screen(JobDetailScreen(event.row_key.value))
+
+
+class JobDetailScreen(Screen[None]):
+    """Every field of one job, its input as JSON, its error in full, its assets and its
+    event history, fetched when the screen opens (r reloads)."""
+
+    BINDINGS = [
+        Binding("escape,backspace", "app.pop_screen", "back"),
+        Binding("r", "reload", "reload"),
+        Binding("q", "app.quit", "quit"),
+    ]
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.job: Job | None = None  # what is shown, once loaded
+        self.assets: list[Asset] = []
+        self.history: list[JobEvent] = []
+
+    @property
+    def dashboard(self) -> DashboardApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="detail"):
+            yield Static(f"job {self.job_id}: loading…", id="fields")
+            yield Static(id="input", classes="section")
+            yield Static(id="error", classes="section")
+            yield Static(id="assets", classes="section")
+            yield Static(id="history", classes="section")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        self.load()
+
+    @work(exclusive=True)
+    async def load(self) -> None:
+        client = self.dashboard.client
+        try:
+            job = await client.get(self.job_id)
+            assets = await self._assets(job)
+            history = await client.history(self.job_id)
+        except ClientError as exc:
+            self.query_one("#fields", Static).update(
+                Text(f"job {self.job_id}: {exc.message}", style="bold red")
+            )
+            return
+        self.show(job, assets, history)
+
+    async def _assets(self, job: Job) -> list[Asset]:
+        """The job's assets: its result, and any asset it created among the newest
+        ones of its company (the API lists assets per company, not per job)."""
+        client = self.dashboard.client
+        found: dict[str, Asset] = {}
+        scanned = 0
+        async for asset in client.assets(
+            job.company_id, source_task_id=job.source_task_id, page_size=200
+        ):
+            if asset.created_by_job_id == job.id:
+                found[asset.id] = asset
+            scanned += 1
+            if scanned >= 1000:
+                break
+        if job.result_asset_id and job.result_asset_id not in found:
+            found[job.result_asset_id] = await client.asset(job.result_asset_id, job.company_id)
+        return list(found.values())
+
+    def show(self, job: Job, assets: list[Asset], history: list[JobEvent]) -> None:
+        self.job, self.assets, self.history = job, assets, history
+        fields = Table.grid(padding=(0, 2))
+        fields.add_column(style="bold")
+        fields.add_column()
+        company = self.dashboard.company_names.get(job.company_id)
+        rows: list[tuple[str, Any]] = [
+            ("id", job.id),
+            ("company", f"{company} ({job.company_id})" if company else job.company_id),
+            ("type", job.job_type),
+            ("status", cells.status_text(str(job.status))),
+            ("progress", cells.progress_text(job, 20)),
+            ("attempt", f"{job.attempt} of {job.max_attempts}"),
+            ("priority", str(job.priority)),
+            ("timeout", f"{job.timeout_seconds:g}s" if job.timeout_seconds else "none"),
+            ("source task", job.source_task_id or ""),
+            ("idempotency key", job.idempotency_key or ""),
+            ("result asset", job.result_asset_id or ""),
+            ("created", _when(job.created_at)),
+            ("run at", _when(job.run_at)),
+            ("started", _when(job.started_at)),
+            ("finished", _when(job.finished_at)),
+            ("updated", _when(job.updated_at)),
+        ]
+        for name, value in rows:
+            fields.add_row(name, value)
+        self.query_one("#fields", Static).update(Group(Text("Job", style="bold underline"), fields))
+        self.query_one("#input", Static).update(
+            Group(Text("Input", style="bold underline"), JSON(json.dumps(dict(job.input))))
+        )
+        error = Text(job.error_message or "none", style="red" if job.error_message else "dim")
+        self.query_one("#error", Static).update(Group(Text("Error", style="bold underline"), error))
+        self.query_one("#assets", Static).update(
+            Group(Text("Assets", style="bold underline"), _assets_table(assets))
+        )
+        self.query_one("#history", Static).update(
+            Group(Text("Events", style="bold underline"), _history_table(history))
+        )
+
+
+def _when(value: Any) -> str:
+    return value.isoformat(timespec="seconds") if value is not None else ""
+
+
+def _assets_table(assets: list[Asset]) -> Any:
+    if not assets:
+        return Text("none", style="dim")
+    table = Table(box=None, padding=(0, 2))
+    for column in ("id", "name", "type", "size", "sha256"):
+        table.add_column(column)
+    for asset in assets:
+        table.add_row(
+            asset.id,
+            asset.original_filename or "",
+            asset.content_type,
+            cells.size(asset.byte_size),
+            asset.sha256[:16] + "…",
+        )
+    return table
+
+
+def _history_table(history: list[JobEvent]) -> Any:
+    if not history:
+        return Text("none", style="dim")
+    table = Table(box=None, padding=(0, 2))
+    for column in ("#", "at", "event", "status", "progress", "error"):
+        table.add_column(column)
+    for event in history:
+        job = event.job
+        progress = f"{job.progress.percent:g}% {job.progress.message or ''}".strip()
+        table.add_row(
+            str(event.id),
+            _when(event.created_at),
+            str(event.type).removeprefix("content_job."),
+            cells.status_text(str(job.status)),
+            progress,
+            job.error_message or "",
+        )
+    return table
