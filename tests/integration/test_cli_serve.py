@@ -94,6 +94,7 @@ def test_sigterm_ends_open_event_streams_and_exits_promptly(tmp_path):
                 assert stream.status_code == 200
                 lines = stream.iter_lines()
                 assert next(lines).startswith("retry: ")
+                assert next(lines).startswith("id: ")  # the head the feed starts at
                 server.proc.send_signal(signal.SIGTERM)
                 # The stream ends cleanly (a complete chunked body), not cut off.
                 rest = list(lines)

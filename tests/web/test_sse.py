@@ -440,3 +440,28 @@ async def test_clients_hanging_up_mid_replay_leave_nothing_behind(tmp_path):
                             await stream.next()
                     await wait_for(lambda: subscribers(server) == 0)
         gc.collect()
+
+
+async def test_a_fresh_feed_starts_at_the_head_and_says_so(server, company):
+    """Without Last-Event-ID a feed's first message carries the store's current head as
+    `id:` (no data): a client that drops before its first event resumes from there."""
+    async with server.client() as client:
+        done = await submit(client, company["id"], "noop")
+        await wait_for_status(server, done["jobId"], "done")
+        head = await server.rt.store.last_event_id()
+        assert head > 0
+        for url in (f"/api/companies/{company['id']}/events", "/api/events"):
+            async with sse(client, url) as stream:
+                first = await stream.next_raw()
+            assert (first.retry, first.id, first.data_lines) == (3000, str(head), [])
+
+
+async def test_the_client_takes_the_head_from_an_id_only_message():
+    from httpx_sse import ServerSentEvent
+
+    from callboard.client._core import Follow
+
+    follow = Follow("http://x", "/api/events", per_job=False, last_event_id=None, reconnect_for=1)
+    assert follow.accept(ServerSentEvent(event="message", data="", id="41", retry=3000)) is None
+    assert follow.last_id == 41 and follow.retry == 3.0
+    assert follow.headers()["Last-Event-ID"] == "41"

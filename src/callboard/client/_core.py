@@ -199,7 +199,11 @@ class Follow:
         if sse.retry is not None:
             self.retry = sse.retry / 1000
         if not sse.data and sse.event in ("", "message"):
-            return None  # a `retry:`-only message
+            # `retry:` and, on a fresh feed, the server's current head as `id:`: the
+            # place to resume from should the stream drop before its first event.
+            if self.last_id is None and sse.id and sse.id.isdigit():
+                self.last_id = int(sse.id)
+            return None
         event = typed_event(sse)
         if isinstance(event, JobEvent):
             # Only job events carry ids (the decoder repeats the last id on others).

@@ -155,6 +155,19 @@ async def _body(
             yield chunk
 
 
+async def _feed_plan(plan: Plan, resume: int | None) -> Plan:
+    """A feed resumes after `resume`; a fresh one starts at the store's current head,
+    and says so in its first message (`id:` with no data sets a client's last event
+    id without dispatching an event), so a client that drops before its first event
+    resumes from there instead of losing what came in between."""
+    if resume is not None:
+        plan.after, plan.first = resume, await gap_notice(resume)
+        return plan
+    plan.after = await ctx().rt.store.last_event_id()
+    plan.first = [f"id: {plan.after}\n\n".encode()]
+    return plan
+
+
 @events.get("/api/companies/<company_id>/content-jobs/<job_id>/events")
 async def job_events(company_id: str, job_id: str):
     resume = last_event_id()
@@ -193,7 +206,7 @@ async def company_events(company_id: str):
     async def make_plan() -> Plan:
         who = await principal(allow_query=True)
         company = await company_for(who, company_id)
-        return Plan(company_id=company, after=resume, first=await gap_notice(resume))
+        return await _feed_plan(Plan(company_id=company), resume)
 
     return await _respond(make_plan)
 
@@ -205,6 +218,6 @@ async def operator_events():
     async def make_plan() -> Plan:
         who = await principal(allow_query=True)
         who.require_operator()
-        return Plan(after=resume, first=await gap_notice(resume), operator_feed=True)
+        return await _feed_plan(Plan(operator_feed=True), resume)
 
     return await _respond(make_plan)
