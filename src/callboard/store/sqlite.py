@@ -786,7 +786,8 @@ class SqliteStore(JobStore):
 
         def write(conn: sqlite3.Connection) -> JobEvent | None:
             guard = {k: params[k] for k in ("id", "lease_owner", "now")}
-            cancelled = _change(conn, Q["cancel_if_requested"], guard, EventType.CANCELLED)
+            guard["only_if_requested"] = 1
+            cancelled = _change(conn, Q["mark_cancelled"], guard, EventType.CANCELLED)
             if cancelled is not None:
                 return cancelled
             return _change(conn, query, params, type_)
@@ -794,7 +795,7 @@ class SqliteStore(JobStore):
         return await self._write(write)
 
     async def mark_cancelled(self, job_id: str, lease_owner: str, now: datetime) -> JobEvent | None:
-        params = {"id": job_id, "lease_owner": lease_owner, "now": _ts(now)}
+        params = {"id": job_id, "lease_owner": lease_owner, "now": _ts(now), "only_if_requested": 0}
         return await self._write(
             lambda conn: _change(conn, Q["mark_cancelled"], params, EventType.CANCELLED)
         )

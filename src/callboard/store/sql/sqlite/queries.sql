@@ -213,19 +213,6 @@ SET status = 'queued',
 WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
 RETURNING *;
 
--- name: cancel_if_requested
--- A failed attempt whose job was asked to stop ends cancelled rather than retried.
-UPDATE content_jobs
-SET status = 'cancelled',
-    finished_at = :now,
-    error_message = 'cancelled',
-    lease_owner = NULL,
-    lease_expires_at = NULL,
-    updated_at = :now
-WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
-  AND cancel_requested = 1
-RETURNING *;
-
 -- name: fail_final
 UPDATE content_jobs
 SET status = 'failed',
@@ -238,6 +225,8 @@ WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
 RETURNING *;
 
 -- name: mark_cancelled
+-- With :only_if_requested = 1 it acts only on a job asked to stop: a failed attempt
+-- of such a job ends cancelled rather than failed or retried.
 UPDATE content_jobs
 SET status = 'cancelled',
     finished_at = :now,
@@ -246,6 +235,7 @@ SET status = 'cancelled',
     lease_expires_at = NULL,
     updated_at = :now
 WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
+  AND (:only_if_requested = 0 OR cancel_requested = 1)
 RETURNING *;
 
 -- name: cancel_queued
