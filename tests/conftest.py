@@ -2,31 +2,62 @@ from __future__ import annotations
 
 import pytest
 
-from callboard.store.base import JobStore
+import pgkit
 
 # Every JobStore implementation the contract suite runs against. A new store adds
 # one name here and one branch in `_make_store`.
-STORE_KINDS = ["memory", "sqlite"]
+STORE_KINDS = ["memory", "sqlite", "postgres"]
 
 
-def _make_store(kind: str, tmp_path) -> JobStore:
-    if kind == "memory":
-        from callboard.testing import MemoryStore
+@pytest.fixture(scope="session")
+def pg_template():
+    """A database with the current schema, cloned by `pg_url` for each test."""
+    pgkit.require()
+    name = pgkit.create_template()
+    yield name
+    pgkit.drop_database(name)
 
-        return MemoryStore()
-    if kind == "sqlite":
-        from callboard.store.sqlite import SqliteStore
 
-        return SqliteStore(tmp_path / "callboard.db")
-    raise AssertionError(f"unknown store kind {kind!r}")
+@pytest.fixture
+def pg_url(pg_template):
+    """The URL of a fresh, migrated database of its own, dropped after the test."""
+    name = pgkit.create_database(pg_template)
+    yield pgkit.url_for(name)
+    pgkit.drop_database(name)
+
+
+@pytest.fixture
+def pg_empty_url():
+    """The URL of an empty database (no schema), dropped after the test."""
+    pgkit.require()
+    name = pgkit.create_database()
+    yield pgkit.url_for(name)
+    pgkit.drop_database(name)
 
 
 @pytest.fixture(params=STORE_KINDS)
-async def store(request, tmp_path):
+def make_store(request, tmp_path):
+    """A function making an unopened store of each kind (PostgreSQL: on a fresh
+    database of its own)."""
+    kind = request.param
+    if kind == "memory":
+        from callboard.testing import MemoryStore
+
+        return MemoryStore
+    if kind == "sqlite":
+        from callboard.store.sqlite import SqliteStore
+
+        return lambda: SqliteStore(tmp_path / "callboard.db")
+    if kind == "postgres":
+        from callboard.store.postgres import PostgresStore
+
+        url = request.getfixturevalue("pg_url")
+        return lambda: PostgresStore(url)
+    raise AssertionError(f"unknown store kind {kind!r}")
+
+
+@pytest.fixture
+async def store(make_store):
     """An opened store of each kind; closed after the test."""
-    s = _make_store(request.param, tmp_path)
-    await s.open()
-    try:
+    async with make_store().opened() as s:
         yield s
-    finally:
-        await s.aclose()

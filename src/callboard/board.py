@@ -62,8 +62,10 @@ log = logging.getLogger("callboard")
 DEFAULT_DATABASE_URL = "sqlite:///callboard-data/callboard.db"
 
 
-def open_store(database_url: str) -> JobStore:
-    """The JobStore for a database URL (SQLAlchemy spelling)."""
+def open_store(database_url: str, *, pool_size: int = 10, migrate: bool = True) -> JobStore:
+    """The JobStore for a database URL (SQLAlchemy spelling). `pool_size` and
+    `migrate` concern PostgreSQL; the SQLite store always migrates (it is one
+    process's own file)."""
     if database_url.startswith("sqlite:///"):
         from .store.sqlite import SqliteStore
 
@@ -71,10 +73,9 @@ def open_store(database_url: str) -> JobStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         return SqliteStore(path)
     if database_url.startswith(("postgresql://", "postgres://")):
-        raise SettingError(
-            "CALLBOARD_DATABASE_URL: the PostgreSQL store is not part of this build yet; "
-            "use a sqlite:/// URL"
-        )
+        from .store.postgres import PostgresStore
+
+        return PostgresStore(database_url, pool_size=pool_size, migrate=migrate)
     raise SettingError(f"CALLBOARD_DATABASE_URL: unsupported database URL {database_url!r}")
 
 
@@ -109,6 +110,8 @@ class Board:
         store: JobStore | None = None,
         generated_asset_max_bytes: int = DEFAULT_GENERATED_ASSET_MAX_BYTES,
         attachment_max_bytes: int = DEFAULT_ATTACHMENT_MAX_BYTES,
+        database_pool_size: int = 10,
+        migrate: bool = True,
     ) -> None:
         if workers < 0:
             raise ValueError("workers must be 0 or more")
@@ -133,6 +136,9 @@ class Board:
         self.progress_interval = progress_interval
         #: Per-namespace caps of asset storage (under `storage_dir`), checked while writing.
         self.asset_caps = {GENERATED: generated_asset_max_bytes, UPLOADS: attachment_max_bytes}
+        self.database_pool_size = database_pool_size
+        #: Apply pending migrations at start (False: refuse to start on an older schema).
+        self.migrate = migrate
         self._store = store
         self._registry = HandlerRegistry()
 
@@ -201,14 +207,11 @@ class Board:
         `extra_children(rt)` adds supervised children after the built-in ones (the
         web server uses it, so it runs inside the same tree and the same trio run).
         """
-        store = self._store or open_store(self.database_url)
-        try:
-            await store.open()
-            async with self._tree(store, extra_children) as rt:
-                yield rt
-        finally:
-            with trio.CancelScope(shield=True):
-                await store.aclose()
+        store = self._store or open_store(
+            self.database_url, pool_size=self.database_pool_size, migrate=self.migrate
+        )
+        async with store.opened(), self._tree(store, extra_children) as rt:
+            yield rt
 
     @asynccontextmanager
     async def _tree(
@@ -232,6 +235,9 @@ class Board:
             on_release=wake_dispatcher,
         )
         ledger = Ledger(store, broker, clock, registry, wake_dispatcher)
+        # A store shared with other nodes relays their submits and cancels.
+        store.on_jobs_queued = wake_dispatcher
+        store.on_cancel_requested = capacity.cancel
         to_workers, from_dispatcher = trio.open_memory_channel[Job](0)
         settings = WorkerSettings(
             lease_owner=lease_owner,

@@ -22,7 +22,7 @@ import trio
 from . import cli_admin, cli_assets, cli_client, cli_dashboard, cli_events, cli_jobs
 from .actors.broker import Lagged
 from .board import Board
-from .config import SettingError, Settings, load_settings
+from .config import SettingError, Settings, load_settings, redact_url
 from .errors import CallboardError
 from .jobs import JobEvent, JobSpec
 from .running_board import RunningBoard
@@ -44,6 +44,11 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
         "--database",
         dest="database_url",
         help="sqlite:///path.db or postgresql://user@host:port/db (CALLBOARD_DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--database-pool-size",
+        type=str,
+        help="PostgreSQL connections of this node (CALLBOARD_DATABASE_POOL_SIZE, default 10)",
     )
     parser.add_argument(
         "--storage-dir",
@@ -89,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--bind", help="HOST:PORT for the HTTP API (CALLBOARD_BIND, default 127.0.0.1:8000)"
     )
     serve.add_argument(
+        "--no-migrate",
+        dest="migrate",
+        action="store_const",
+        const="false",
+        help="refuse to start on an outdated schema instead of migrating it "
+        "(CALLBOARD_MIGRATE=false); run `callboard migrate` first",
+    )
+    serve.add_argument(
         "--log-events",
         action="store_true",
         help="log every job event (handy in development; noisy under load)",
@@ -120,6 +133,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     keys = (
         "data_dir",
         "database_url",
+        "database_pool_size",
+        "migrate",
         "storage_dir",
         "workers",
         "lease_seconds",
@@ -139,6 +154,8 @@ def board_from(settings: Settings) -> Board:
         event_retention=settings.event_retention_seconds,
         generated_asset_max_bytes=settings.generated_asset_max_bytes,
         attachment_max_bytes=settings.attachment_max_bytes,
+        database_pool_size=settings.database_pool_size,
+        migrate=settings.migrate,
     )
     for module in settings.handlers:
         board.load_handlers(module)
@@ -215,12 +232,14 @@ async def _log_events(
 async def migrate(settings: Settings) -> int:
     from .board import open_store
 
-    store = open_store(settings.database_url)
-    try:
-        await store.open()
-    finally:
-        await store.aclose()
-    print(f"schema up to date: {settings.database_url}")
+    store = open_store(settings.database_url, pool_size=1)
+    async with store.opened():
+        applied = getattr(store, "applied_migrations", [])
+    where = redact_url(settings.database_url)
+    if applied:
+        print(f"applied migrations {', '.join(map(str, applied))}: {where}")
+    else:
+        print(f"schema up to date: {where}")
     return EXIT_OK
 
 

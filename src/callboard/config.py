@@ -28,6 +28,10 @@ class Settings:
     data_dir: Path = Path("callboard-data")
     bind: str = "127.0.0.1:8000"
     database_url: str = ""
+    #: Connections per node to PostgreSQL (the SQLite store has its own threads).
+    database_pool_size: int = 10
+    #: Apply pending migrations at start; False refuses to start on an older schema.
+    migrate: bool = True
     storage_dir: Path = Path()
     workers: int = 8
     handlers: tuple[str, ...] = ()
@@ -95,6 +99,25 @@ def _database_url(name: str, raw: str) -> str:
     )
 
 
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingError(f"{name}: expected true or false, got {raw!r}")
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}" if user else f"{scheme}://{host}"
+
+
 def _list(_name: str, raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
@@ -104,6 +127,8 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "data_dir": ("CALLBOARD_DATA_DIR", lambda n, r: Path(r)),
     "bind": ("CALLBOARD_BIND", _bind),
     "database_url": ("CALLBOARD_DATABASE_URL", _database_url),
+    "database_pool_size": ("CALLBOARD_DATABASE_POOL_SIZE", _positive_int),
+    "migrate": ("CALLBOARD_MIGRATE", _bool),
     "storage_dir": ("CALLBOARD_STORAGE_DIR", lambda n, r: Path(r)),
     "workers": ("CALLBOARD_WORKERS", lambda n, r: _positive_int(n, r, minimum=0)),
     "handlers": ("CALLBOARD_HANDLERS", _list),

@@ -31,9 +31,13 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Self
+
+import trio
 
 from ..assets import Asset
 from ..jobs import Company, Inserted, Job, JobEvent, JobStatus, NewJob, Page, iso
@@ -93,7 +97,27 @@ class JobStore(abc.ABC):
     #: never an event that was not committed.
     on_commit: Callable[[list[JobEvent]], None] | None = None
 
+    #: Set by the runtime, called (in the trio thread) by a store shared by several
+    #: nodes when another node made jobs runnable (wake the dispatcher) ...
+    on_jobs_queued: Callable[[], None] | None = None
+    #: ... or asked to cancel a running job (stop it if it runs here; the lease holder
+    #: would otherwise learn of it at its next renewal).
+    on_cancel_requested: Callable[[str], None] | None = None
+
     # --- lifecycle ---------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def opened(self) -> AsyncIterator[Self]:
+        """The store, open for the duration of the block, closed (shielded) after it.
+
+        The way to open a store: one with background tasks (PostgreSQL: its event
+        loop, listener, completion writer) runs them inside this block."""
+        try:
+            await self.open()
+            yield self
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.aclose()
 
     @abc.abstractmethod
     async def open(self) -> None:

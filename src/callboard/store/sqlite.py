@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import fcntl
 import functools
@@ -60,6 +58,7 @@ from ..jobs import (
     parse_iso,
 )
 from .base import ApiToken, CancelOutcome, JobStore, Renewal
+from .encoding import decode_cursor, encode_cursor, input_json
 from .migrations import apply_sqlite
 from .queries import load_queries
 from .sqlite_writer import Checkpointer, Writer, WriterStatistics, outbox
@@ -200,28 +199,9 @@ def _event(row: sqlite3.Row) -> JobEvent:
     )
 
 
-def _encode_cursor(row: Job | Asset) -> str:
-    raw = f"v1|{iso(row.created_at)}|{row.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def _decode_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        version, created_at, job_id = raw.split("|")
-        parse_iso(created_at)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidRequest("invalid cursor") from None
-    if version != "v1" or not job_id:
-        raise InvalidRequest("invalid cursor")
-    return _ts(parse_iso(created_at)), job_id  # type: ignore[arg-type]
-
-
-def _input_json(value: Mapping[str, Any]) -> str:
-    try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"input must be JSON-serialisable: {exc}") from None
+    created_at, row_id = decode_cursor(cursor)
+    return _ts(created_at), row_id
 
 
 # --- statements run inside the writer's transaction ------------------------------------
@@ -566,7 +546,7 @@ class SqliteStore(JobStore):
                 "company_id": new.company_id,
                 "job_type": new.job_type,
                 "priority": new.priority,
-                "input": _input_json(new.input),
+                "input": input_json(new.input),
                 "max_attempts": new.max_attempts,
                 "timeout_seconds": new.timeout_seconds,
                 "run_at": _ts(new.run_at),
@@ -644,7 +624,7 @@ class SqliteStore(JobStore):
         query = Q["list_jobs_all"] if company_id is None else Q["list_jobs_company"]
         jobs = await self._read(_fetch(query, params, _job))
         items = jobs[:limit]
-        return Page(items, _encode_cursor(items[-1]) if len(jobs) > limit else None)
+        return Page(items, encode_cursor(items[-1]) if len(jobs) > limit else None)
 
     async def count_by_status(self, company_id: str | None = None) -> dict[JobStatus, int]:
         rows = await self._read(
@@ -998,7 +978,7 @@ class SqliteStore(JobStore):
         query = Q["list_assets"] if source_task_id is None else Q["list_assets_of_task"]
         assets = await self._read(_fetch(query, params, _asset))
         items = assets[:limit]
-        return Page(items, _encode_cursor(items[-1]) if len(assets) > limit else None)
+        return Page(items, encode_cursor(items[-1]) if len(assets) > limit else None)
 
     async def existing_asset_keys(self, object_keys: Collection[str]) -> set[str]:
         if not object_keys:

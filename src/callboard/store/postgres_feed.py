@@ -1,0 +1,149 @@
+"""The committed events of every node sharing a PostgreSQL database, handed to this
+node's `on_commit` hook one by one in id order, each exactly once.
+
+Event ids are gapless and become visible in id order (see 0001_initial.sql), so a
+node that has published through id N knows precisely what it has not seen yet:
+N+1 onwards. Two sources feed it:
+
+- this node's own commits (`committed()`, called as each statement returns): when
+  they follow on from what was published they go out at once, with no extra read;
+  otherwise they wait in `_pending` for the gap before them to be read;
+- `run()`, which reads "events after N" from the database when a NOTIFY says the
+  head moved (another node wrote, or a local caller never came back), or when a
+  poll finds the head moved without a notification (the listener was down).
+
+Events of other nodes that queue work wake this node's dispatcher
+(`on_jobs_queued`), since no local submit did.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from ..jobs import EventType, JobEvent
+
+log = logging.getLogger("callboard.store")
+
+_QUEUEING = frozenset({EventType.QUEUED, EventType.RETRYING})
+
+#: Events read per catch-up query.
+CATCH_UP_PAGE = 1_000
+
+
+class EventFeed:
+    def __init__(
+        self,
+        read_after: Callable[[int, int, int], Awaitable[list[JobEvent]]],
+        read_head: Callable[[], Awaitable[int]],
+        *,
+        poll_interval: float = 1.0,
+        settle: float = 0.002,
+    ) -> None:
+        self._read_after = read_after
+        self._read_head = read_head
+        self._poll_interval = poll_interval
+        self._settle = settle
+        #: The last id handed to `publish`; everything at or below it went out.
+        self.published = 0
+        #: The highest id known to be committed.
+        self.head = 0
+        self._pending: dict[int, JobEvent] = {}
+        self._wake = trio.Event()
+        self._recheck = False
+        self.publish: Callable[[list[JobEvent]], None] | None = None
+        self.on_jobs_queued: Callable[[], None] | None = None
+        self.catch_ups = 0
+
+    def start_at(self, head: int) -> None:
+        """Publish only what commits after `head` (older events are replayed from the
+        store by whoever wants them)."""
+        self.published = self.head = head
+
+    # --- the two sources ---------------------------------------------------------------
+
+    def committed(self, events: list[JobEvent]) -> None:
+        """A local statement committed these (consecutive ids, ascending)."""
+        if not events or events[-1].id <= self.published:
+            return
+        if events[0].id <= self.published + 1:
+            self._deliver([e for e in events if e.id > self.published], remote=False)
+            self._drain_pending()
+            return
+        for event in events:
+            self._pending[event.id] = event
+        self.notified(events[-1].id)
+
+    def notified(self, head: int) -> None:
+        """Some node committed events up to `head`."""
+        if head > self.head:
+            self.head = head
+        if self.head > self.published:
+            self._wake.set()
+
+    def reconnected(self) -> None:
+        """The listener (re)connected: notifications may have been missed."""
+        self._recheck = True
+        self._wake.set()
+
+    # --- publishing --------------------------------------------------------------------
+
+    def _deliver(self, events: list[JobEvent], *, remote: bool) -> None:
+        if not events:
+            return
+        self.published = events[-1].id
+        if self.published > self.head:
+            self.head = self.published
+        if self.publish is not None:
+            self.publish(events)
+        if remote and self.on_jobs_queued is not None:
+            if any(e.type in _QUEUEING for e in events):
+                self.on_jobs_queued()
+
+    def _drain_pending(self) -> None:
+        run = []
+        while (event := self._pending.pop(self.published + 1 + len(run), None)) is not None:
+            run.append(event)
+        self._deliver(run, remote=False)
+        for stale in [i for i in self._pending if i <= self.published]:
+            del self._pending[stale]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            with trio.move_on_after(self._poll_interval) as poll:
+                await self._wake.wait()
+            self._wake = trio.Event()
+            if poll.cancelled_caught or self._recheck:
+                self._recheck = False
+                try:
+                    self.notified(await self._read_head())
+                except Exception as exc:  # the store is down: try again next time
+                    log.debug("event feed: cannot read the head: %s", exc)
+                    continue
+            if self.head <= self.published:
+                continue
+            # Let the local callers whose commits caused the notification publish
+            # their own events first: then nothing needs reading.
+            await trio.sleep(self._settle)
+            try:
+                await self._catch_up()
+            except Exception as exc:
+                log.warning("event feed: catching up failed (%s); retrying", exc)
+                self._wake.set()
+                await trio.sleep(self._poll_interval)
+
+    async def _catch_up(self) -> None:
+        while self.head > self.published:
+            self.catch_ups += 1
+            target = self.head
+            page = await self._read_after(self.published, target, CATCH_UP_PAGE)
+            fresh = [e for e in page if e.id > self.published]
+            if fresh:
+                self._deliver(fresh, remote=True)
+            elif not page:
+                # Nothing between: those ids were pruned (old events only). Skip them.
+                self.published = target
+            self._drain_pending()

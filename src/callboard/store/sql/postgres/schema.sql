@@ -1,0 +1,200 @@
+-- The PostgreSQL schema as it stands after every migration: the source of truth.
+-- A migration that changes it must change this file the same way; a test applies
+-- the migrations and this file to two empty databases and compares the catalogs.
+
+CREATE TABLE companies (
+    id text PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL,
+    seq bigint GENERATED ALWAYS AS IDENTITY
+);
+
+CREATE TABLE api_tokens (
+    id text PRIMARY KEY,
+    company_id text REFERENCES companies (id) ON DELETE CASCADE,
+    label text NOT NULL,
+    prefix text NOT NULL,
+    hash text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL,
+    revoked_at timestamptz,
+    seq bigint GENERATED ALWAYS AS IDENTITY
+);
+
+CREATE INDEX api_tokens_company ON api_tokens (company_id, created_at, seq);
+
+CREATE INDEX api_tokens_prefix ON api_tokens (prefix);
+
+CREATE TABLE content_jobs (
+    id text PRIMARY KEY,
+    company_id text NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
+    job_type text NOT NULL,
+    status text NOT NULL
+        CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+    priority integer NOT NULL DEFAULT 0,
+    input json NOT NULL,
+    progress_percent integer NOT NULL DEFAULT 0
+        CHECK (progress_percent BETWEEN 0 AND 100),
+    progress_message text,
+    attempt integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL DEFAULT 1,
+    timeout_seconds double precision,
+    run_at timestamptz NOT NULL,
+    result_asset_id text,
+    error_message text,
+    source_task_id text,
+    idempotency_key text,
+    created_at timestamptz NOT NULL,
+    started_at timestamptz,
+    finished_at timestamptz,
+    updated_at timestamptz NOT NULL,
+    lease_owner text,
+    lease_expires_at timestamptz,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    -- Insertion order: the last tie-break of the claim order.
+    seq bigint GENERATED ALWAYS AS IDENTITY
+);
+
+CREATE UNIQUE INDEX content_jobs_idempotency
+    ON content_jobs (company_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+-- Claiming reads each job type's queued jobs in claim order. Partial: millions of
+-- finished jobs do not make it bigger or slower.
+CREATE INDEX content_jobs_claim
+    ON content_jobs (job_type, priority DESC, run_at, created_at, seq)
+    WHERE status = 'queued';
+
+CREATE INDEX content_jobs_queued_type
+    ON content_jobs (job_type, run_at)
+    WHERE status = 'queued';
+
+-- The reaper looks for running jobs by lease expiry.
+CREATE INDEX content_jobs_leases
+    ON content_jobs (lease_expires_at, id)
+    WHERE status = 'running';
+
+-- Lists are newest first, for one company or for all.
+CREATE INDEX content_jobs_company_created
+    ON content_jobs (company_id, created_at DESC, id DESC);
+
+CREATE INDEX content_jobs_created
+    ON content_jobs (created_at DESC, id DESC);
+
+CREATE INDEX content_jobs_source_task
+    ON content_jobs (company_id, source_task_id, created_at DESC, id DESC)
+    WHERE source_task_id IS NOT NULL;
+
+-- Event ids are not a sequence: callboard_append_events() hands them out from
+-- event_log_state.last_id, whose row lock is held until the transaction commits.
+-- So ids become visible in id order and without gaps, on every node: a reader
+-- that has seen id N has seen everything below N (a bigserial would let a lower
+-- id commit after a higher one, and "events after N" would skip it for ever).
+CREATE TABLE content_job_events (
+    id bigint PRIMARY KEY,
+    job_id text NOT NULL REFERENCES content_jobs (id) ON DELETE CASCADE,
+    company_id text NOT NULL,
+    type text NOT NULL,
+    payload text NOT NULL,
+    created_at timestamptz NOT NULL
+);
+
+CREATE INDEX content_job_events_job ON content_job_events (job_id, id);
+
+CREATE INDEX content_job_events_company ON content_job_events (company_id, id);
+
+CREATE INDEX content_job_events_created ON content_job_events (created_at);
+
+-- One row: the last event id handed out.
+CREATE TABLE event_log_state (
+    singleton boolean PRIMARY KEY CHECK (singleton),
+    last_id bigint NOT NULL
+);
+
+INSERT INTO event_log_state (singleton, last_id) VALUES (true, 0);
+
+-- One row: the highest event id ever pruned (SSE stream.gap). Apart from
+-- event_log_state so a prune never waits for the event id lock.
+CREATE TABLE event_prune_state (
+    singleton boolean PRIMARY KEY CHECK (singleton),
+    pruned_through bigint NOT NULL
+);
+
+INSERT INTO event_prune_state (singleton, pruned_through) VALUES (true, 0);
+
+CREATE TABLE assets (
+    id text PRIMARY KEY,
+    company_id text NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
+    namespace text NOT NULL,
+    object_key text NOT NULL UNIQUE,
+    content_type text NOT NULL,
+    byte_size bigint NOT NULL CHECK (byte_size >= 0),
+    sha256 text NOT NULL,
+    original_filename text NOT NULL,
+    source_task_id text,
+    created_by_job_id text REFERENCES content_jobs (id) ON DELETE SET NULL,
+    created_at timestamptz NOT NULL
+);
+
+CREATE INDEX assets_company_created ON assets (company_id, created_at DESC, id DESC);
+
+CREATE INDEX assets_source_task
+    ON assets (company_id, source_task_id, created_at DESC, id DESC)
+    WHERE source_task_id IS NOT NULL;
+
+CREATE INDEX assets_job ON assets (created_by_job_id) WHERE created_by_job_id IS NOT NULL;
+
+-- A time as callboard.jobs.iso() writes it: UTC, microseconds, a trailing Z.
+CREATE FUNCTION callboard_iso(ts timestamptz) RETURNS text
+LANGUAGE sql STABLE
+RETURN to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+
+-- An event's payload: the job as Job.to_dict() gives it (no lease fields).
+CREATE FUNCTION callboard_job_payload(j content_jobs) RETURNS text
+LANGUAGE sql STABLE
+RETURN json_build_object(
+    'id', j.id,
+    'companyId', j.company_id,
+    'jobType', j.job_type,
+    'status', j.status,
+    'priority', j.priority,
+    'input', j.input,
+    'progress', json_build_object('percent', j.progress_percent, 'message', j.progress_message),
+    'attempt', j.attempt,
+    'maxAttempts', j.max_attempts,
+    'timeoutSeconds', j.timeout_seconds,
+    'runAt', callboard_iso(j.run_at),
+    'resultAssetId', j.result_asset_id,
+    'errorMessage', j.error_message,
+    'sourceTaskId', j.source_task_id,
+    'idempotencyKey', j.idempotency_key,
+    'createdAt', callboard_iso(j.created_at),
+    'startedAt', callboard_iso(j.started_at),
+    'finishedAt', callboard_iso(j.finished_at),
+    'updatedAt', callboard_iso(j.updated_at)
+)::text;
+
+-- Append events (arrays in event order) and return the last id given out, 0 for
+-- none. Called last in a statement, after its job rows are changed (and locked):
+-- the event id lock is then taken last and held only to commit, so two writers
+-- cannot deadlock on it. Notifies every node of the new head.
+CREATE FUNCTION callboard_append_events(
+    job_ids text[], company_ids text[], types text[], payloads text[], created_ats timestamptz[]
+) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    n integer := coalesce(cardinality(job_ids), 0);
+    last bigint;
+BEGIN
+    IF n = 0 THEN
+        RETURN 0;
+    END IF;
+    UPDATE event_log_state SET last_id = last_id + n RETURNING last_id INTO last;
+    INSERT INTO content_job_events (id, job_id, company_id, type, payload, created_at)
+    SELECT last - n + e.ord, e.job_id, e.company_id, e.type, e.payload, e.created_at
+    FROM unnest(job_ids, company_ids, types, payloads, created_ats)
+        WITH ORDINALITY AS e (job_id, company_id, type, payload, created_at, ord);
+    PERFORM pg_notify('callboard_events', last::text);
+    RETURN last;
+END
+$$;
