@@ -5,6 +5,7 @@
     root supervisor (one_for_one)
     ├── broker                       fan-out of committed events
     ├── reaper                       reclaims jobs whose lease ran out
+    ├── leases                       renews the leases of the jobs running here
     ├── workers supervisor (one_for_one)
     │   └── worker-1 .. worker-N     run handlers, one job each at a time
     ├── dispatcher                   claims runnable jobs for idle workers
@@ -39,6 +40,7 @@ import trio
 from .actors.broker import Broker
 from .actors.capacity import Capacity
 from .actors.dispatcher import Dispatcher
+from .actors.lease_keeper import LeaseKeeper
 from .actors.reaper import Reaper
 from .actors.stats import StatsReporter
 from .actors.worker import Backoff, JobRunner, Worker, WorkerSettings
@@ -54,6 +56,7 @@ from .jobs import Handler, HandlerRegistry, HandlerSpec, Job
 from .ledger import Ledger
 from .running_board import RunningBoard
 from .runtime import ChildSpec, Restart, Strategy, Supervisor
+from .runtime.groups import unwrap_sole
 from .storage import GENERATED, UPLOADS, AssetStorage
 from .store.base import JobStore
 
@@ -77,18 +80,6 @@ def open_store(database_url: str, *, pool_size: int = 10, migrate: bool = True) 
 
         return PostgresStore(database_url, pool_size=pool_size, migrate=migrate)
     raise SettingError(f"CALLBOARD_DATABASE_URL: unsupported database URL {database_url!r}")
-
-
-def _sole_exception(group: BaseExceptionGroup) -> BaseException | None:
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    return leaves[0] if len(leaves) == 1 else None
 
 
 class Board:
@@ -246,7 +237,8 @@ class Board:
             progress_interval=self.progress_interval,
         )
         storage = AssetStorage(self.storage_dir, self.asset_caps)
-        runner = JobRunner(ledger, registry, settings, storage)
+        leases = LeaseKeeper(ledger, lease_owner, self.lease_seconds)
+        runner = JobRunner(ledger, registry, settings, storage, leases)
         workers = [
             Worker(f"worker-{i + 1}", from_dispatcher, runner, capacity, broker.publish)
             for i in range(self.workers)
@@ -279,6 +271,7 @@ class Board:
             ChildSpec("reaper", reaper.run, Restart.PERMANENT),
         ]
         if workers:
+            children.append(ChildSpec("leases", leases.run, Restart.PERMANENT))
             children.append(ChildSpec("workers", worker_pool.run, Restart.PERMANENT))
             children.append(ChildSpec("dispatcher", dispatcher.run, Restart.PERMANENT))
         rt = RunningBoard(
@@ -298,7 +291,9 @@ class Board:
             "callboard", children, strategy=Strategy.ONE_FOR_ONE, max_restarts=5, period=60.0
         )
         rt.supervisor = root
-        try:
+        # The caller's own exception, or the root supervisor's escalation, comes out
+        # as itself.
+        with unwrap_sole():
             async with trio.open_nursery() as nursery:
                 await nursery.start(root.run)
                 log.info(
@@ -313,10 +308,3 @@ class Board:
                     with trio.CancelScope(shield=True):
                         await rt.drain(self.shutdown_grace)
                     nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # The nursery is an implementation detail: the caller's own exception, or
-            # the root supervisor's escalation, comes out as itself.
-            sole = _sole_exception(group)
-            if sole is None:
-                raise
-            raise sole from sole.__cause__

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +68,9 @@ def serve(tmp_path: Path, *args: str) -> Iterator[ServeProcess]:
             if found:
                 url = found.group(1)
         assert url, "serve did not start:\n" + "\n".join(log)
+        # Keep reading what the server logs: a full pipe would block it.
+        drain = threading.Thread(target=_drain, args=(proc, log), daemon=True)
+        drain.start()
         yield ServeProcess(proc, url, data_dir, log)
     finally:
         if proc.poll() is None:
@@ -77,3 +81,12 @@ def serve(tmp_path: Path, *args: str) -> Iterator[ServeProcess]:
                 proc.kill()
                 proc.wait()
         proc.stdout.close()
+
+
+def _drain(proc: subprocess.Popen[str], log: list[str]) -> None:
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            log.append(line.rstrip("\n"))
+    except ValueError:  # the pipe was closed under us at shutdown
+        pass

@@ -53,6 +53,7 @@ async def test_statistics_describe_the_tree(make_board, autojump_clock):
     assert [c.name for c in stats.supervisor.children] == [
         "broker",
         "reaper",
+        "leases",
         "workers",
         "dispatcher",
         "stats",

@@ -21,7 +21,7 @@ runs for hours never loses the outputs it saved early.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
@@ -75,6 +75,10 @@ class JobAssets:
         self._result: str | None = None
         self._closed = False
         self._fate = "delete"  # -> "stored" | "keep" (left to gc)
+        #: Starts a task in the job's nursery (set by the runner): `keep_fresh` runs
+        #: from the first file the handler opens.
+        self.spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None
+        self._keeping_fresh = False
 
     # --- the handler's side (through JobContext) ---------------------------------------
 
@@ -93,6 +97,9 @@ class JobAssets:
         if self._closed:
             raise trio.ClosedResourceError(f"job {self._job.id} has finished; it saves no assets")
         job = self._job
+        if not self._keeping_fresh and self.spawn is not None:
+            self._keeping_fresh = True
+            self.spawn(self.keep_fresh)
         async with self._storage.open_writer(
             job.company_id, GENERATED, filename, content_type, now=self._now()
         ) as writer:

@@ -38,6 +38,7 @@ from ..ledger import Ledger
 from ..storage import AssetStorage
 from .capacity import Capacity, RunningJob
 from .job_assets import JobAssets
+from .lease_keeper import LeaseKeeper
 
 log = logging.getLogger("callboard.worker")
 
@@ -75,7 +76,7 @@ class WorkerSettings:
 class _ProgressWriter:
     """Coalesces a handler's progress reports: the first is stored at once, later ones
     at most once per `interval`, always the latest value; reporting never waits on the
-    store (the write runs in the job's nursery)."""
+    store (the write runs in the job's nursery, started with the first report)."""
 
     def __init__(self, ledger: Ledger, running: RunningJob, settings: WorkerSettings) -> None:
         self._ledger = ledger
@@ -86,9 +87,15 @@ class _ProgressWriter:
         # One write at a time, so the final flush waits for one in flight and the
         # stored order is the reported order.
         self._writing = trio.Lock()
+        #: Starts a task in the job's nursery (set by the runner).
+        self.spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None
+        self._started = False
 
     async def report(self, percent: int, message: str | None) -> None:
         self._pending = (percent, message)
+        if not self._started and self.spawn is not None:
+            self._started = True
+            self.spawn(self.run)
         try:
             self._send.send_nowait(None)
         except trio.WouldBlock:
@@ -134,7 +141,9 @@ class JobRunner:
         registry: HandlerRegistry,
         settings: WorkerSettings,
         storage: AssetStorage,
+        leases: LeaseKeeper,
     ) -> None:
+        self._leases = leases
         self._ledger = ledger
         self._registry = registry
         self._settings = settings
@@ -146,20 +155,29 @@ class JobRunner:
         progress = _ProgressWriter(self._ledger, running, self._settings)
         assets = JobAssets(self._storage, self._ledger.store, job, self._ledger.now)
         outcome = _Outcome()
+        watchdog = self._leases.hold(running)
         try:
             with running.scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._keep_lease, running)
-                    nursery.start_soon(progress.run)
-                    nursery.start_soon(assets.keep_fresh)
-                    ctx = JobContext(job, progress, assets)
-                    await _call_handler(spec, ctx, job.timeout_seconds, outcome)
-                    assets.close()
-                    if outcome.finished:
-                        await progress.flush()
-                    nursery.cancel_scope.cancel()
+                with watchdog:
+                    async with trio.open_nursery() as nursery:
+                        # Helpers start in the job's nursery only when the handler
+                        # first needs them: most jobs report no progress, save no file.
+                        progress.spawn = assets.spawn = nursery.start_soon
+                        ctx = JobContext(job, progress, assets)
+                        await _call_handler(spec, ctx, job.timeout_seconds, outcome)
+                        assets.close()
+                        if outcome.finished:
+                            await progress.flush()
+                        nursery.cancel_scope.cancel()
+                if watchdog.cancelled_caught:
+                    log.warning(
+                        "job %s: lease about to run out without a renewal; stopping it", job.id
+                    )
+                    running.lease_lost = True
+            self._leases.release(running)
             await self._record(running, outcome, assets)
         finally:
+            self._leases.release(running)
             # Files no committed row points at go, whatever ended the job (shutdown too).
             await assets.aclose()
 
@@ -229,60 +247,6 @@ class JobRunner:
                 log.warning("job %s lost its lease before its outcome was stored", running.job.id)
                 return _Recorded.LEASE_LOST
             return _Recorded.STORED
-
-    async def _keep_lease(self, running: RunningJob) -> None:
-        """Renew the lease every third of its length, and stop the handler at once when
-        the lease is lost, a cancel was requested, or the lease is about to run out
-        without a successful renewal (the watchdog does not wait on a hung store call:
-        the reaper may take the job as soon as the lease has run out)."""
-        margin = min(self._settings.lease_seconds / 6, 5.0)
-        expires = self._ledger.clock.trio_deadline(running.job.lease_expires_at)
-        lease = _Lease(trio.CancelScope(deadline=expires - margin), margin)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_lease, running, lease)
-            await self._renew_lease(running, lease)
-            nursery.cancel_scope.cancel()
-
-    async def _watch_lease(self, running: RunningJob, lease: _Lease) -> None:
-        with lease.watchdog:  # each renewal pushes its deadline out
-            await trio.sleep_forever()
-        log.warning("job %s: lease about to run out without a renewal; stopping it", running.job.id)
-        running.lease_lost = True
-        running.scope.cancel()
-
-    async def _renew_lease(self, running: RunningJob, lease: _Lease) -> None:
-        settings = self._settings
-        interval = settings.lease_seconds / 3
-        next_at = trio.current_time() + interval
-        while True:
-            await trio.sleep_until(next_at)
-            new_expiry = self._ledger.now() + timedelta(seconds=settings.lease_seconds)
-            try:
-                renewal = await self._ledger.renew(
-                    [running.job.id], settings.lease_owner, new_expiry
-                )
-            except StoreUnavailable:
-                log.warning("could not renew the lease of job %s", running.job.id, exc_info=True)
-                next_at = trio.current_time() + min(1.0, interval)
-                continue
-            if running.job.id not in renewal.held:
-                running.lease_lost = True
-                running.scope.cancel()
-                return
-            expires = self._ledger.clock.trio_deadline(new_expiry)
-            lease.watchdog.deadline = expires - lease.margin
-            if running.job.id in renewal.cancel_requested:
-                running.cancel_requested = True
-                running.scope.cancel()
-                return
-            next_at += interval
-
-
-@dataclass(slots=True)
-class _Lease:
-    # Fires `margin` seconds before the store's lease runs out.
-    watchdog: trio.CancelScope
-    margin: float
 
 
 @dataclass(slots=True)

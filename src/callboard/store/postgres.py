@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +52,7 @@ from ..jobs import (
     Progress,
     new_id,
 )
+from ..runtime.groups import unwrap_sole
 from .base import ApiToken, CancelOutcome, JobStore, Renewal
 from .encoding import decode_cursor, encode_cursor, input_json
 from .migrations import discover
@@ -117,16 +118,17 @@ def _job(row: Mapping[str, Any]) -> Job:
 
 
 def _change_event(row: Mapping[str, Any], type_: EventType | None = None) -> JobEvent:
-    """The event a transition statement appended for `row` (its job columns, payload,
-    event_id and, when it varies by row, event_type). Built from the payload as any
-    reader of the event log will see it."""
+    """The event a transition statement appended for `row` (its job columns, event_id
+    and, when it varies by row, event_type): the job as the stored payload has it,
+    without lease fields, built from the columns (cheaper than parsing the payload)."""
+    job = _job(row)
     return JobEvent(
         id=row["event_id"],
         type=type_ if type_ is not None else EventType(row["event_type"]),
-        job_id=row["id"],
-        company_id=row["company_id"],
-        created_at=row["updated_at"],
-        job=Job.from_dict(json.loads(row["payload"])),
+        job_id=job.id,
+        company_id=job.company_id,
+        created_at=job.updated_at,
+        job=replace(job, lease_owner=None, lease_expires_at=None, cancel_requested=False),
     )
 
 
@@ -335,20 +337,25 @@ class PostgresStore(JobStore):
             raise StoreUnavailable("a PostgresStore opens once; make a new one to reopen")
         self._state = "open"
         try:
-            async with self._driver.running(), trio.open_nursery() as nursery:
-                self.applied_migrations = await self._prepare_schema()
-                self._feed.start_at(await self.last_event_id())
-                await nursery.start(self._completions.run)
-                await nursery.start(
-                    self._driver.listen,
-                    {EVENTS_CHANNEL: self._events_notified, CANCEL_CHANNEL: self._cancel_notified},
-                    self._feed.reconnected,
-                )
-                await nursery.start(self._feed.run)
-                try:
-                    yield self
-                finally:
-                    nursery.cancel_scope.cancel()
+            # A failure to start (no server, old schema) comes out as itself.
+            with unwrap_sole():
+                async with self._driver.running(), trio.open_nursery() as nursery:
+                    self.applied_migrations = await self._prepare_schema()
+                    self._feed.start_at(await self.last_event_id())
+                    await nursery.start(self._completions.run)
+                    await nursery.start(
+                        self._driver.listen,
+                        {
+                            EVENTS_CHANNEL: self._events_notified,
+                            CANCEL_CHANNEL: self._cancel_notified,
+                        },
+                        self._feed.reconnected,
+                    )
+                    await nursery.start(self._feed.run)
+                    try:
+                        yield self
+                    finally:
+                        nursery.cancel_scope.cancel()
         finally:
             self._state = "closed"
 
@@ -421,7 +428,10 @@ class PostgresStore(JobStore):
         if len(set(ids)) != len(ids):
             raise InvalidRequest("job ids in one batch must be distinct")
         try:
-            rows = await self._driver.fetch(Q["insert_jobs"], *arrays, at, write=True)
+            rows, events = await self._changes(
+                lambda: self._driver.fetch(Q["insert_jobs"], *arrays, at, write=True),
+                EventType.QUEUED,
+            )
         except ForeignKeyViolation:
             companies = list(dict.fromkeys(j.company_id for j in jobs))
             missing = await self._driver.fetch(Q["missing_companies"], companies)
@@ -430,8 +440,6 @@ class PostgresStore(JobStore):
             if exc.constraint_name == "content_jobs_pkey":
                 raise InvalidRequest("a job with this id already exists") from None
             raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
-        events = [_change_event(row, EventType.QUEUED) for row in rows]
-        self._feed.committed(events)
         made = {
             row["input_ord"] - 1: (_job(row), event)
             for row, event in zip(rows, events, strict=True)
@@ -525,30 +533,38 @@ class PostgresStore(JobStore):
         if limit < 1 or not type_caps:
             await trio.lowlevel.checkpoint()
             return []
-        rows = await self._driver.fetch(
-            Q["claim"],
-            list(type_caps),
-            list(type_caps.values()),
-            limit,
-            _utc(now),
-            lease_owner,
-            _utc(lease_expires_at),
-            write=True,
+        rows, events = await self._changes(
+            lambda: self._driver.fetch(
+                Q["claim"],
+                list(type_caps),
+                list(type_caps.values()),
+                limit,
+                _utc(now),
+                lease_owner,
+                _utc(lease_expires_at),
+                write=True,
+            ),
+            EventType.RUNNING,
         )
-        return self._publish_changes(rows, EventType.RUNNING, with_jobs=True)
+        return [(_job(row), event) for row, event in zip(rows, events, strict=True)]
 
-    def _publish_changes(
-        self, rows: Sequence[Mapping[str, Any]], type_: EventType | None, *, with_jobs: bool
-    ) -> Any:
-        events = [_change_event(row, type_) for row in rows]
-        self._feed.committed(events)
-        if with_jobs:
-            return [(_job(row), event) for row, event in zip(rows, events, strict=True)]
-        return events
+    async def _changes(
+        self, write: Callable[[], Awaitable[list[Any] | None]], type_: EventType | None
+    ) -> tuple[list[Any], list[JobEvent]]:
+        """Run a statement that changes jobs and appends their events, and hand the
+        events to the feed. The feed knows the write is in flight meanwhile, so it
+        does not read back from the database what this call is about to publish."""
+        token = self._feed.write_started()
+        try:
+            rows = await write() or []
+            events = [_change_event(row, type_) for row in rows]
+            self._feed.committed(events)
+            return rows, events
+        finally:
+            self._feed.write_ended(token)
 
     async def _one_change(self, query: str, *args: Any, type_: EventType | None) -> JobEvent | None:
-        rows = await self._driver.fetch(query, *args, write=True)
-        events = self._publish_changes(rows, type_, with_jobs=False)
+        _, events = await self._changes(lambda: self._driver.fetch(query, *args, write=True), type_)
         return events[0] if events else None
 
     async def renew_leases(
@@ -600,15 +616,17 @@ class PostgresStore(JobStore):
         )
 
     async def _complete_many(self, batch: list[_Completion]) -> dict[str, JobEvent]:
-        rows = await self._driver.fetch(
-            Q["complete_many"],
-            [c.job_id for c in batch],
-            [c.lease_owner for c in batch],
-            [c.result_asset_id for c in batch],
-            [c.at for c in batch],
-            write=True,
+        _, events = await self._changes(
+            lambda: self._driver.fetch(
+                Q["complete_many"],
+                [c.job_id for c in batch],
+                [c.lease_owner for c in batch],
+                [c.result_asset_id for c in batch],
+                [c.at for c in batch],
+                write=True,
+            ),
+            EventType.DONE,
         )
-        events = self._publish_changes(rows, EventType.DONE, with_jobs=False)
         return {event.job_id: event for event in events}
 
     async def _complete_with_assets(
@@ -639,12 +657,11 @@ class PostgresStore(JobStore):
             )
 
         try:
-            rows = await self._driver.run(write, write=True, transaction=True)
+            _, events = await self._changes(
+                lambda: self._driver.run(write, write=True, transaction=True), EventType.DONE
+            )
         except UniqueViolation as exc:
             raise _asset_conflict(exc) from None
-        if rows is None:
-            return None
-        events = self._publish_changes(rows, EventType.DONE, with_jobs=False)
         return events[0] if events else None
 
     async def fail(
@@ -677,10 +694,12 @@ class PostgresStore(JobStore):
         # Each step is one statement guarded by the status it expects; a job that
         # moved on between them is looked at again.
         for _ in range(5):
-            rows = await self._driver.fetch(Q["cancel_queued"], job_id, at, write=True)
+            rows, events = await self._changes(
+                lambda: self._driver.fetch(Q["cancel_queued"], job_id, at, write=True),
+                EventType.CANCELLED,
+            )
             if rows:
-                [event] = self._publish_changes(rows, EventType.CANCELLED, with_jobs=False)
-                return CancelOutcome(_job(rows[0]), event)
+                return CancelOutcome(_job(rows[0]), events[0])
             row = await self._driver.fetchrow(Q["request_cancel"], job_id, write=True)
             if row is not None:
                 return CancelOutcome(_job(row), None)
@@ -712,17 +731,20 @@ class PostgresStore(JobStore):
         if limit < 1:
             await trio.lowlevel.checkpoint()
             return []
-        rows = await self._driver.fetch(
-            Q["reap"],
-            _utc(now),
-            _utc(expired_before),
-            _utc(retry_at),
-            exclude_owner,
-            limit,
-            WORKER_LOST,
-            write=True,
+        _, events = await self._changes(
+            lambda: self._driver.fetch(
+                Q["reap"],
+                _utc(now),
+                _utc(expired_before),
+                _utc(retry_at),
+                exclude_owner,
+                limit,
+                WORKER_LOST,
+                write=True,
+            ),
+            None,
         )
-        return self._publish_changes(rows, None, with_jobs=False)
+        return events
 
     # --- events ------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ N+1 onwards. Two sources feed it:
   otherwise they wait in `_pending` for the gap before them to be read;
 - `run()`, which reads "events after N" from the database when a NOTIFY says the
   head moved (another node wrote, or a local caller never came back), or when a
-  poll finds the head moved without a notification (the listener was down).
+  poll finds the head moved without a notification (the listener was down). It
+  first lets this node's writes in flight return (`write_started`/`write_ended`):
+  most gaps are their events, and then nothing needs reading.
 
 Events of other nodes that queue work wake this node's dispatcher
 (`on_jobs_queued`), since no local submit did.
@@ -40,12 +42,16 @@ class EventFeed:
         read_head: Callable[[], Awaitable[int]],
         *,
         poll_interval: float = 1.0,
-        settle: float = 0.002,
+        settle: float = 0.1,
     ) -> None:
         self._read_after = read_after
         self._read_head = read_head
         self._poll_interval = poll_interval
+        #: The longest a catch-up waits for local writes in flight.
         self._settle = settle
+        self._write_seq = 0
+        self._in_flight: set[int] = set()
+        self._write_ended = trio.Event()
         #: The last id handed to `publish`; everything at or below it went out.
         self.published = 0
         #: The highest id known to be committed.
@@ -63,6 +69,17 @@ class EventFeed:
         self.published = self.head = head
 
     # --- the two sources ---------------------------------------------------------------
+
+    def write_started(self) -> int:
+        """A local statement that appends events is about to run; pass the token to
+        `write_ended` once it returned (or failed)."""
+        self._write_seq += 1
+        self._in_flight.add(self._write_seq)
+        return self._write_seq
+
+    def write_ended(self, token: int) -> None:
+        self._in_flight.discard(token)
+        self._write_ended.set()
 
     def committed(self, events: list[JobEvent]) -> None:
         """A local statement committed these (consecutive ids, ascending)."""
@@ -125,15 +142,24 @@ class EventFeed:
                     continue
             if self.head <= self.published:
                 continue
-            # Let the local callers whose commits caused the notification publish
-            # their own events first: then nothing needs reading.
-            await trio.sleep(self._settle)
+            await self._let_local_writes_land()
+            if self.head <= self.published:
+                continue
             try:
                 await self._catch_up()
             except Exception as exc:
                 log.warning("event feed: catching up failed (%s); retrying", exc)
                 self._wake.set()
                 await trio.sleep(self._poll_interval)
+
+    async def _let_local_writes_land(self) -> None:
+        """Wait (a little) for the local writes in flight now: the gap is likely theirs,
+        and they publish it themselves when they return."""
+        horizon = self._write_seq
+        with trio.move_on_after(self._settle):
+            while self.head > self.published and any(t <= horizon for t in self._in_flight):
+                self._write_ended = trio.Event()
+                await self._write_ended.wait()
 
     async def _catch_up(self) -> None:
         while self.head > self.published:

@@ -1,0 +1,216 @@
+"""noop jobs end to end on SQLite, on PostgreSQL with one node, and with two nodes.
+
+For each setup, on a fresh database each round:
+
+- batch: submit --jobs noop jobs (default 10,000) in submit_many calls of --batch,
+  and time from the first submit to the last `done` event seen by a subscriber
+  (on node A: with two nodes it sees node B's events through PostgreSQL);
+- paced: submit one job every 1/--rate seconds (default 100/s) for --paced jobs and
+  measure each job's submit-to-done latency (from before its submit call to its
+  `done` event reaching the subscriber); p50 and p99.
+
+Node A runs in this process; node B (two-node setup) is a `callboard serve` child
+process on the same database with the same number of workers. Every job must end
+done with exactly queued -> running -> done, or the run fails. Prints one line per
+round and the medians.
+
+    .venv/bin/python bench/store_nodes.py [--rounds 3] [--jobs 10000] [--workers 32]
+        [--pg postgresql://postgres@127.0.0.1:5432/postgres] [--only sqlite,pg1,pg2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import trio
+
+import callboard
+from callboard import JobSpec, JobStatus
+
+
+async def _admin(url: str, statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def database(setup: str, admin_url: str, tmp: Path) -> Iterator[str]:
+    if setup == "sqlite":
+        yield f"sqlite:///{tmp / 'bench.db'}"
+        return
+    name = f"callboard_bench_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{admin_url.rpartition('/')[0]}/{name}"
+    finally:
+        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def second_node(url: str, workers: int, tmp: Path) -> Iterator[None]:
+    """`callboard serve` on the same database, until the block ends."""
+    env = {**os.environ, "CALLBOARD_DATA_DIR": str(tmp / "node-b")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "callboard", "serve", "--bind", "127.0.0.1:0"]
+        + ["--database", url, "--workers", str(workers)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if re.search(r"serving the API on", line):
+                break
+        else:
+            raise SystemExit("node B did not start")
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _check_events(rt: callboard.RunningBoard, ids: list[str]) -> None:
+    by_job: dict[str, list[str]] = defaultdict(list)
+    after = 0
+    while page := await rt.store.events_after(after, limit=5000):
+        for event in page:
+            by_job[event.job_id].append(str(event.type))
+        after = page[-1].id
+    expected = ["content_job.queued", "content_job.running", "content_job.done"]
+    wrong = [j for j in ids if by_job[j] != expected]
+    if wrong:
+        raise SystemExit(f"{len(wrong)} jobs with unexpected events, e.g. {by_job[wrong[0]]}")
+
+
+async def one_round(url: str, args: argparse.Namespace) -> tuple[float, float, float]:
+    board = callboard.Board(database_url=url, workers=args.workers)
+    async with board.running() as rt:
+        company = await rt.get_company_by_name("bench") or await rt.create_company("bench")
+        ids: list[str] = []
+        # Batch: throughput.
+        async with rt.subscribe(company_id=company.id, buffer=4 * args.jobs) as events:
+            start = time.perf_counter()
+            for offset in range(0, args.jobs, args.batch):
+                size = min(args.batch, args.jobs - offset)
+                submitted = await rt.submit_many(company.id, [JobSpec("noop")] * size)
+                ids.extend(job.id for job in submitted)
+            finished = 0
+            async for event in events:
+                if event.terminal:
+                    if event.job.status is not JobStatus.DONE:
+                        raise SystemExit(f"job {event.job_id} ended {event.job.status}")
+                    finished += 1
+                    if finished == args.jobs:
+                        break
+            rate = args.jobs / (time.perf_counter() - start)
+        # Paced: latency.
+        submitted_at: dict[str, float] = {}
+        latencies: list[float] = []
+        async with rt.subscribe(company_id=company.id, buffer=4 * args.paced) as events:
+            async with trio.open_nursery() as nursery:
+
+                async def pace() -> None:
+                    next_at = trio.current_time()
+                    for _ in range(args.paced):
+                        await trio.sleep_until(next_at)
+                        before = time.perf_counter()
+                        job = await rt.submit(company.id, "noop")
+                        submitted_at[job.id] = before
+                        ids.append(job.id)
+                        next_at += 1 / args.rate
+
+                nursery.start_soon(pace)
+                async for event in events:
+                    if event.terminal:
+                        latencies.append(time.perf_counter() - submitted_at[event.job_id])
+                        if len(latencies) == args.paced:
+                            break
+        await _check_events(rt, ids)
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    return rate, p50, p99
+
+
+def run_setup(setup: str, args: argparse.Namespace) -> None:
+    results = []
+    for round_no in range(1, args.rounds + 1):
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            with database(setup, args.pg, tmp) as url:
+                if setup == "pg2":
+                    # Node A creates the schema first, so node B starts on it.
+                    trio.run(_migrate, url)
+                    with second_node(url, args.workers, tmp):
+                        result = trio.run(one_round, url, args)
+                else:
+                    result = trio.run(one_round, url, args)
+        results.append(result)
+        rate, p50, p99 = result
+        print(
+            f"{setup} round {round_no}: {rate:,.0f} jobs/s; paced {args.rate:g}/s: "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+            flush=True,
+        )
+    rate = statistics.median(r[0] for r in results)
+    p50 = statistics.median(r[1] for r in results)
+    p99 = statistics.median(r[2] for r in results)
+    label = {"sqlite": "SQLite, 1 node", "pg1": "PostgreSQL, 1 node", "pg2": "PostgreSQL, 2 nodes"}
+    print(
+        f"median {label[setup]}: {rate:,.0f} noop jobs/s ({args.jobs:,} submitted in batches "
+        f"of {args.batch}); submit-to-done at {args.rate:g}/s p50 {p50:.1f} ms, "
+        f"p99 {p99:.1f} ms ({args.workers} workers per node, {args.rounds} rounds)",
+        flush=True,
+    )
+
+
+async def _migrate(url: str) -> None:
+    async with callboard.board.open_store(url).opened():
+        pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=1_000, help="jobs per submit_many call")
+    parser.add_argument("--paced", type=int, default=1_000, help="jobs of the paced run")
+    parser.add_argument("--rate", type=float, default=100.0, help="paced submits per second")
+    parser.add_argument("--workers", type=int, default=32, help="workers per node")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--only", default="sqlite,pg1,pg2")
+    args = parser.parse_args()
+    for setup in args.only.split(","):
+        if setup not in ("sqlite", "pg1", "pg2"):
+            parser.error(f"--only: unknown setup {setup!r}")
+        run_setup(setup, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
