@@ -103,6 +103,8 @@ class _ProgressWriter:
         await trio.lowlevel.checkpoint()
 
     async def flush(self) -> None:
+        if not self._started:
+            return  # nothing was ever reported, so nothing is pending or in flight
         async with self._writing:
             if self._pending is None:
                 return
