@@ -70,7 +70,9 @@ class Capacity:
         if self._reserved.pop(key, None) is not None:
             self._by_type[job.job_type] -= 1
         self._running.pop(key, None)
-        if not any(job_id == job.id for job_id, _ in self._reserved):
+        if job.id in self._cancel_pending and not any(
+            job_id == job.id for job_id, _ in self._reserved
+        ):
             self._cancel_pending.discard(job.id)
         if not self._reserved and self._emptied is not None:
             self._emptied.set()

@@ -22,9 +22,9 @@ The assets a handler saves are written to storage at once and their rows with th
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
-import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -83,19 +83,21 @@ class _ProgressWriter:
         self._running = running
         self._settings = settings
         self._pending: tuple[int, str | None] | None = None
-        self._send, self._receive = trio.open_memory_channel[None](1)
-        # One write at a time, so the final flush waits for one in flight and the
-        # stored order is the reported order.
-        self._writing = trio.Lock()
         #: Starts a task in the job's nursery (set by the runner).
         self.spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None
         self._started = False
 
     async def report(self, percent: int, message: str | None) -> None:
         self._pending = (percent, message)
-        if not self._started and self.spawn is not None:
+        if not self._started:
+            # Made at the first report: most jobs report none.
+            self._send, self._receive = trio.open_memory_channel[None](1)
+            # One write at a time, so the final flush waits for one in flight and the
+            # stored order is the reported order.
+            self._writing = trio.Lock()
             self._started = True
-            self.spawn(self.run)
+            if self.spawn is not None:
+                self.spawn(self.run)
         try:
             self._send.send_nowait(None)
         except trio.WouldBlock:
@@ -263,9 +265,9 @@ async def _call_handler(
 ) -> None:
     """Run the handler and note how it ended; its errors never escape, so a handler
     cannot crash its worker."""
-    deadline = trio.move_on_after(math.inf if time_limit is None else time_limit)
+    deadline = None if time_limit is None else trio.move_on_after(time_limit)
     try:
-        with deadline:
+        with deadline or contextlib.nullcontext():
             await spec.fn(ctx)
             outcome.finished = True
     except Exception as exc:
@@ -281,7 +283,7 @@ async def _call_handler(
         if fatal is not None:
             raise
         outcome.error = failures
-    outcome.timed_out = deadline.cancel_called and not outcome.finished
+    outcome.timed_out = deadline is not None and deadline.cancel_called and not outcome.finished
 
 
 class Worker:

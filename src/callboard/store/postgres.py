@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,7 +90,7 @@ def _opt_utc(value: datetime | None) -> datetime | None:
     return None if value is None else _utc(value)
 
 
-def _job(row: Mapping[str, Any]) -> Job:
+def _job(row: Mapping[str, Any], *, with_lease: bool = True) -> Job:
     return Job(
         id=row["id"],
         company_id=row["company_id"],
@@ -111,9 +111,9 @@ def _job(row: Mapping[str, Any]) -> Job:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         updated_at=row["updated_at"],
-        lease_owner=row["lease_owner"],
-        lease_expires_at=row["lease_expires_at"],
-        cancel_requested=row["cancel_requested"],
+        lease_owner=row["lease_owner"] if with_lease else None,
+        lease_expires_at=row["lease_expires_at"] if with_lease else None,
+        cancel_requested=row["cancel_requested"] and with_lease,
     )
 
 
@@ -121,14 +121,14 @@ def _change_event(row: Mapping[str, Any], type_: EventType | None = None) -> Job
     """The event a transition statement appended for `row` (its job columns, event_id
     and, when it varies by row, event_type): the job as the stored payload has it,
     without lease fields, built from the columns (cheaper than parsing the payload)."""
-    job = _job(row)
+    job = _job(row, with_lease=False)
     return JobEvent(
         id=row["event_id"],
         type=type_ if type_ is not None else EventType(row["event_type"]),
         job_id=job.id,
         company_id=job.company_id,
         created_at=job.updated_at,
-        job=replace(job, lease_owner=None, lease_expires_at=None, cancel_requested=False),
+        job=job,
     )
 
 
