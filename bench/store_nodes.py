@@ -14,7 +14,7 @@ process on the same database with the same number of workers. Every job must end
 done with exactly queued -> running -> done, or the run fails. Prints one line per
 round and the medians.
 
-    .venv/bin/python bench/store_nodes.py [--rounds 3] [--jobs 10000] [--workers 32]
+    .venv/bin/python bench/store_nodes.py [--rounds 3] [--jobs 10000] [--workers 128]
         [--pg postgresql://postgres@127.0.0.1:5432/postgres] [--only sqlite,pg1,pg2]
 """
 
@@ -29,14 +29,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import trio
+from noop_throughput import check_event_sequences
 
 import callboard
 from callboard import JobSpec, JobStatus
@@ -69,9 +70,10 @@ def database(setup: str, admin_url: str, tmp: Path) -> Iterator[str]:
 def second_node(url: str, workers: int, tmp: Path) -> Iterator[None]:
     """`callboard serve` on the same database, until the block ends."""
     env = {**os.environ, "CALLBOARD_DATA_DIR": str(tmp / "node-b")}
+    command = [sys.executable, "-m", "callboard", "serve", "--bind", "127.0.0.1:0"]
+    command += ["--database", url, "--workers", str(workers)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "callboard", "serve", "--bind", "127.0.0.1:0"]
-        + ["--database", url, "--workers", str(workers)],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -84,6 +86,8 @@ def second_node(url: str, workers: int, tmp: Path) -> Iterator[None]:
                 break
         else:
             raise SystemExit("node B did not start")
+        # Keep reading its log, so a full pipe never blocks it.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         yield
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -92,19 +96,6 @@ def second_node(url: str, workers: int, tmp: Path) -> Iterator[None]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-async def _check_events(rt: callboard.RunningBoard, ids: list[str]) -> None:
-    by_job: dict[str, list[str]] = defaultdict(list)
-    after = 0
-    while page := await rt.store.events_after(after, limit=5000):
-        for event in page:
-            by_job[event.job_id].append(str(event.type))
-        after = page[-1].id
-    expected = ["content_job.queued", "content_job.running", "content_job.done"]
-    wrong = [j for j in ids if by_job[j] != expected]
-    if wrong:
-        raise SystemExit(f"{len(wrong)} jobs with unexpected events, e.g. {by_job[wrong[0]]}")
 
 
 async def one_round(url: str, args: argparse.Namespace) -> tuple[float, float, float]:
@@ -150,7 +141,7 @@ async def one_round(url: str, args: argparse.Namespace) -> tuple[float, float, f
                         latencies.append(time.perf_counter() - submitted_at[event.job_id])
                         if len(latencies) == args.paced:
                             break
-        await _check_events(rt, ids)
+        await check_event_sequences(rt, ids)
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
@@ -201,7 +192,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1_000, help="jobs per submit_many call")
     parser.add_argument("--paced", type=int, default=1_000, help="jobs of the paced run")
     parser.add_argument("--rate", type=float, default=100.0, help="paced submits per second")
-    parser.add_argument("--workers", type=int, default=32, help="workers per node")
+    parser.add_argument("--workers", type=int, default=128, help="workers per node")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--only", default="sqlite,pg1,pg2")
     args = parser.parse_args()

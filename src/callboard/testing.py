@@ -9,8 +9,6 @@ tested against it behaves the same on a real database.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 import copy
 import itertools
@@ -45,11 +43,10 @@ from .jobs import (
     NewJob,
     Page,
     Progress,
-    iso,
     new_id,
-    parse_iso,
 )
 from .store.base import ApiToken, CancelOutcome, JobStore, Renewal
+from .store.encoding import decode_cursor, encode_cursor, input_json
 
 __all__ = ["MemoryStore"]
 
@@ -65,27 +62,7 @@ def _utc(ts: datetime) -> datetime:
 
 def _json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
     """The input as it would come back from a database: JSON types only."""
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"input must be JSON-serialisable: {exc}") from None
-
-
-def _encode_cursor(row: Job | Asset) -> str:
-    raw = f"v1|{iso(row.created_at)}|{row.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        version, created_at, job_id = raw.split("|")
-        parsed = parse_iso(created_at)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidRequest("invalid cursor") from None
-    if version != "v1" or not job_id or parsed is None:
-        raise InvalidRequest("invalid cursor")
-    return parsed, job_id
+    return json.loads(input_json(value))
 
 
 class MemoryStore(JobStore):
@@ -278,7 +255,7 @@ class MemoryStore(JobStore):
         await self._enter()
         if limit < 1:
             raise InvalidRequest("limit must be at least 1")
-        after = _decode_cursor(cursor) if cursor is not None else None
+        after = decode_cursor(cursor) if cursor is not None else None
         matching = [
             j
             for j in self._jobs.values()
@@ -291,7 +268,7 @@ class MemoryStore(JobStore):
         matching.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         items = [self._out(j) for j in matching[:limit]]
         more = len(matching) > limit
-        return Page(items, _encode_cursor(items[-1]) if more else None)
+        return Page(items, encode_cursor(items[-1]) if more else None)
 
     async def count_by_status(self, company_id: str | None = None) -> dict[JobStatus, int]:
         await self._enter()
@@ -700,7 +677,7 @@ class MemoryStore(JobStore):
         await self._enter()
         if limit < 1:
             raise InvalidRequest("limit must be at least 1")
-        after = _decode_cursor(cursor) if cursor is not None else None
+        after = decode_cursor(cursor) if cursor is not None else None
         matching = [
             a
             for a in self._assets.values()
@@ -711,7 +688,7 @@ class MemoryStore(JobStore):
         ]
         matching.sort(key=lambda a: (a.created_at, a.id), reverse=True)
         items = matching[:limit]
-        return Page(items, _encode_cursor(items[-1]) if len(matching) > limit else None)
+        return Page(items, encode_cursor(items[-1]) if len(matching) > limit else None)
 
     async def existing_asset_keys(self, object_keys: Collection[str]) -> set[str]:
         await self._enter()

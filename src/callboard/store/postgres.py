@@ -440,8 +440,9 @@ class PostgresStore(JobStore):
             if exc.constraint_name == "content_jobs_pkey":
                 raise InvalidRequest("a job with this id already exists") from None
             raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        # A queued job has no lease: the event's job is the job.
         made = {
-            row["input_ord"] - 1: (_job(row), event)
+            row["input_ord"] - 1: (event.job, event)
             for row, event in zip(rows, events, strict=True)
         }
         out: list[Inserted | None] = [None] * len(jobs)

@@ -45,7 +45,13 @@ _RETRIES = 3
 
 IntegrityError = asyncpg.exceptions.IntegrityConstraintViolationError
 #: What a lost, refused or confused connection raises.
-_DRIVER_ERRORS = (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_DRIVER_ERRORS = (
+    TimeoutError,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
 UniqueViolation = asyncpg.exceptions.UniqueViolationError
 ForeignKeyViolation = asyncpg.exceptions.ForeignKeyViolationError
 
@@ -186,16 +192,31 @@ class PgDriver:
                     continue
                 except IntegrityError:
                     raise
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                    # Whatever went wrong, a connection in doubt is not reused.
-                    if not isinstance(exc, asyncpg.PostgresError) or conn.is_closed():
-                        holder[0] = None
-                        conn.terminate()
+                except asyncpg.PostgresError as exc:
+                    if not conn.is_closed():
+                        # The server refused the statement; the connection is fine.
+                        raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+                    holder[0] = None
+                    if not write and attempt + 1 < _RETRIES:
+                        continue  # a read may run again on a fresh connection
                     raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
-                except TimeoutError as exc:
+                except BaseException as exc:
+                    # Cancelled mid-read, lost mid-write, or confused: a connection in
+                    # doubt is never reused (asyncpg refuses a new statement while a
+                    # cancelled one is still winding down on it).
                     holder[0] = None
                     conn.terminate()
-                    raise StoreUnavailable("PostgreSQL did not answer in time") from exc
+                    if not isinstance(exc, _DRIVER_ERRORS):
+                        raise
+                    # A read may run again, and so may a write refused before it was
+                    # sent (the server dropped the idle connection, e.g. on
+                    # pg_terminate_backend).
+                    unsent = type(exc) is asyncpg.InterfaceError
+                    if (unsent or not write) and attempt + 1 < _RETRIES:
+                        continue
+                    if isinstance(exc, TimeoutError):
+                        raise StoreUnavailable("PostgreSQL did not answer in time") from exc
+                    raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
         raise AssertionError("unreachable")
 
     async def run_on(
