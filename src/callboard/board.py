@@ -220,10 +220,14 @@ class Board:
             if dispatcher is not None:
                 dispatcher.wake()
 
+        def slot_freed() -> None:
+            if dispatcher is not None:
+                dispatcher.slot_freed()
+
         capacity = Capacity(
             self.workers,
             {spec.job_type: spec.concurrency for spec in registry.specs()},
-            on_release=wake_dispatcher,
+            on_release=slot_freed,
         )
         ledger = Ledger(store, broker, clock, registry, wake_dispatcher)
         # A store shared with other nodes relays their submits and cancels.

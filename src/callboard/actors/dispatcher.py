@@ -7,6 +7,12 @@ zero-buffer channel, so a job is only ever claimed when a worker is free to take
 channel, so the fast path has no polling delay), a worker freeing its slot, the
 earliest `run_at` of a delayed job, or the poll interval (which covers jobs made
 runnable by another node).
+
+A freed slot rings only when a claim may find something: the last claim was full
+or a job type hit its concurrency cap (more may be waiting), or work was signalled
+since the last claim. Otherwise the queue was empty when last looked at, and
+nothing but a signal or the time of a delayed job can change that; a freed slot
+that rang anyway would cost a claim (and a next_run_at) per finished job.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ class Dispatcher(Actor[None]):
         self._capacity = capacity
         self._to_workers = to_workers
         self._wakeups = 0
+        self._new_work = True
+        self._backlog = True
         self._lease_owner = lease_owner
         self._lease_seconds = lease_seconds
         self._poll_interval = poll_interval
@@ -95,7 +103,16 @@ class Dispatcher(Actor[None]):
         self.wake()
 
     def wake(self) -> None:
-        """Look at the store now: a job was submitted or a worker became free."""
+        """Look at the store now: a job was submitted, retried or requeued."""
+        self._new_work = True
+        self._ring()
+
+    def slot_freed(self) -> None:
+        """A worker became free: look again if a claim may find something."""
+        if self._new_work or self._backlog:
+            self._ring()
+
+    def _ring(self) -> None:
         self._wakeups += 1
         try:
             self.send_nowait(None)
@@ -111,10 +128,18 @@ class Dispatcher(Actor[None]):
         if not any(cap is None or cap > 0 for cap in caps.values()):
             return False
         limit = min(idle, self._max_batch)
-        jobs = await self._ledger.claim(limit, caps, self._lease_owner, self._lease_seconds)
+        self._new_work = False
+        try:
+            jobs = await self._ledger.claim(limit, caps, self._lease_owner, self._lease_seconds)
+        except BaseException:
+            self._new_work = True
+            raise
         self._claims += 1
         for job in jobs:
             self._capacity.reserve(job)
+        self._backlog = len(jobs) == limit or any(
+            cap == 0 for cap in self._capacity.type_caps().values()
+        )
         for job in jobs:
             await self._to_workers.send(job)
             self._dispatched += 1
