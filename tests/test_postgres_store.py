@@ -82,3 +82,70 @@ async def test_an_unreachable_server_is_one_typed_error():
     message = str(caught.value)
     assert "cannot connect to postgresql://callboard@127.0.0.1:1/callboard" in message
     assert "secret" not in message
+
+
+@pytest.mark.trio
+async def test_text_postgresql_cannot_hold_is_a_clear_error_or_replaced(pg_url):
+    from datetime import UTC, datetime, timedelta
+
+    from callboard.errors import InvalidRequest
+    from callboard.jobs import NewJob, new_id
+
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    async with PostgresStore(pg_url).opened() as store:
+        # Input from a client: refused as bad input (400), not an outage (503).
+        with pytest.raises(InvalidRequest, match="refused a value"):
+            await store.create_company("nul\x00name", now)
+        company = await store.create_company("acme", now)
+        job = NewJob(new_id(), company.id, "t", {}, 0, 1, None, now, None, None)
+        await store.insert_jobs([job], now)
+        [(claimed, _)] = await store.claim(
+            now=now,
+            limit=1,
+            type_caps={"t": None},
+            lease_owner="me",
+            lease_expires_at=now + timedelta(seconds=30),
+        )
+        # A handler's message: stored with the NUL replaced, so the outcome is recorded.
+        progress = await store.record_progress(claimed.id, "me", 10, "a\x00b", now)
+        assert progress is not None and progress.job.progress.message == "a\ufffdb"
+        failed = await store.fail(claimed.id, "me", now, "boom\x00!")
+        assert failed is not None and failed.job.error_message == "boom\ufffd!"
+
+
+@pytest.mark.trio
+async def test_a_claim_whose_answer_was_lost_still_hands_out_its_jobs(pg_url):
+    from datetime import UTC, datetime, timedelta
+
+    from callboard.jobs import EventType, JobStatus, NewJob, new_id
+    from callboard.store.postgres import Q
+
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    async with PostgresStore(pg_url).opened() as store:
+        company = await store.create_company("acme", now)
+        await store.insert_jobs(
+            [NewJob(new_id(), company.id, "t", {}, 0, 1, None, now, None, None) for _ in range(3)],
+            now,
+        )
+        real_fetch = store._driver.fetch
+
+        async def fetch(sql, *args, write=False):
+            rows = await real_fetch(sql, *args, write=write)
+            if sql == Q["claim"]:  # committed, then the connection "drops"
+                raise StoreUnavailable("connection lost after COMMIT")
+            return rows
+
+        store._driver.fetch = fetch
+        claimed = await store.claim(
+            now=now,
+            limit=2,
+            type_caps={"t": None},
+            lease_owner="me",
+            lease_expires_at=now + timedelta(seconds=30),
+        )
+        store._driver.fetch = real_fetch
+        assert len(claimed) == 2
+        assert all(j.status is JobStatus.RUNNING and j.lease_owner == "me" for j, _ in claimed)
+        assert all(e.type is EventType.RUNNING and e.job_id == j.id for j, e in claimed)
+        stored = await store.events_after(0, limit=100)
+        assert [e.id for _, e in claimed] == [e.id for e in stored if e.type is EventType.RUNNING]

@@ -1,11 +1,11 @@
 """The write path: each job transition goes to the store; its events reach the broker
 through the store's `on_commit` hook.
 
-The store calls the hook in the trio thread once a transaction has committed and
-before its callers resume, with that commit's events in id order. So an event is
-published only after its commit (DESIGN.md section 1), never twice, never lost to a
-cancellation of the caller, and live subscribers see ids in increasing order, which
-is what lets a subscriber resume with "everything after the last id I saw".
+The store calls the hook in the trio thread once a transaction has committed, with
+events in id order (see `JobStore.on_commit`). So an event is published only after
+its commit (DESIGN.md section 1), never twice, never lost to a cancellation of the
+caller, and live subscribers see ids in increasing order, which is what lets a
+subscriber resume with "everything after the last id I saw".
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import trio
 
 from callboard import JobContext, JobStatus
 from callboard.assets import Asset
-from callboard.errors import AssetNotFound, AssetTooLarge, InvalidRequest
+from callboard.errors import AssetNotFound, AssetTooLarge, InvalidRequest, StoreUnavailable
 from callboard.jobs import EventType, new_id
 from callboard.sizes import human_bytes
 from callboard.storage import (
@@ -520,3 +520,37 @@ async def test_read_asset_refuses_what_would_not_fit_in_memory(asset_board):
     assert failed.status is JobStatus.FAILED
     assert "read_asset reads at most" in failed.error_message
     assert "(1000 bytes)" in failed.error_message
+
+
+class LostAnswerOnComplete(MemoryStore):
+    """Commits the first completion, then raises as if the connection dropped before
+    the answer came back (a PostgreSQL COMMIT whose reply was lost)."""
+
+    lost = False
+
+    async def complete(self, job_id, lease_owner, now, result_asset_id=None, assets=()):
+        event = await super().complete(job_id, lease_owner, now, result_asset_id, assets)
+        if not self.lost:
+            self.lost = True
+            raise StoreUnavailable("connection lost after COMMIT")
+        return event
+
+
+async def test_a_completion_whose_answer_was_lost_keeps_its_files(asset_board):
+    # Real time: the asset writes run in threads (the store retry waits 0.1 s).
+    store = LostAnswerOnComplete()
+    board = asset_board(store=store)
+
+    @board.handler("render")
+    async def render(ctx: JobContext) -> None:
+        await ctx.save_asset("scene.svg", "image/svg+xml", b"<svg/>")
+
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        job = await rt.submit(company.id, "render")
+        done = await rt.wait(job.id, timeout=60)
+        await rt.drain(60)  # the worker has finished with the job, retry included
+        assert store.lost and done.status is JobStatus.DONE
+        [asset] = (await rt.list_assets(company.id, job_id=job.id)).items
+        # The retry found the job done already; the files its rows point at stay.
+        assert rt.storage.path_of(asset.object_key).read_bytes() == b"<svg/>"

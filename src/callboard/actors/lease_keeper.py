@@ -59,6 +59,12 @@ class LeaseKeeper:
     def release(self, running: RunningJob) -> None:
         self._held.pop(id(running), None)
 
+    def deadline(self, running: RunningJob) -> float:
+        """The trio time by which this job must have stopped writing: the margin before
+        its lease, as last renewed, runs out (now if it is not held)."""
+        held = self._held.get(id(running))
+        return trio.current_time() if held is None else held.watchdog.deadline
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:

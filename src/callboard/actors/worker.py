@@ -134,6 +134,7 @@ class _Recorded(enum.Enum):
     STORED = "stored"
     LEASE_LOST = "lease lost"  # the store refused: nothing was written
     GAVE_UP = "gave up"  # the store stayed unreachable: unknown whether it was written
+    IN_DOUBT = "in doubt"  # refused after a try whose answer was lost: maybe written
 
 
 class JobRunner:
@@ -178,7 +179,8 @@ class JobRunner:
                         "job %s: lease about to run out without a renewal; stopping it", job.id
                     )
                     running.lease_lost = True
-            self._leases.release(running)
+            # The lease is still renewed while the outcome is written (a slow store
+            # does not lose it); `_write` stops retrying before it can run out.
             await self._record(running, outcome, assets)
         finally:
             self._leases.release(running)
@@ -212,7 +214,7 @@ class JobRunner:
             )
             if recorded is _Recorded.STORED:
                 assets.stored()
-            elif recorded is _Recorded.GAVE_UP:
+            elif recorded is _Recorded.GAVE_UP or recorded is _Recorded.IN_DOUBT:
                 assets.keep_for_gc()
             return
         retry_at = self._retry_at(job)
@@ -228,14 +230,18 @@ class JobRunner:
     async def _write(
         self, write: Callable[[], Awaitable[JobEvent | None]], running: RunningJob
     ) -> _Recorded:
-        """Record an outcome, retrying while the store is unreachable; past the lease the
-        reaper owns the job, so giving up then loses nothing."""
-        deadline = trio.current_time() + self._settings.lease_seconds
+        """Record an outcome, retrying while the store is unreachable, for as long as the
+        lease holds (less the watchdog's margin): past it the reaper of any node may
+        take the job and this node claim its next attempt, and a late write here must
+        not land on that attempt. Giving up then loses nothing: the reaper runs it."""
+        deadline = self._leases.deadline(running)
         delay = 0.1
+        failed_once = False
         while True:
             try:
                 event = await write()
             except StoreUnavailable:
+                failed_once = True
                 if trio.current_time() + delay >= deadline:
                     log.error(
                         "gave up recording the outcome of job %s", running.job.id, exc_info=True
@@ -248,6 +254,10 @@ class JobRunner:
                 delay = min(delay * 2, 5.0)
                 continue
             if event is None:
+                if failed_once:
+                    # An earlier try may have committed before its answer was lost.
+                    log.warning("job %s: its outcome may have been stored already", running.job.id)
+                    return _Recorded.IN_DOUBT
                 log.warning("job %s lost its lease before its outcome was stored", running.job.id)
                 return _Recorded.LEASE_LOST
             return _Recorded.STORED

@@ -91,10 +91,13 @@ class JobStore(abc.ABC):
     #: every job still `running` belongs to a dead process and can be reclaimed at once.
     exclusive: bool = False
 
-    #: Set by the runtime: called in the trio thread, synchronously, with the events of
-    #: each commit in commit (id) order, before the callers of that commit resume. The
-    #: runtime publishes from here, so live subscribers see events in id order and
-    #: never an event that was not committed.
+    #: Set by the runtime: called in the trio thread, synchronously, with committed
+    #: events in id order, each once. The runtime publishes from here, so live
+    #: subscribers see events in id order and never an event that was not committed.
+    #: A store of one process calls it before the callers of each commit resume; a
+    #: store shared by several nodes (PostgreSQL) also hands over the other nodes'
+    #: events, and holds back a commit whose ids follow ones it has not seen yet until
+    #: it has read those (so that one may be published after its callers resume).
     on_commit: Callable[[list[JobEvent]], None] | None = None
 
     #: Set by the runtime, called (in the trio thread) by a store shared by several

@@ -90,6 +90,12 @@ def _opt_utc(value: datetime | None) -> datetime | None:
     return None if value is None else _utc(value)
 
 
+def _storable(text: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: a handler's error or progress message may
+    (SQLite keeps it). Replaced, so the outcome is still recorded."""
+    return None if text is None else text.replace("\x00", "\ufffd")
+
+
 def _job(row: Mapping[str, Any], *, with_lease: bool = True) -> Job:
     return Job(
         id=row["id"],
@@ -255,18 +261,24 @@ class _Completions:
             self._queue.clear()
 
     async def _commit_batch(self, batch: list[_Completion]) -> None:
+        answered = False
         try:
             events = await self._commit(batch)
+            for item in batch:
+                item.event = events.get(item.job_id)
+            answered = True
         except Exception as exc:
             for item in batch:
                 item.error = exc
-        else:
+            answered = True
+        finally:
+            # Whatever happened, no caller is left waiting (they wait shielded).
             for item in batch:
-                item.event = events.get(item.job_id)
+                if not answered:
+                    item.error = StoreUnavailable("the completion writer stopped")
+                item.done.set()
         self.batches += 1
         self.completions += len(batch)
-        for item in batch:
-            item.done.set()
 
 
 class PostgresStore(JobStore):
@@ -373,7 +385,7 @@ class PostgresStore(JobStore):
 
     async def _prepare_schema(self) -> list[int]:
         known = discover("postgres")
-        conn = await self._driver.connect()
+        conn = await self._driver.connect(statement_timeout=None)
         try:
             return await self._driver.run_on(
                 conn, lambda c: _apply_migrations(c, known, migrate=self._migrate)
@@ -534,19 +546,30 @@ class PostgresStore(JobStore):
         if limit < 1 or not type_caps:
             await trio.lowlevel.checkpoint()
             return []
-        rows, events = await self._changes(
-            lambda: self._driver.fetch(
-                Q["claim"],
-                list(type_caps),
-                list(type_caps.values()),
-                limit,
-                _utc(now),
-                lease_owner,
-                _utc(lease_expires_at),
-                write=True,
-            ),
-            EventType.RUNNING,
-        )
+        try:
+            rows, events = await self._changes(
+                lambda: self._driver.fetch(
+                    Q["claim"],
+                    list(type_caps),
+                    list(type_caps.values()),
+                    limit,
+                    _utc(now),
+                    lease_owner,
+                    _utc(lease_expires_at),
+                    write=True,
+                ),
+                EventType.RUNNING,
+            )
+        except StoreUnavailable:
+            # The claim may have committed with its answer lost (the connection
+            # dropped after COMMIT). Its jobs would sit leased to this node, run by
+            # no worker, until the reaper failed them as "worker lost": find them.
+            recovered = await self._driver.fetch(Q["claimed_at"], lease_owner, _utc(now))
+            if not recovered:
+                raise
+            log.warning("a claim's answer was lost; recovered its %d job(s)", len(recovered))
+            rows, events = recovered, [_change_event(row, EventType.RUNNING) for row in recovered]
+            self._feed.committed(events)
         return [(_job(row), event) for row, event in zip(rows, events, strict=True)]
 
     async def _changes(
@@ -595,7 +618,7 @@ class PostgresStore(JobStore):
             job_id,
             lease_owner,
             percent,
-            message,
+            _storable(message),
             _utc(now),
             type_=EventType.PROGRESS,
         )
@@ -678,7 +701,7 @@ class PostgresStore(JobStore):
             job_id,
             lease_owner,
             _utc(now),
-            error_message,
+            _storable(error_message),
             _opt_utc(retry_at),
             type_=None,
         )

@@ -33,7 +33,7 @@ import asyncpg
 import trio
 
 from ..config import redact_url as redact
-from ..errors import StoreUnavailable
+from ..errors import InvalidRequest, StoreUnavailable
 
 log = logging.getLogger("callboard.store")
 
@@ -122,14 +122,17 @@ class PgDriver:
             raise StoreUnavailable("the PostgreSQL store is not open")
         return await loop.run_aio_coroutine(coro)
 
-    async def connect(self) -> asyncpg.Connection:
-        """A new connection outside the pool (the listener, migrations)."""
+    async def connect(self, *, statement_timeout: float | None = -1.0) -> asyncpg.Connection:
+        """A new connection outside the pool (the listener, migrations); migrations
+        pass `statement_timeout=None`: they may wait for another node's."""
         try:
             conn = await self._aio(
                 asyncpg.connect(
                     self.dsn,
                     timeout=self.connect_timeout,
-                    command_timeout=self.statement_timeout,
+                    command_timeout=(
+                        self.statement_timeout if statement_timeout == -1.0 else statement_timeout
+                    ),
                     server_settings={"application_name": "callboard"},
                 )
             )
@@ -192,11 +195,16 @@ class PgDriver:
                     continue
                 except IntegrityError:
                     raise
+                except asyncpg.exceptions.DataError as exc:
+                    # A value PostgreSQL cannot store (a NUL character in text, a
+                    # number out of range): the caller's input, not an outage.
+                    raise InvalidRequest(f"the database refused a value: {exc}") from exc
                 except asyncpg.PostgresError as exc:
                     if not conn.is_closed():
                         # The server refused the statement; the connection is fine.
                         raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
                     holder[0] = None
+                    self._connections.discard(conn)
                     if not write and attempt + 1 < _RETRIES:
                         continue  # a read may run again on a fresh connection
                     raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
@@ -205,6 +213,7 @@ class PgDriver:
                     # doubt is never reused (asyncpg refuses a new statement while a
                     # cancelled one is still winding down on it).
                     holder[0] = None
+                    self._connections.discard(conn)
                     conn.terminate()
                     if not isinstance(exc, _DRIVER_ERRORS):
                         raise

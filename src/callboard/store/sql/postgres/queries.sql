@@ -173,11 +173,30 @@ SELECT changed.*, appended.last_id - appended.n
 FROM changed, appended
 ORDER BY changed.event_ord;
 
+-- name: claimed_at
+-- The jobs one claim of this node took ($1 lease owner, $2 the claim's time), with
+-- their running events: for a claim whose answer was lost after it committed.
+SELECT j.*, e.id AS event_id
+FROM content_jobs AS j
+JOIN content_job_events AS e
+    ON e.job_id = j.id AND e.type = 'content_job.running' AND e.created_at = $2
+WHERE j.status = 'running' AND j.lease_owner = $1 AND j.started_at = $2
+ORDER BY e.id;
+
 -- name: renew_leases
-UPDATE content_jobs
+-- Rows are locked in id order, as complete_many locks them, so a renewal and a
+-- batch of completions of the same node cannot deadlock.
+WITH held AS (
+    SELECT id FROM content_jobs
+    WHERE id = ANY($1::text[]) AND status = 'running' AND lease_owner = $2
+    ORDER BY id
+    FOR UPDATE
+)
+UPDATE content_jobs AS j
 SET lease_expires_at = $3
-WHERE id = ANY($1::text[]) AND status = 'running' AND lease_owner = $2
-RETURNING id, cancel_requested;
+FROM held
+WHERE j.id = held.id AND j.status = 'running' AND j.lease_owner = $2
+RETURNING j.id, j.cancel_requested;
 
 -- name: record_progress
 WITH changed AS (
@@ -202,6 +221,13 @@ WITH finished AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
         WITH ORDINALITY AS f (id, lease_owner, result_asset_id, at, ord)
 ),
+locked AS (
+    -- In id order, as renew_leases locks them (no deadlock between the two).
+    SELECT j.id FROM content_jobs AS j
+    WHERE j.id = ANY($1::text[]) AND j.status = 'running'
+    ORDER BY j.id
+    FOR UPDATE
+),
 changed AS (
     UPDATE content_jobs AS j
     SET status = 'done',
@@ -214,6 +240,7 @@ changed AS (
         updated_at = f.at
     FROM finished AS f
     WHERE j.id = f.id AND j.status = 'running' AND j.lease_owner = f.lease_owner
+      AND j.id IN (SELECT id FROM locked)
     RETURNING j.*, callboard_job_payload(j) AS payload, f.ord, f.at
 ),
 appended AS (
