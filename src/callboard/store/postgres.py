@@ -640,6 +640,7 @@ class PostgresStore(JobStore):
         )
 
     async def _complete_many(self, batch: list[_Completion]) -> dict[str, JobEvent]:
+        batch = sorted(batch, key=lambda c: c.job_id)  # lock order: see complete_many
         _, events = await self._changes(
             lambda: self._driver.fetch(
                 Q["complete_many"],

@@ -215,18 +215,12 @@ appended AS (
 SELECT changed.*, appended.last_id AS event_id FROM changed, appended;
 
 -- name: complete_many
--- A batch of completions: $1 job ids, $2 lease owners, $3 result asset ids, $4
--- times, in the order they finished. A job whose lease is lost is left out.
+-- A batch of completions: $1 job ids (ascending: rows are then locked in id order,
+-- as renew_leases locks them, so the two cannot deadlock), $2 lease owners, $3
+-- result asset ids, $4 times. A job whose lease is lost is left out.
 WITH finished AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
         WITH ORDINALITY AS f (id, lease_owner, result_asset_id, at, ord)
-),
-locked AS (
-    -- In id order, as renew_leases locks them (no deadlock between the two).
-    SELECT j.id FROM content_jobs AS j
-    WHERE j.id = ANY($1::text[]) AND j.status = 'running'
-    ORDER BY j.id
-    FOR UPDATE
 ),
 changed AS (
     UPDATE content_jobs AS j
@@ -240,7 +234,6 @@ changed AS (
         updated_at = f.at
     FROM finished AS f
     WHERE j.id = f.id AND j.status = 'running' AND j.lease_owner = f.lease_owner
-      AND j.id IN (SELECT id FROM locked)
     RETURNING j.*, callboard_job_payload(j) AS payload, f.ord, f.at
 ),
 appended AS (
