@@ -4,17 +4,23 @@ with its driver, so the driver can be swapped without touching the store.
 - `PgDriver.running()` opens a trio-asyncio loop for the store's lifetime; every
   call crosses into it with `loop.run_aio_coroutine()` (explicitly, not through a
   context variable, so any trio task may call, whoever opened the loop).
-- A small pool of its own: a bounded trio channel of connection slots, filled
-  lazily. A slot whose connection died is reconnected on its next use. asyncpg's
-  pool is not used: its reset query on every release is one more round trip.
+- A small pool of its own: a semaphore over the slots, idle connections taken most
+  recently used first, filled lazily; a slot whose connection died is reconnected
+  on its next use. asyncpg's pool is not used: its reset query on every release is
+  one more round trip. A connection in doubt (a cancelled read, a lost or confused
+  connection) is dropped, never reused: asyncpg refuses a new statement while a
+  cancelled one is still winding down on it.
 - Writes are shielded from trio cancellation once sent: a cancel inside a
   transaction would also cancel its ROLLBACK and leave the connection aborted
   (PITFALLS.md), and the store's callers must learn whether a write committed.
   asyncpg's per-statement timeout bounds them instead.
 - Errors: integrity violations pass through for the store to map to domain errors;
-  everything else (connection refused or lost, timeouts, server errors) becomes
+  a value the server cannot store (NUL in text) is `InvalidRequest`; everything
+  else (connection refused or lost, timeouts, server errors) becomes
   `StoreUnavailable` at once: callers fail fast during an outage. A deadlock or
-  serialization failure (the statement rolled back whole) is retried a few times.
+  serialization failure (the statement rolled back whole) is retried a few times,
+  and so are reads, and writes refused before they were sent, that found their
+  connection gone.
 - `listen()` keeps one dedicated connection LISTENing, reconnects with backoff
   when it is lost, and says so, so the caller can catch up on what it missed.
 """
@@ -32,7 +38,7 @@ from typing import Any, TypeVar
 import asyncpg
 import trio
 
-from ..config import redact_url as redact
+from ..config import redact_url
 from ..errors import InvalidRequest, StoreUnavailable
 
 log = logging.getLogger("callboard.store")
@@ -137,7 +143,7 @@ class PgDriver:
                 )
             )
         except _DRIVER_ERRORS as exc:
-            raise StoreUnavailable(f"cannot connect to {redact(self.dsn)}: {exc}") from exc
+            raise StoreUnavailable(f"cannot connect to {redact_url(self.dsn)}: {exc}") from exc
         self._connections.add(conn)
         return conn
 
