@@ -28,24 +28,33 @@ async def one_round(db: Path, jobs: int, workers: int, batch: int) -> float:
     board = callboard.Board(database_url=f"sqlite:///{db}", workers=workers)
     async with board.running() as rt:
         company = await rt.create_company("bench")
-        async with rt.subscribe(company_id=company.id, buffer=4 * jobs) as events:
-            start = time.perf_counter()
-            ids: list[str] = []
-            for offset in range(0, jobs, batch):
-                size = min(batch, jobs - offset)
-                submitted = await rt.submit_many(company.id, [JobSpec("noop")] * size)
-                ids.extend(job.id for job in submitted)
-            finished = 0
-            async for event in events:
-                if event.terminal:
-                    if event.job.status is not JobStatus.DONE:
-                        raise SystemExit(f"job {event.job_id} ended {event.job.status}")
-                    finished += 1
-                    if finished == jobs:
-                        break
-            elapsed = time.perf_counter() - start
+        ids: list[str] = []
+        rate = await submit_and_finish(rt, company.id, jobs, batch, ids)
         await check_event_sequences(rt, ids)
-    return jobs / elapsed
+    return rate
+
+
+async def submit_and_finish(
+    rt: callboard.RunningBoard, company_id: str, jobs: int, batch: int, ids: list[str]
+) -> float:
+    """Submit `jobs` noop jobs in submit_many calls of `batch` (their ids go to `ids`)
+    and wait for every one to be done; jobs/s from the first submit to the last done
+    event a subscriber saw."""
+    async with rt.subscribe(company_id=company_id, buffer=4 * jobs) as events:
+        start = time.perf_counter()
+        for offset in range(0, jobs, batch):
+            size = min(batch, jobs - offset)
+            submitted = await rt.submit_many(company_id, [JobSpec("noop")] * size)
+            ids.extend(job.id for job in submitted)
+        finished = 0
+        async for event in events:
+            if event.terminal:
+                if event.job.status is not JobStatus.DONE:
+                    raise SystemExit(f"job {event.job_id} ended {event.job.status}")
+                finished += 1
+                if finished == jobs:
+                    break
+        return jobs / (time.perf_counter() - start)
 
 
 async def check_event_sequences(rt: callboard.RunningBoard, ids: list[str]) -> None:

@@ -37,10 +37,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import trio
-from noop_throughput import check_event_sequences
+from noop_throughput import check_event_sequences, submit_and_finish
 
 import callboard
-from callboard import JobSpec, JobStatus
 
 
 async def _admin(url: str, statement: str) -> None:
@@ -103,22 +102,7 @@ async def one_round(url: str, args: argparse.Namespace) -> tuple[float, float, f
     async with board.running() as rt:
         company = await rt.get_company_by_name("bench") or await rt.create_company("bench")
         ids: list[str] = []
-        # Batch: throughput.
-        async with rt.subscribe(company_id=company.id, buffer=4 * args.jobs) as events:
-            start = time.perf_counter()
-            for offset in range(0, args.jobs, args.batch):
-                size = min(args.batch, args.jobs - offset)
-                submitted = await rt.submit_many(company.id, [JobSpec("noop")] * size)
-                ids.extend(job.id for job in submitted)
-            finished = 0
-            async for event in events:
-                if event.terminal:
-                    if event.job.status is not JobStatus.DONE:
-                        raise SystemExit(f"job {event.job_id} ended {event.job.status}")
-                    finished += 1
-                    if finished == args.jobs:
-                        break
-            rate = args.jobs / (time.perf_counter() - start)
+        rate = await submit_and_finish(rt, company.id, args.jobs, args.batch, ids)
         # Paced: latency.
         submitted_at: dict[str, float] = {}
         latencies: list[float] = []
