@@ -149,6 +149,11 @@ async def expect_unchanged(store: JobStore, job: Job, before: int) -> None:
     assert await store.last_event_id() == before
 
 
+def starts_on_insert(store: JobStore) -> None:
+    if type(store).insert_running is JobStore.insert_running:
+        pytest.skip(f"{type(store).__name__} does not start jobs on insert")
+
+
 class StoreContract:
     pytestmark = pytest.mark.trio
 
@@ -431,6 +436,94 @@ class StoreContract:
         # within one batch.
         same_time = [older.id, *(t.id for t in twins)]
         assert [j.id for j in taken] == [early.id, late.id, *same_time, newer.id, low.id]
+
+    # --- started on insert -------------------------------------------------------------
+
+    async def test_insert_running_starts_the_job_with_both_events(self, store: JobStore) -> None:
+        starts_on_insert(store)
+        c = await company(store)
+        new = make_job(c, max_attempts=2, input={"n": 1}, key="k1", source_task_id="t1")
+        before = await store.last_event_id()
+        started = await store.insert_running(new, at(1), lease_owner="w1", lease_expires_at=at(31))
+        assert started is not None
+        inserted, taken = started
+        assert inserted.created and inserted.event is not None
+        queued = inserted.job
+        assert queued.status == JobStatus.QUEUED and queued.attempt == 0
+        assert queued.created_at == queued.updated_at == at(1) and queued.input == {"n": 1}
+        assert queued.lease_owner is None and queued.started_at is None
+        assert taken.id == queued.id == new.id
+        assert taken.status == JobStatus.RUNNING and taken.attempt == 1
+        assert taken.started_at == taken.updated_at == at(1) and taken.finished_at is None
+        assert taken.lease_owner == "w1" and taken.lease_expires_at == at(31)
+        assert taken.idempotency_key == "k1" and taken.source_task_id == "t1"
+        assert await store.get_job(new.id) == taken
+        events = await store.events_after(before)
+        assert [e.type for e in events] == [EventType.QUEUED, EventType.RUNNING]
+        assert events[0] == inserted.event and events[1].id == events[0].id + 1
+        assert [e.created_at for e in events] == [at(1), at(1)]
+        assert events[0].job.to_dict() == queued.to_dict()
+        assert events[1].job.to_dict() == taken.to_dict()
+        assert await store.latest_event(new.id) == events[1]
+        # It runs on like any claimed job.
+        done = await store.complete(new.id, "w1", at(2))
+        assert done is not None and done.job.status == JobStatus.DONE
+
+    @pytest.mark.parametrize(
+        ("waiting", "starts"),
+        [
+            ({"priority": 0}, False),  # the same priority: it came first
+            ({"priority": 1}, False),
+            ({"priority": -1}, True),  # it would run after this one anyway
+            ({"priority": 5, "run_at": at(60)}, True),  # not due yet
+            ({"priority": 5, "job_type": "other"}, True),  # another type's queue
+        ],
+    )
+    async def test_insert_running_never_overtakes_a_queued_job(
+        self, store: JobStore, waiting: dict, starts: bool
+    ) -> None:
+        starts_on_insert(store)
+        c = await company(store)
+        queued = await submit(store, c, **waiting)
+        before = await store.last_event_id()
+        new = make_job(c)
+        started = await store.insert_running(new, at(1), lease_owner="w1", lease_expires_at=at(31))
+        assert (started is not None) == starts
+        if not starts:
+            assert await store.get_job(new.id) is None
+            assert await store.last_event_id() == before
+        assert (await store.get_job(queued.id)) == queued
+
+    async def test_insert_running_leaves_what_it_cannot_start(self, store: JobStore) -> None:
+        starts_on_insert(store)
+        c = await company(store)
+        existing = await submit(store, c, key="same")
+        before = await store.last_event_id()
+        for new in (make_job(c, key="same"), make_job(c, run_at=at(5))):
+            started = await store.insert_running(
+                new, at(1), lease_owner="w1", lease_expires_at=at(31)
+            )
+            assert started is None
+            assert await store.get_job(new.id) is None
+        assert await store.last_event_id() == before
+        assert await store.get_job(existing.id) == existing
+
+    async def test_insert_running_refusals_write_nothing(self, store: JobStore) -> None:
+        starts_on_insert(store)
+        c = await company(store)
+        before = await store.last_event_id()
+        with pytest.raises(CompanyNotFound):
+            await store.insert_running(
+                make_job("no-such-company"), at(1), lease_owner="w1", lease_expires_at=at(31)
+            )
+        done = await running(store, c)
+        await store.complete(done.id, "w1", at(1))
+        before = await store.last_event_id()
+        with pytest.raises(InvalidRequest):
+            await store.insert_running(
+                replace(make_job(c), id=done.id), at(2), lease_owner="w1", lease_expires_at=at(31)
+            )
+        assert await store.last_event_id() == before
 
     async def test_claim_skips_jobs_not_due(self, store: JobStore) -> None:
         c = await company(store)

@@ -33,6 +33,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 import trio
@@ -52,7 +53,7 @@ from .config import (
     SettingError,
     sqlite_path,
 )
-from .jobs import Handler, HandlerRegistry, HandlerSpec, Job
+from .jobs import Handler, HandlerRegistry, HandlerSpec, Inserted, Job, NewJob
 from .ledger import Ledger
 from .running_board import RunningBoard
 from .runtime import ChildSpec, Restart, Strategy, Supervisor
@@ -224,12 +225,18 @@ class Board:
             if dispatcher is not None:
                 dispatcher.slot_freed()
 
+        async def start_now(job: NewJob, now: datetime) -> Inserted | None:
+            if dispatcher is None:
+                await trio.lowlevel.checkpoint()
+                return None
+            return await dispatcher.start_now(job, now)
+
         capacity = Capacity(
             self.workers,
             {spec.job_type: spec.concurrency for spec in registry.specs()},
             on_release=slot_freed,
         )
-        ledger = Ledger(store, broker, clock, registry, wake_dispatcher)
+        ledger = Ledger(store, broker, clock, registry, wake_dispatcher, start_now)
         # A store shared with other nodes relays their submits and cancels.
         store.on_jobs_queued = wake_dispatcher
         store.on_cancel_requested = capacity.cancel

@@ -254,6 +254,30 @@ class NewJob:
     source_task_id: str | None
     idempotency_key: str | None
 
+    def queued(self, now: datetime) -> Job:
+        """The job as inserting it at `now` makes it: queued, attempt 0, progress 0."""
+        return Job(
+            id=self.id,
+            company_id=self.company_id,
+            job_type=self.job_type,
+            status=JobStatus.QUEUED,
+            priority=self.priority,
+            input=self.input,
+            progress=Progress(0, None),
+            attempt=0,
+            max_attempts=self.max_attempts,
+            timeout_seconds=self.timeout_seconds,
+            run_at=self.run_at,
+            result_asset_id=None,
+            error_message=None,
+            source_task_id=self.source_task_id,
+            idempotency_key=self.idempotency_key,
+            created_at=now,
+            started_at=None,
+            finished_at=None,
+            updated_at=now,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Inserted:

@@ -10,14 +10,14 @@ subscriber resume with "everything after the last id I saw".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from .actors.broker import Broker
 from .assets import Asset
 from .clock import TrioWallClock
 from .errors import InvalidRequest, UnknownJobType
-from .jobs import HandlerRegistry, Inserted, Job, JobEvent, JobSpec, build_new_job
+from .jobs import HandlerRegistry, Inserted, Job, JobEvent, JobSpec, NewJob, build_new_job
 from .store.base import CancelOutcome, JobStore, Renewal
 
 
@@ -29,6 +29,7 @@ class Ledger:
         clock: TrioWallClock,
         registry: HandlerRegistry,
         wake_dispatcher: Callable[[], None],
+        start_now: Callable[[NewJob, datetime], Awaitable[Inserted | None]] | None = None,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -36,6 +37,8 @@ class Ledger:
         self.clock = clock
         self.registry = registry
         self._wake_dispatcher = wake_dispatcher
+        #: Starts a lone job on an idle worker at once (Dispatcher.start_now).
+        self._start_now = start_now
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -60,6 +63,10 @@ class Ledger:
                 if isinstance(exc, UnknownJobType):
                     raise UnknownJobType(exc.job_type, exc.known, where) from None
                 raise InvalidRequest(f"{where}{exc}") from None
+        if len(new_jobs) == 1 and self._start_now is not None:
+            started = await self._start_now(new_jobs[0], now)
+            if started is not None:
+                return [started]
         # No get_company() first: insert_jobs raises CompanyNotFound itself, writing
         # nothing, and a read before every submit cost a thread round trip.
         inserted = await self.store.insert_jobs(new_jobs, now)

@@ -202,27 +202,7 @@ class MemoryStore(JobStore):
             if new.id in self._jobs or new.id in new_ids:
                 raise InvalidRequest(f"job id {new.id!r} already exists")
             new_ids.add(new.id)
-            job = Job(
-                id=new.id,
-                company_id=new.company_id,
-                job_type=new.job_type,
-                status=JobStatus.QUEUED,
-                priority=new.priority,
-                input=_json_copy(new.input),
-                progress=Progress(0, None),
-                attempt=0,
-                max_attempts=new.max_attempts,
-                timeout_seconds=new.timeout_seconds,
-                run_at=_utc(new.run_at),
-                result_asset_id=None,
-                error_message=None,
-                source_task_id=new.source_task_id,
-                idempotency_key=new.idempotency_key,
-                created_at=now,
-                started_at=None,
-                finished_at=None,
-                updated_at=now,
-            )
+            job = replace(new.queued(now), input=_json_copy(new.input), run_at=_utc(new.run_at))
             if new.idempotency_key is not None:
                 by_key[key] = job
             plan.append((job, True))
@@ -234,6 +214,41 @@ class MemoryStore(JobStore):
         ]
         await self._leave()
         return results
+
+    async def insert_running(
+        self,
+        job: NewJob,
+        now: datetime,
+        *,
+        lease_owner: str,
+        lease_expires_at: datetime,
+    ) -> tuple[Inserted, Job] | None:
+        await self._enter()
+        now = _utc(now)
+        if job.company_id not in self._companies:
+            raise CompanyNotFound(job.company_id)
+        if job.id in self._jobs:
+            raise InvalidRequest(f"job id {job.id!r} already exists")
+        overtakes = _utc(job.run_at) > now or any(
+            j.status == JobStatus.QUEUED
+            and j.job_type == job.job_type
+            and j.run_at <= now
+            and j.priority >= job.priority
+            for j in self._jobs.values()
+        )
+        known_key = job.idempotency_key is not None and any(
+            (j.company_id, j.idempotency_key) == (job.company_id, job.idempotency_key)
+            for j in self._jobs.values()
+        )
+        if overtakes or known_key:
+            await self._leave()
+            return None
+        queued = replace(job.queued(now), input=_json_copy(job.input), run_at=_utc(job.run_at))
+        queued_event = self._save(queued, EventType.QUEUED, now)
+        running = self._start(queued, now, lease_owner, _utc(lease_expires_at))
+        self._save(running, EventType.RUNNING, now)
+        await self._leave()
+        return Inserted(self._out(queued), queued_event, True), self._out(running)
 
     # --- reading -----------------------------------------------------------------------
 
@@ -322,20 +337,24 @@ class MemoryStore(JobStore):
             if cap is not None and taken[job.job_type] >= cap:
                 continue
             taken[job.job_type] += 1
-            job = replace(
-                job,
-                status=JobStatus.RUNNING,
-                attempt=job.attempt + 1,
-                started_at=now,
-                finished_at=None,
-                lease_owner=lease_owner,
-                lease_expires_at=lease_expires_at,
-                progress=Progress(0, None),
-                updated_at=now,
-            )
+            job = self._start(job, now, lease_owner, lease_expires_at)
             out.append((self._out(job), self._save(job, EventType.RUNNING, now)))
         await self._leave()
         return out
+
+    @staticmethod
+    def _start(job: Job, now: datetime, lease_owner: str, lease_expires_at: datetime) -> Job:
+        return replace(
+            job,
+            status=JobStatus.RUNNING,
+            attempt=job.attempt + 1,
+            started_at=now,
+            finished_at=None,
+            lease_owner=lease_owner,
+            lease_expires_at=lease_expires_at,
+            progress=Progress(0, None),
+            updated_at=now,
+        )
 
     async def renew_leases(
         self, job_ids: Collection[str], lease_owner: str, lease_expires_at: datetime

@@ -114,9 +114,30 @@ class SlowClaimAnswers(MemoryStore):
                 await trio.sleep(0.001)
         return taken
 
+    async def insert_running(self, job, now, **kwargs):
+        started = await super().insert_running(job, now, **kwargs)
+        if started is not None:
+            self.claimed.set()
+            with trio.CancelScope(shield=True):
+                await trio.sleep(0.001)
+        return started
 
-async def test_a_cancel_between_claim_and_start_stops_the_job_at_once(make_board, autojump_clock):
-    store = SlowClaimAnswers()
+
+class SlowClaimAnswersOnly(SlowClaimAnswers):
+    """The same, with every job going through the dispatcher's claim."""
+
+    async def insert_running(self, job, now, **kwargs):
+        await trio.lowlevel.checkpoint()
+        return None
+
+
+@pytest.mark.parametrize("store_type", [SlowClaimAnswersOnly, SlowClaimAnswers])
+async def test_a_cancel_between_claim_and_start_stops_the_job_at_once(
+    make_board, autojump_clock, store_type
+):
+    """Through the dispatcher's claim, and started on submit (the job is running in
+    the store before the submit returns)."""
+    store = store_type()
     board = make_board(store=store, workers=1, lease_seconds=30)
 
     @board.handler("long")
@@ -124,10 +145,20 @@ async def test_a_cancel_between_claim_and_start_stops_the_job_at_once(make_board
         await trio.sleep(5)
 
     async with running_with_company(board) as (rt, company):
-        job = await rt.submit(company, "long")
-        await store.claimed.wait()
-        t0 = trio.current_time()
-        assert (await rt.cancel(job.id)).status is JobStatus.RUNNING
+        submitted: list[str] = []
+        async with trio.open_nursery() as nursery:
+
+            async def submit() -> None:
+                submitted.append((await rt.submit(company, "long")).id)
+
+            nursery.start_soon(submit)
+            await store.claimed.wait()
+            [job] = (await rt.list(company)).items
+            t0 = trio.current_time()
+            assert (await rt.cancel(job.id)).status is JobStatus.RUNNING
+        assert submitted == [job.id]
         ended = await rt.wait(job.id, timeout=30)
         assert ended.status is JobStatus.CANCELLED
         assert trio.current_time() - t0 < 1
+        started_on_submit = rt.statistics().dispatcher.started_on_submit
+        assert started_on_submit == (0 if store_type is SlowClaimAnswersOnly else 1)

@@ -38,7 +38,7 @@ class Capacity:
         self._by_type: Counter[str] = Counter()
         # Keyed by (job id, attempt): a job reclaimed here while a stale run of it is
         # still unwinding is another reservation, not the same one.
-        self._reserved: dict[tuple[str, int], Job] = {}
+        self._reserved: dict[tuple[str, int], str] = {}
         self._running: dict[tuple[str, int], RunningJob] = {}
         # Cancels that arrive between the claim's commit and the handler's start.
         self._cancel_pending: set[str] = set()
@@ -60,20 +60,28 @@ class Capacity:
         return caps
 
     def reserve(self, job: Job) -> None:
-        key = (job.id, job.attempt)
+        self.reserve_slot(job.id, job.attempt, job.job_type)
+
+    def reserve_slot(self, job_id: str, attempt: int, job_type: str) -> None:
+        """Reserve a slot for an attempt not claimed yet (see Dispatcher.start_now)."""
+        key = (job_id, attempt)
         if key not in self._reserved:
-            self._reserved[key] = job
-            self._by_type[job.job_type] += 1
+            self._reserved[key] = job_type
+            self._by_type[job_type] += 1
 
     def release(self, job: Job) -> None:
-        key = (job.id, job.attempt)
-        if self._reserved.pop(key, None) is not None:
-            self._by_type[job.job_type] -= 1
+        self.release_slot(job.id, job.attempt)
+
+    def release_slot(self, job_id: str, attempt: int) -> None:
+        key = (job_id, attempt)
+        job_type = self._reserved.pop(key, None)
+        if job_type is not None:
+            self._by_type[job_type] -= 1
         self._running.pop(key, None)
-        if job.id in self._cancel_pending and not any(
-            job_id == job.id for job_id, _ in self._reserved
+        if job_id in self._cancel_pending and not any(
+            reserved_id == job_id for reserved_id, _ in self._reserved
         ):
-            self._cancel_pending.discard(job.id)
+            self._cancel_pending.discard(job_id)
         if not self._reserved and self._emptied is not None:
             self._emptied.set()
         self._on_release()

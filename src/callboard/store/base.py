@@ -164,6 +164,31 @@ class JobStore(abc.ABC):
         created=False and event None. Results are in input order.
         """
 
+    async def insert_running(
+        self,
+        job: NewJob,
+        now: datetime,
+        *,
+        lease_owner: str,
+        lease_expires_at: datetime,
+    ) -> tuple[Inserted, Job] | None:
+        """Insert one job already claimed by `lease_owner` (attempt 1, started at
+        `now`), with its `content_job.queued` and `content_job.running` events, in one
+        transaction: a submit that finds an idle worker on its node starts the job
+        without a separate claim (one round trip instead of two).
+
+        Only when the job is runnable at `now` and no queued runnable job of its type
+        has the same or a higher priority (starting it would overtake that one).
+        Otherwise, and when its idempotency key exists already, nothing is written and
+        None comes back: the caller inserts it with `insert_jobs`. Returns the job as
+        queued with its queued event (what a submit answers) and the running job with
+        its lease (what a worker runs). Raises as `insert_jobs` does.
+
+        A store that cannot do this in one step keeps this default: never.
+        """
+        await trio.lowlevel.checkpoint()
+        return None
+
     # --- reading -----------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -444,14 +444,8 @@ class PostgresStore(JobStore):
                 lambda: self._driver.fetch(Q["insert_jobs"], *arrays, at, write=True),
                 EventType.QUEUED,
             )
-        except ForeignKeyViolation:
-            companies = list(dict.fromkeys(j.company_id for j in jobs))
-            missing = await self._driver.fetch(Q["missing_companies"], companies)
-            raise CompanyNotFound(missing[0]["id"] if missing else companies[0]) from None
-        except UniqueViolation as exc:
-            if exc.constraint_name == "content_jobs_pkey":
-                raise InvalidRequest("a job with this id already exists") from None
-            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        except (ForeignKeyViolation, UniqueViolation) as exc:
+            raise await self._insert_refused(exc, jobs) from None
         # A queued job has no lease: the event's job is the job.
         made = {
             row["input_ord"] - 1: (event.job, event)
@@ -463,6 +457,64 @@ class PostgresStore(JobStore):
         if len(made) < len(jobs):
             await self._fill_existing(jobs, made, out)
         return out  # type: ignore[return-value]
+
+    async def _insert_refused(
+        self, exc: ForeignKeyViolation | UniqueViolation, jobs: Sequence[NewJob]
+    ) -> Exception:
+        """The domain error for an insert PostgreSQL refused."""
+        if isinstance(exc, ForeignKeyViolation):
+            companies = list(dict.fromkeys(j.company_id for j in jobs))
+            missing = await self._driver.fetch(Q["missing_companies"], companies)
+            return CompanyNotFound(missing[0]["id"] if missing else companies[0])
+        if exc.constraint_name == "content_jobs_pkey":
+            return InvalidRequest("a job with this id already exists")
+        return StoreUnavailable(f"PostgreSQL: {exc}")
+
+    async def insert_running(
+        self,
+        job: NewJob,
+        now: datetime,
+        *,
+        lease_owner: str,
+        lease_expires_at: datetime,
+    ) -> tuple[Inserted, Job] | None:
+        at = _utc(now)
+        input_text = input_json(job.input)
+        # The queued event's job as a reader of its payload gets it (its own input).
+        queued = replace(job.queued(at), run_at=_utc(job.run_at), input=json.loads(input_text))
+        token = self._feed.write_started()
+        try:
+            try:
+                row = await self._driver.fetchrow(
+                    Q["insert_running"],
+                    job.id,
+                    job.company_id,
+                    job.job_type,
+                    job.priority,
+                    input_text,
+                    job.max_attempts,
+                    job.timeout_seconds,
+                    queued.run_at,
+                    job.source_task_id,
+                    job.idempotency_key,
+                    at,
+                    lease_owner,
+                    _utc(lease_expires_at),
+                    json.dumps(queued.to_dict()),
+                    write=True,
+                )
+            except (ForeignKeyViolation, UniqueViolation) as exc:
+                raise await self._insert_refused(exc, [job]) from None
+            if row is None:
+                return None
+            running = _change_event(row, EventType.RUNNING)
+            queued_event = JobEvent(
+                running.id - 1, EventType.QUEUED, job.id, job.company_id, at, queued
+            )
+            self._feed.committed([queued_event, running])
+        finally:
+            self._feed.write_ended(token)
+        return Inserted(queued, queued_event, True), _job(row)
 
     async def _fill_existing(
         self,

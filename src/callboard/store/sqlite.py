@@ -593,6 +593,59 @@ class SqliteStore(JobStore):
 
         return await self._write(write)
 
+    async def insert_running(
+        self,
+        job: NewJob,
+        now: datetime,
+        *,
+        lease_owner: str,
+        lease_expires_at: datetime,
+    ) -> tuple[Inserted, Job] | None:
+        at = _ts(now)
+        row = {
+            "id": job.id,
+            "company_id": job.company_id,
+            "job_type": job.job_type,
+            "priority": job.priority,
+            "input": input_json(job.input),
+            "max_attempts": job.max_attempts,
+            "timeout_seconds": job.timeout_seconds,
+            "run_at": _ts(job.run_at),
+            "source_task_id": job.source_task_id,
+            "idempotency_key": job.idempotency_key,
+            "created_at": at,
+            "now": at,
+            "lease_owner": lease_owner,
+            "lease_expires_at": _ts(lease_expires_at),
+        }
+        if job.run_at > now:
+            await trio.lowlevel.checkpoint()
+            return None
+
+        def write(conn: sqlite3.Connection) -> tuple[Inserted, Job] | None:
+            if conn.execute(Q["company_exists"], {"id": job.company_id}).fetchone() is None:
+                raise CompanyNotFound(job.company_id)
+            if job.idempotency_key is not None and (
+                conn.execute(Q["get_job_by_idempotency_key"], row).fetchone() is not None
+            ):
+                return None
+            if conn.execute(Q["overtakes_queued"], row).fetchone() is not None:
+                return None
+            try:
+                inserted = conn.execute(Q["insert_job"], row).fetchone()
+            except sqlite3.IntegrityError as exc:
+                if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
+                    raise InvalidRequest(f"job id {job.id!r} already exists") from None
+                raise
+            queued = _job(inserted)
+            event = _record(conn, EventType.QUEUED, inserted, queued, at)
+            started = conn.execute(Q["start_job"], row).fetchone()
+            running = _job(started)
+            _record(conn, EventType.RUNNING, started, running, at)
+            return Inserted(queued, event, True), running
+
+        return await self._write(write)
+
     # --- reading -----------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> Job | None:

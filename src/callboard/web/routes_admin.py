@@ -95,6 +95,7 @@ async def stats():
             "completed": sum(w.completed for w in snapshot.workers),
             "claims": snapshot.dispatcher.claims,
             "dispatched": snapshot.dispatcher.dispatched,
+            "startedOnSubmit": snapshot.dispatcher.started_on_submit,
         },
         "events": {
             "published": snapshot.broker.published,

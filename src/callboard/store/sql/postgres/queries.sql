@@ -99,6 +99,37 @@ SELECT ordered.*, appended.last_id - appended.n + ordered.event_ord AS event_id
 FROM ordered, appended
 ORDER BY ordered.event_ord;
 
+-- name: insert_running
+-- One job inserted straight into running, claimed by this node ($12 lease owner,
+-- $13 expiry), with its queued event ($14: its payload as queued, rendered by the
+-- node) and its running event: only when it is runnable now ($11) and no queued
+-- runnable job of its type has the same or a higher priority (it would overtake
+-- it; the partial index content_jobs_claim answers this). Otherwise, and when its
+-- idempotency key exists, nothing is written and no row comes back.
+WITH inserted AS (
+    INSERT INTO content_jobs AS j (
+        id, company_id, job_type, status, priority, input, max_attempts,
+        timeout_seconds, run_at, source_task_id, idempotency_key, created_at, updated_at,
+        attempt, started_at, lease_owner, lease_expires_at
+    )
+    SELECT $1, $2, $3, 'running', $4, $5::json, $6, $7, $8, $9, $10, $11, $11, 1, $11, $12, $13
+    WHERE $8::timestamptz <= $11::timestamptz AND NOT EXISTS (
+        SELECT 1 FROM content_jobs AS q
+        WHERE q.job_type = $3 AND q.status = 'queued' AND q.run_at <= $11 AND q.priority >= $4
+    )
+    ON CONFLICT (company_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING j.*, callboard_job_payload(j) AS payload
+),
+appended AS (
+    SELECT callboard_append_events(
+        ARRAY[id, id], ARRAY[company_id, company_id],
+        ARRAY['content_job.queued', 'content_job.running'], ARRAY[$14::text, payload],
+        ARRAY[$11, $11]::timestamptz[]
+    ) AS last_id
+    FROM inserted
+)
+SELECT inserted.*, appended.last_id AS event_id FROM inserted, appended;
+
 -- name: list_jobs
 SELECT * FROM content_jobs
 WHERE ($1::text IS NULL OR company_id = $1)

@@ -97,6 +97,26 @@ INSERT INTO content_jobs (
 )
 RETURNING *;
 
+-- name: overtakes_queued
+-- A queued job of :job_type, due at :now, with the same or a higher :priority than
+-- a job about to be started on insert (content_jobs_claim answers it).
+SELECT 1 FROM content_jobs
+WHERE job_type = :job_type AND status = 'queued' AND priority >= :priority
+  AND run_at <= :now
+LIMIT 1;
+
+-- name: start_job
+-- The job just inserted, started under :lease_owner's lease (as claim starts one).
+UPDATE content_jobs
+SET status = 'running',
+    attempt = attempt + 1,
+    started_at = :now,
+    lease_owner = :lease_owner,
+    lease_expires_at = :lease_expires_at,
+    updated_at = :now
+WHERE id = :id AND status = 'queued'
+RETURNING *;
+
 -- name: insert_event
 INSERT INTO content_job_events (job_id, company_id, type, payload, created_at)
 VALUES (:job_id, :company_id, :type, :payload, :created_at)
