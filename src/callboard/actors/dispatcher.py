@@ -83,6 +83,8 @@ class Dispatcher(Actor[None]):
         self._draining = False
         #: A claim is in flight: its limit counted the idle slots before it began.
         self._claiming = False
+        #: The last claim took fewer jobs than it could: nothing was left runnable.
+        self._queue_emptied = False
 
     def statistics(self) -> DispatcherStatistics:  # type: ignore[override]
         return DispatcherStatistics(
@@ -176,7 +178,11 @@ class Dispatcher(Actor[None]):
                 self._capacity.release_slot(job.id, attempt)
 
     def _may_start_now(self, job_type: str) -> bool:
-        if self._draining or self._claiming or self._backlog or self._capacity.idle() <= 0:
+        # Hints that queued jobs are waiting (the store's check is what guarantees no
+        # job is overtaken; these spare it a statement bound to find that out).
+        if self._new_work or not self._queue_emptied:
+            return False
+        if self._draining or self._claiming or self._capacity.idle() <= 0:
             return False
         caps = self._capacity.type_caps()
         if job_type not in caps:
@@ -205,6 +211,7 @@ class Dispatcher(Actor[None]):
         self._claims += 1
         for job in jobs:
             self._capacity.reserve(job)
+        self._queue_emptied = len(jobs) < limit
         self._backlog = len(jobs) == limit or any(
             cap == 0 for cap in self._capacity.type_caps().values()
         )
