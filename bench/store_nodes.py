@@ -7,7 +7,8 @@ For each setup, on a fresh database each round:
   (on node A: with two nodes it sees node B's events through PostgreSQL);
 - paced: submit one job every 1/--rate seconds (default 100/s) for --paced jobs and
   measure each job's submit-to-done latency (from before its submit call to its
-  `done` event reaching the subscriber); p50 and p99.
+  `done` event reaching the subscriber); p50 and p99, and how many of them started
+  on submit (on an idle worker, without a claim: Dispatcher.start_now).
 
 Node A runs in this process; node B (two-node setup) is a `callboard serve` child
 process on the same database with the same number of workers. Every job must end
@@ -97,13 +98,14 @@ def second_node(url: str, workers: int, tmp: Path) -> Iterator[None]:
             proc.wait()
 
 
-async def one_round(url: str, args: argparse.Namespace) -> tuple[float, float, float]:
+async def one_round(url: str, args: argparse.Namespace) -> tuple[float, float, float, int]:
     board = callboard.Board(database_url=url, workers=args.workers)
     async with board.running() as rt:
         company = await rt.get_company_by_name("bench") or await rt.create_company("bench")
         ids: list[str] = []
         rate = await submit_and_finish(rt, company.id, args.jobs, args.batch, ids)
         # Paced: latency.
+        started_before = rt.statistics().dispatcher.started_on_submit
         submitted_at: dict[str, float] = {}
         latencies: list[float] = []
         async with rt.subscribe(company_id=company.id, buffer=4 * args.paced) as events:
@@ -125,11 +127,12 @@ async def one_round(url: str, args: argparse.Namespace) -> tuple[float, float, f
                         latencies.append(time.perf_counter() - submitted_at[event.job_id])
                         if len(latencies) == args.paced:
                             break
+        started = rt.statistics().dispatcher.started_on_submit - started_before
         await check_event_sequences(rt, ids)
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-    return rate, p50, p99
+    return rate, p50, p99, started
 
 
 def run_setup(setup: str, args: argparse.Namespace) -> None:
@@ -146,10 +149,11 @@ def run_setup(setup: str, args: argparse.Namespace) -> None:
                 else:
                     result = trio.run(one_round, url, args)
         results.append(result)
-        rate, p50, p99 = result
+        rate, p50, p99, started = result
         print(
             f"{setup} round {round_no}: {rate:,.0f} jobs/s; paced {args.rate:g}/s: "
-            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({started} of {args.paced} started on "
+            "submit, without a claim)",
             flush=True,
         )
     rate = statistics.median(r[0] for r in results)

@@ -5,12 +5,24 @@ company token's own company). `--since ID` replays every stored event after ID f
 then follows live; the client reconnects with Last-Event-ID by itself, so the output
 has no gaps and no duplicates. `--json` prints one JSON object per line, flushed per
 event, for `jq`.
+
+Piped into a reader that stops early (`| head -n 3`), it ends as `cat` or `yes` do,
+killed by SIGPIPE, as soon as the reader has gone: not only at its next write, which
+on a quiet feed may never come.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import select
+import signal
+import stat
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .cli_client import add_command, client_flags
@@ -87,7 +99,38 @@ def describe(event: Event, company_name: str | None = None) -> str:
     return "  ".join(parts)
 
 
+@contextmanager
+def _ends_when_its_reader_goes() -> Iterator[None]:
+    try:
+        fd = sys.stdout.fileno()
+        piped = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured in a test)
+        piped = False
+    if not piped or not hasattr(select, "poll"):
+        yield
+        return
+    previous = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(fd, 0)  # nothing but POLLERR: the read end was closed
+        poller.poll()
+        os.kill(os.getpid(), signal.SIGPIPE)
+
+    # A daemon: it only ever waits, and the process ends with the command.
+    threading.Thread(target=watch, name="stdout-reader-watch", daemon=True).start()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGPIPE, previous)
+
+
 def _events(client: Client, args: argparse.Namespace) -> None:
+    with _ends_when_its_reader_goes():
+        _print_events(client, args)
+
+
+def _print_events(client: Client, args: argparse.Namespace) -> None:
     shown = 0
     client.companies()  # names for the text lines
     with client.events(company=args.company, job=args.job, last_event_id=args.since) as events:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 
 import pytest
-from cli_kit import callboard, callboard_all, start_callboard
+from cli_kit import CALLBOARD, callboard, callboard_all, cli_env, start_callboard
 from serve_process import serve
 
 from callboard.client import Client
@@ -66,3 +67,22 @@ def test_events_json_in_order_resume_with_since_and_tail_live(tmp_path):
         assert seen[0]["type"] == "content_job.queued" and seen[0]["id"] == stored[-1].id + 1
         ids = [e["id"] for e in seen]
         assert ids == sorted(set(ids))
+
+        # Piped into a reader that stops early, it ends once the reader has gone, though
+        # the feed is quiet now and it has nothing more to write: as `cat` would, by
+        # SIGPIPE (it used to wait for the next event, or exit 1 if it raced one).
+        piped = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f'{CALLBOARD} events --since 0 --json | head -n 1; echo "${{PIPESTATUS[0]}}"',
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=server.data_dir.parent,
+            env=cli_env(server),
+        )
+        first, status = piped.stdout.splitlines()
+        assert json.loads(first)["id"] == stored[0].id
+        assert status == str(128 + signal.SIGPIPE), piped.stderr
