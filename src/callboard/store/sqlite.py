@@ -234,6 +234,35 @@ def _wire(row: sqlite3.Row, job: Job) -> dict[str, Any]:
     }
 
 
+def _new_job_row(new: NewJob, created_at: str) -> dict[str, Any]:
+    """The insert_job parameters of a job to insert."""
+    return {
+        "id": new.id,
+        "company_id": new.company_id,
+        "job_type": new.job_type,
+        "priority": new.priority,
+        "input": input_json(new.input),
+        "max_attempts": new.max_attempts,
+        "timeout_seconds": new.timeout_seconds,
+        "run_at": _ts(new.run_at),
+        "source_task_id": new.source_task_id,
+        "idempotency_key": new.idempotency_key,
+        "created_at": created_at,
+    }
+
+
+def _insert_queued(conn: sqlite3.Connection, row: Mapping[str, Any]) -> Inserted:
+    """Insert one job (its `_new_job_row`) queued, with its queued event."""
+    try:
+        inserted = conn.execute(Q["insert_job"], row).fetchone()
+    except sqlite3.IntegrityError as exc:
+        if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
+            raise InvalidRequest(f"job id {row['id']!r} already exists") from None
+        raise
+    job = _job(inserted)
+    return Inserted(job, _record(conn, EventType.QUEUED, inserted, job, row["created_at"]), True)
+
+
 def _record(
     conn: sqlite3.Connection, type_: EventType, row: sqlite3.Row, job: Job, now: str
 ) -> JobEvent:
@@ -540,22 +569,7 @@ class SqliteStore(JobStore):
 
     async def insert_jobs(self, jobs: Sequence[NewJob], now: datetime) -> list[Inserted]:
         created_at = _ts(now)
-        rows = [
-            {
-                "id": new.id,
-                "company_id": new.company_id,
-                "job_type": new.job_type,
-                "priority": new.priority,
-                "input": input_json(new.input),
-                "max_attempts": new.max_attempts,
-                "timeout_seconds": new.timeout_seconds,
-                "run_at": _ts(new.run_at),
-                "source_task_id": new.source_task_id,
-                "idempotency_key": new.idempotency_key,
-                "created_at": created_at,
-            }
-            for new in jobs
-        ]
+        rows = [_new_job_row(new, created_at) for new in jobs]
         if not rows:
             await trio.lowlevel.checkpoint()
             return []
@@ -578,17 +592,10 @@ class SqliteStore(JobStore):
                         by_key[key] = existing
                         out.append(Inserted(existing, None, False))
                         continue
-                try:
-                    inserted = conn.execute(Q["insert_job"], row).fetchone()
-                except sqlite3.IntegrityError as exc:
-                    if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
-                        raise InvalidRequest(f"job id {row['id']!r} already exists") from None
-                    raise
-                job = _job(inserted)
+                inserted = _insert_queued(conn, row)
                 if row["idempotency_key"] is not None:
-                    by_key[key] = job
-                event = _record(conn, EventType.QUEUED, inserted, job, created_at)
-                out.append(Inserted(job, event, True))
+                    by_key[key] = inserted.job
+                out.append(inserted)
             return out
 
         return await self._write(write)
@@ -603,17 +610,7 @@ class SqliteStore(JobStore):
     ) -> tuple[Inserted, Job] | None:
         at = _ts(now)
         row = {
-            "id": job.id,
-            "company_id": job.company_id,
-            "job_type": job.job_type,
-            "priority": job.priority,
-            "input": input_json(job.input),
-            "max_attempts": job.max_attempts,
-            "timeout_seconds": job.timeout_seconds,
-            "run_at": _ts(job.run_at),
-            "source_task_id": job.source_task_id,
-            "idempotency_key": job.idempotency_key,
-            "created_at": at,
+            **_new_job_row(job, at),
             "now": at,
             "lease_owner": lease_owner,
             "lease_expires_at": _ts(lease_expires_at),
@@ -631,18 +628,11 @@ class SqliteStore(JobStore):
                 return None
             if conn.execute(Q["overtakes_queued"], row).fetchone() is not None:
                 return None
-            try:
-                inserted = conn.execute(Q["insert_job"], row).fetchone()
-            except sqlite3.IntegrityError as exc:
-                if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
-                    raise InvalidRequest(f"job id {job.id!r} already exists") from None
-                raise
-            queued = _job(inserted)
-            event = _record(conn, EventType.QUEUED, inserted, queued, at)
+            inserted = _insert_queued(conn, row)
             started = conn.execute(Q["start_job"], row).fetchone()
             running = _job(started)
             _record(conn, EventType.RUNNING, started, running, at)
-            return Inserted(queued, event, True), running
+            return inserted, running
 
         return await self._write(write)
 
