@@ -149,3 +149,46 @@ async def test_a_claim_whose_answer_was_lost_still_hands_out_its_jobs(pg_url):
         assert all(e.type is EventType.RUNNING and e.job_id == j.id for j, e in claimed)
         stored = await store.events_after(0, limit=100)
         assert [e.id for _, e in claimed] == [e.id for e in stored if e.type is EventType.RUNNING]
+
+
+@pytest.mark.trio
+async def test_a_start_on_submit_whose_answer_was_lost_still_starts(pg_url):
+    from datetime import UTC, datetime, timedelta
+
+    from callboard.jobs import EventType, JobStatus, NewJob, new_id
+    from callboard.store.postgres import Q
+
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    async with PostgresStore(pg_url).opened() as store:
+        company = await store.create_company("acme", now)
+        real_fetchrow = store._driver.fetchrow
+        refused_before_commit = True
+
+        async def fetchrow(sql, *args, write=False):
+            if sql == Q["insert_running"] and refused_before_commit:
+                raise StoreUnavailable("connection lost before the statement reached it")
+            row = await real_fetchrow(sql, *args, write=write)
+            if sql == Q["insert_running"]:  # committed, then the connection "drops"
+                raise StoreUnavailable("connection lost after COMMIT")
+            return row
+
+        store._driver.fetchrow = fetchrow
+        lease = {"lease_owner": "me", "lease_expires_at": now + timedelta(seconds=30)}
+        # Nothing committed: the error stands, and nothing was written.
+        lost = NewJob(new_id(), company.id, "t", {}, 0, 1, None, now, None, None)
+        with pytest.raises(StoreUnavailable, match="before the statement"):
+            await store.insert_running(lost, now, **lease)
+        assert await store.get_job(lost.id) is None
+        # Committed, answer lost: the job comes back started, as if answered.
+        refused_before_commit = False
+        new = NewJob(new_id(), company.id, "t", {"n": 1}, 0, 1, None, now, None, None)
+        started = await store.insert_running(new, now, **lease)
+        store._driver.fetchrow = real_fetchrow
+        assert started is not None
+        inserted, running = started
+        assert inserted.created and inserted.job.status is JobStatus.QUEUED
+        assert running.status is JobStatus.RUNNING and running.lease_owner == "me"
+        assert running.attempt == 1 and running.input == {"n": 1}
+        stored = await store.events_after(0, limit=100)
+        assert [e.type for e in stored] == [EventType.QUEUED, EventType.RUNNING]
+        assert inserted.event == stored[0]

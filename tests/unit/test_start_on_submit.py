@@ -70,3 +70,24 @@ async def test_a_draining_node_starts_nothing_on_submit(make_board, autojump_clo
         await settled(rt)
         assert (await rt.get(job.id)).status is JobStatus.QUEUED
         assert rt.statistics().dispatcher.started_on_submit == 0
+
+
+async def test_a_job_started_on_submit_does_not_hide_a_delayed_one(make_board, autojump_clock):
+    """The start takes the last worker while the dispatcher waits for a delayed job's
+    time; the job comes due while no worker is free. Once the worker is free again, it
+    runs (the freed slot rings though no claim filled the node)."""
+    board = make_board(workers=1)
+
+    @board.handler("slow")
+    async def slow(ctx: JobContext) -> None:
+        await trio.sleep(10)
+
+    async with running_with_company(board) as (rt, company):
+        await settled(rt)
+        t0 = trio.current_time()
+        later = await rt.submit(company, "noop", delay=5)
+        await trio.sleep(1)
+        await rt.submit(company, "slow")
+        assert rt.statistics().dispatcher.started_on_submit == 1
+        assert (await rt.wait(later.id, timeout=60)).status is JobStatus.DONE
+        assert trio.current_time() - t0 < 12  # right after the slow job's 10 s

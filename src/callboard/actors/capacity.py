@@ -62,12 +62,15 @@ class Capacity:
     def reserve(self, job: Job) -> None:
         self.reserve_slot(job.id, job.attempt, job.job_type)
 
-    def reserve_slot(self, job_id: str, attempt: int, job_type: str) -> None:
-        """Reserve a slot for an attempt not claimed yet (see Dispatcher.start_now)."""
+    def reserve_slot(self, job_id: str, attempt: int, job_type: str) -> bool:
+        """Reserve a slot for an attempt not claimed yet (see Dispatcher.start_now);
+        False if that attempt holds one already."""
         key = (job_id, attempt)
-        if key not in self._reserved:
-            self._reserved[key] = job_type
-            self._by_type[job_type] += 1
+        if key in self._reserved:
+            return False
+        self._reserved[key] = job_type
+        self._by_type[job_type] += 1
+        return True
 
     def release(self, job: Job) -> None:
         self.release_slot(job.id, job.attempt)

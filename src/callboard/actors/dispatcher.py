@@ -9,18 +9,21 @@ earliest `run_at` of a delayed job, or the poll interval (which covers jobs made
 runnable by another node).
 
 A lone submit may skip the claim (`start_now`): when this node has an idle worker
-and is not claiming right now, the store inserts the job straight into running
-under this node's lease, provided no queued job it would overtake is waiting
-(`JobStore.insert_running`), and the job goes to a worker at once. That is one
-round trip to the store instead of two (insert, then claim), and no dispatcher
+(its type under its concurrency limit), is not claiming right now, and its last
+claim emptied the queue with no wake-up since, the store inserts the job straight
+into running under this node's lease, provided no queued job it would overtake is
+waiting (`JobStore.insert_running`), and the job goes to a worker at once. That is
+one round trip to the store instead of two (insert, then claim), and no dispatcher
 wake-up in between: most of a lone job's latency on PostgreSQL. Batches, delayed
 jobs and a busy node take the queue as before.
 
 A freed slot rings only when a claim may find something: the last claim was full
-or a job type hit its concurrency cap (more may be waiting), or work was signalled
-since the last claim. Otherwise the queue was empty when last looked at, and
-nothing but a signal or the time of a delayed job can change that; a freed slot
-that rang anyway would cost a claim (and a next_run_at) per finished job.
+or a job type hit its concurrency cap (more may be waiting), work was signalled
+since the last claim, or the dispatcher parked with no timer because no worker (or
+no type) was free, so a delayed job that came due meanwhile went unnoticed.
+Otherwise the queue was empty when last looked at, and nothing but a signal or the
+time of a delayed job can change that; a freed slot that rang anyway would cost a
+claim (and a next_run_at) per finished job.
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ class Dispatcher(Actor[None]):
         self._claiming = False
         #: The last claim took fewer jobs than it could: nothing was left runnable.
         self._queue_emptied = False
+        #: Asleep without a timer until a worker is freed (see slot_freed).
+        self._parked = False
 
     def statistics(self) -> DispatcherStatistics:  # type: ignore[override]
         return DispatcherStatistics(
@@ -126,7 +131,7 @@ class Dispatcher(Actor[None]):
 
     def slot_freed(self) -> None:
         """A worker became free: look again if a claim may find something."""
-        if self._new_work or self._backlog:
+        if self._new_work or self._backlog or self._parked:
             self._ring()
 
     def _ring(self) -> None:
@@ -143,7 +148,8 @@ class Dispatcher(Actor[None]):
         if not self._may_start_now(job.job_type):
             return None
         attempt = 1  # a new job's first
-        self._capacity.reserve_slot(job.id, attempt, job.job_type)
+        if not self._capacity.reserve_slot(job.id, attempt, job.job_type):
+            return None  # this attempt holds a slot already: not a new job
         handed = False
         try:
             started = await self._ledger.store.insert_running(
@@ -221,12 +227,16 @@ class Dispatcher(Actor[None]):
         return len(jobs) == limit
 
     async def _sleep_seconds(self) -> float:
+        # Parked: no timer runs, so the next freed worker must ring (a start on
+        # submit can fill the last slot without a full claim setting the backlog).
+        self._parked = True
         if self._capacity.idle() <= 0:
             return math.inf  # only a freed worker (which rings) can change anything
         caps = self._capacity.type_caps()
         startable = [t for t, cap in caps.items() if cap is None or cap > 0]
         if not startable:
             return math.inf
+        self._parked = False
         next_at = await self._ledger.store.next_run_at(startable)
         if next_at is None:
             return self._poll_interval

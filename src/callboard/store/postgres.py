@@ -505,6 +505,15 @@ class PostgresStore(JobStore):
                 )
             except (ForeignKeyViolation, UniqueViolation) as exc:
                 raise await self._insert_refused(exc, [job]) from None
+            except StoreUnavailable:
+                # The insert may have committed with its answer lost (the connection
+                # dropped after COMMIT): the job would then sit leased to this node, run
+                # by no worker, until the reaper spent an attempt on it. Look.
+                started = await self._started_here(job.id, lease_owner, at)
+                if started is None:
+                    raise
+                log.warning("a start on submit's answer was lost; recovered job %s", job.id)
+                return started
             if row is None:
                 return None
             running = _change_event(row, EventType.RUNNING)
@@ -515,6 +524,22 @@ class PostgresStore(JobStore):
         finally:
             self._feed.write_ended(token)
         return Inserted(queued, queued_event, True), _job(row)
+
+    async def _started_here(
+        self, job_id: str, lease_owner: str, at: datetime
+    ) -> tuple[Inserted, Job] | None:
+        """The job `insert_running` started at `at` for `lease_owner`, if it did."""
+        row = await self._driver.fetchrow(Q["get_job"], job_id)
+        if row is None:
+            return None
+        started = (row["status"], row["lease_owner"], row["attempt"], row["started_at"])
+        if started != ("running", lease_owner, 1, at):
+            return None
+        events = await self.events_after(0, job_id=job_id, limit=2)
+        if [e.type for e in events] != [EventType.QUEUED, EventType.RUNNING]:
+            return None
+        self._feed.committed(events)
+        return Inserted(events[0].job, events[0], True), _job(row)
 
     async def _fill_existing(
         self,

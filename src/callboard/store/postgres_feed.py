@@ -116,7 +116,9 @@ class EventFeed:
         if self.publish is not None:
             self.publish(events)
         if remote and self.on_jobs_queued is not None:
-            if any(e.type in _QUEUEING for e in events):
+            # A job started on submit comes with its running event: nothing to claim.
+            started = {e.job_id for e in events if e.type is EventType.RUNNING}
+            if any(e.type in _QUEUEING and e.job_id not in started for e in events):
                 self.on_jobs_queued()
 
     def _drain_pending(self) -> None:
