@@ -579,3 +579,67 @@ async def test_a_node_rides_out_its_connections_being_killed(pg_url, tmp_path):
     ids = [e.id for e in seen]
     assert _strictly_increasing(ids)
     assert ids == [e.id for e in stored] == list(range(1, len(stored) + 1))
+
+
+# --- node presence -----------------------------------------------------------------------
+
+
+class _Ears:
+    """The payloads of the event notifications a store hears (set up before it opens)."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.heard: list[str] = []
+        self._changed = trio.Event()
+        forward = store._events_notified
+
+        def hear(payload: str) -> None:
+            self.heard.append(payload)
+            self._changed.set()
+            forward(payload)
+
+        store._events_notified = hear  # type: ignore[method-assign]
+
+    async def until(self, payload: str) -> None:
+        while payload not in self.heard:
+            self._changed = trio.Event()
+            await self._changed.wait()
+
+
+async def test_commits_notify_the_other_nodes_only_while_there_are_any(pg_url):
+    """A node alone is not woken by its own NOTIFY after every commit; with a second
+    node there, both hear every commit; once it stops, the first is alone again. A
+    NOTIFY sent after a write arrives after any the write sent (commit order), so it
+    marks the end of what there was to hear."""
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    marker = "-1"
+
+    async def write_then_mark(store: PostgresStore, company_id: str, *ears: _Ears) -> None:
+        for e in ears:
+            e.heard.clear()
+        job = NewJob(new_id(), company_id, "t", {}, 0, 1, None, now, None, None)
+        await store.insert_jobs([job], now)
+        await _in_asyncio(_sql(pg_url, "SELECT pg_notify('callboard_events', $1)", marker))
+        with trio.fail_after(10):
+            for e in ears:
+                await e.until(marker)
+
+    a = PostgresStore(pg_url)
+    ears_a = _Ears(a)
+    async with a.opened():
+        company = await a.create_company("acme", now)
+        await write_then_mark(a, company.id, ears_a)
+        assert ears_a.heard == [marker]
+
+        b = PostgresStore(pg_url)
+        ears_b = _Ears(b)
+        async with b.opened():
+            await write_then_mark(a, company.id, ears_a, ears_b)
+            head = str(await a.last_event_id())
+            assert ears_b.heard == [head, marker] and ears_a.heard == [head, marker]
+            nodes = await _in_asyncio(_sql(pg_url, "SELECT node_id FROM callboard_nodes"))
+            assert {r["node_id"] for r in nodes} == {a.node_id, b.node_id}
+
+        await write_then_mark(a, company.id, ears_a)
+        assert ears_a.heard == [marker]
+        nodes = await _in_asyncio(_sql(pg_url, "SELECT node_id FROM callboard_nodes"))
+        assert [r["node_id"] for r in nodes] == [a.node_id]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -70,6 +71,8 @@ Q = load_queries("postgres")
 MIGRATION_LOCK = 0x63616C6C626F6172
 
 EVENTS_CHANNEL = "callboard_events"
+#: How often a node refreshes its row in callboard_nodes (thought gone after 15 s).
+NODE_BEAT_SECONDS = 5.0
 CANCEL_CHANNEL = "callboard_cancel"
 
 
@@ -305,6 +308,8 @@ class PostgresStore(JobStore):
         self._feed = EventFeed(self._read_feed, self.last_event_id)
         self._completions = _Completions(self._complete_many, max_completion_batch)
         self._state = "new"  # new -> open -> closed
+        #: This node's row in callboard_nodes (see _announce).
+        self.node_id = uuid.uuid4().hex
         #: The migration versions the last open applied (empty when up to date).
         self.applied_migrations: list[int] = []
 
@@ -353,7 +358,10 @@ class PostgresStore(JobStore):
             with unwrap_sole():
                 async with self._driver.running(), trio.open_nursery() as nursery:
                     self.applied_migrations = await self._prepare_schema()
+                    # Seen before listening: the other nodes notify from then on.
+                    await self._driver.execute(Q["node_seen"], self.node_id, write=True)
                     self._feed.start_at(await self.last_event_id())
+                    nursery.start_soon(self._announce)
                     await nursery.start(self._completions.run)
                     await nursery.start(
                         self._driver.listen,
@@ -370,6 +378,26 @@ class PostgresStore(JobStore):
                         nursery.cancel_scope.cancel()
         finally:
             self._state = "closed"
+
+    async def _announce(self) -> None:
+        """Keep this node's row in callboard_nodes fresh while the store is open, and
+        delete it at the end: commits notify the other nodes only while there are
+        any, so a node alone is not woken by its own NOTIFY after every statement.
+        A node that misses a beat long enough to be thought gone (15 s) still sees
+        the others' events, a second late, through the feed's poll of the head."""
+        try:
+            while True:
+                await trio.sleep(NODE_BEAT_SECONDS)
+                try:
+                    await self._driver.execute(Q["node_seen"], self.node_id, write=True)
+                except StoreUnavailable as exc:
+                    log.debug("cannot refresh this node's presence: %s", exc)
+        finally:
+            with trio.move_on_after(2, shield=True):
+                try:
+                    await self._driver.execute(Q["node_gone"], self.node_id, write=True)
+                except StoreUnavailable as exc:  # it ages out in 15 s
+                    log.debug("cannot remove this node's presence: %s", exc)
 
     async def open(self) -> None:
         await trio.lowlevel.checkpoint()

@@ -250,6 +250,9 @@ class PgDriver:
         """Close a connection from `connect()`."""
         await self._close(conn)
 
+    async def execute(self, sql: str, *args: Any, write: bool = False) -> str:
+        return await self.run(lambda conn: conn.execute(sql, *args), write=write)
+
     async def fetch(self, sql: str, *args: Any, write: bool = False) -> list[asyncpg.Record]:
         return await self.run(lambda conn: conn.fetch(sql, *args), write=write)
 

@@ -9,8 +9,10 @@ N+1 onwards. Two sources feed it:
   they follow on from what was published they go out at once, with no extra read;
   otherwise they wait in `_pending` for the gap before them to be read;
 - `run()`, which reads "events after N" from the database when a NOTIFY says the
-  head moved (another node wrote, or a local caller never came back), or when a
-  poll finds the head moved without a notification (the listener was down). It
+  head moved (another node wrote), or when a poll of the head, once a second,
+  finds it moved without a notification (the listener was down, a local caller
+  never came back, or this node was alone: commits notify only while other nodes
+  are there to hear, see callboard_nodes in schema.sql). It
   first lets this node's writes in flight return (`write_started`/`write_ended`):
   most gaps are their events, and then nothing needs reading.
 

@@ -38,6 +38,17 @@ INSERT INTO companies (id, name, created_at)
 VALUES ($1, $2, $3)
 RETURNING id, name, created_at;
 
+-- name: node_seen
+-- This node ($1) is alive; rows of nodes gone for an hour (killed, not stopped) go.
+WITH gone AS (
+    DELETE FROM callboard_nodes WHERE seen_at < now() - interval '1 hour'
+)
+INSERT INTO callboard_nodes (node_id, seen_at) VALUES ($1, now())
+ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at;
+
+-- name: node_gone
+DELETE FROM callboard_nodes WHERE node_id = $1;
+
 -- name: get_company
 SELECT id, name, created_at FROM companies WHERE id = $1;
 

@@ -121,6 +121,14 @@ CREATE TABLE event_prune_state (
 
 INSERT INTO event_prune_state (singleton, pruned_through) VALUES (true, 0);
 
+-- The nodes sharing this database, each seen within the last few seconds (every
+-- node refreshes its row every 5 s and deletes it when it stops): while one is
+-- alone, its commits notify nobody (see callboard_append_events).
+CREATE TABLE callboard_nodes (
+    node_id text PRIMARY KEY,
+    seen_at timestamptz NOT NULL
+);
+
 CREATE TABLE assets (
     id text PRIMARY KEY,
     company_id text NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
@@ -176,7 +184,8 @@ RETURN json_build_object(
 -- Append events (arrays in event order) and return the last id given out, 0 for
 -- none. Called last in a statement, after its job rows are changed (and locked):
 -- the event id lock is then taken last and held only to commit, so two writers
--- cannot deadlock on it. Notifies every node of the new head.
+-- cannot deadlock on it. Notifies the other nodes of the new head, when there are
+-- any (callboard_nodes): a node's own commits reach its broker without one.
 CREATE FUNCTION callboard_append_events(
     job_ids text[], company_ids text[], types text[], payloads text[], created_ats timestamptz[]
 ) RETURNS bigint
@@ -194,7 +203,10 @@ BEGIN
     SELECT last - n + e.ord, e.job_id, e.company_id, e.type, e.payload, e.created_at
     FROM unnest(job_ids, company_ids, types, payloads, created_ats)
         WITH ORDINALITY AS e (job_id, company_id, type, payload, created_at, ord);
-    PERFORM pg_notify('callboard_events', last::text);
+    IF (SELECT count(*) FROM callboard_nodes WHERE seen_at > now() - interval '15 seconds') > 1
+    THEN
+        PERFORM pg_notify('callboard_events', last::text);
+    END IF;
     RETURN last;
 END
 $$;
