@@ -106,7 +106,9 @@ def _ends_when_its_reader_goes() -> Iterator[None]:
         piped = stat.S_ISFIFO(os.fstat(fd).st_mode)
     except (OSError, ValueError, AttributeError):  # no real stdout (captured in a test)
         piped = False
-    if not piped or not hasattr(select, "poll"):
+    # Signal handlers can only be set from the main thread (and poll is POSIX).
+    main = threading.current_thread() is threading.main_thread()
+    if not (piped and main and hasattr(select, "poll")):
         yield
         return
     previous = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
