@@ -6,9 +6,9 @@ then follows live; the client reconnects with Last-Event-ID by itself, so the ou
 has no gaps and no duplicates. `--json` prints one JSON object per line, flushed per
 event, for `jq`.
 
-Piped into a reader that stops early (`| head -n 3`), it ends as `cat` or `yes` do,
-killed by SIGPIPE, as soon as the reader has gone: not only at its next write, which
-on a quiet feed may never come.
+Piped into a reader that stops early (`| head -n 3`), it ends as `cat` or `yes` do
+when SIGPIPE ends them (status 141), as soon as the reader has gone: not only at its
+next write, which on a quiet feed may never come.
 """
 
 from __future__ import annotations
@@ -99,37 +99,60 @@ def describe(event: Event, company_name: str | None = None) -> str:
     return "  ".join(parts)
 
 
+#: The exit status of a command whose reader went, as a shell shows `cat`'s when
+#: SIGPIPE ends it.
+READER_GONE = 128 + signal.SIGPIPE
+
+
 @contextmanager
 def _ends_when_its_reader_goes() -> Iterator[None]:
+    """While the block runs, end the process with READER_GONE as soon as the reader
+    of stdout (a pipe) closes it, even while there is nothing to write.
+
+    A thread waits in poll() for POLLERR on stdout (Linux reports a pipe's gone
+    reader so even when asked for no events; macOS does not, and there the next
+    write finds out). It ends the process with os._exit, as SIGPIPE would: the only
+    output was stdout, and it is gone. Signal dispositions stay as Python has them
+    (SIGPIPE ignored), so a socket whose peer went still raises as usual.
+    """
     try:
         fd = sys.stdout.fileno()
         piped = stat.S_ISFIFO(os.fstat(fd).st_mode)
     except (OSError, ValueError, AttributeError):  # no real stdout (captured in a test)
         piped = False
-    # Signal handlers can only be set from the main thread (and poll is POSIX).
-    main = threading.current_thread() is threading.main_thread()
-    if not (piped and main and hasattr(select, "poll")):
+    if not (piped and sys.platform.startswith("linux")):
         yield
         return
-    previous = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    stop_read, stop_write = os.pipe()
 
     def watch() -> None:
         poller = select.poll()
         poller.register(fd, 0)  # nothing but POLLERR: the read end was closed
-        poller.poll()
-        os.kill(os.getpid(), signal.SIGPIPE)
+        poller.register(stop_read, select.POLLIN)
+        ready = dict(poller.poll())
+        if stop_read not in ready:
+            os._exit(READER_GONE)
 
-    # A daemon: it only ever waits, and the process ends with the command.
-    threading.Thread(target=watch, name="stdout-reader-watch", daemon=True).start()
+    watcher = threading.Thread(target=watch, name="stdout-reader-watch", daemon=True)
+    watcher.start()
     try:
         yield
     finally:
-        signal.signal(signal.SIGPIPE, previous)
+        os.write(stop_write, b"x")
+        watcher.join()
+        os.close(stop_read)
+        os.close(stop_write)
 
 
 def _events(client: Client, args: argparse.Namespace) -> None:
     with _ends_when_its_reader_goes():
-        _print_events(client, args)
+        try:
+            _print_events(client, args)
+        except BrokenPipeError:
+            # The reader went while a line was being written: the same end, and
+            # the same status, as when the watcher sees it go.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(READER_GONE) from None
 
 
 def _print_events(client: Client, args: argparse.Namespace) -> None:

@@ -359,9 +359,8 @@ class PostgresStore(JobStore):
                 async with self._driver.running(), trio.open_nursery() as nursery:
                     self.applied_migrations = await self._prepare_schema()
                     # Seen before listening: the other nodes notify from then on.
-                    await self._driver.execute(Q["node_seen"], self.node_id, write=True)
+                    await nursery.start(self._announce)
                     self._feed.start_at(await self.last_event_id())
-                    nursery.start_soon(self._announce)
                     await nursery.start(self._completions.run)
                     await nursery.start(
                         self._driver.listen,
@@ -379,23 +378,30 @@ class PostgresStore(JobStore):
         finally:
             self._state = "closed"
 
-    async def _announce(self) -> None:
+    async def _announce(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Keep this node's row in callboard_nodes fresh while the store is open, and
         delete it at the end: commits notify the other nodes only while there are
         any, so a node alone is not woken by its own NOTIFY after every statement.
         A node that misses a beat long enough to be thought gone (15 s) still sees
-        the others' events, a second late, through the feed's poll of the head."""
+        the others' events, a second late, through the feed's poll of the head.
+
+        Both statements are idempotent, so they run as reads (retried on a fresh
+        connection, not shielded): a stop gives the delete two seconds at most."""
         try:
+            await self._driver.execute(Q["node_seen"], self.node_id)
+            task_status.started()
             while True:
                 await trio.sleep(NODE_BEAT_SECONDS)
                 try:
-                    await self._driver.execute(Q["node_seen"], self.node_id, write=True)
+                    await self._driver.execute(Q["node_seen"], self.node_id)
                 except StoreUnavailable as exc:
                     log.debug("cannot refresh this node's presence: %s", exc)
         finally:
             with trio.move_on_after(2, shield=True):
                 try:
-                    await self._driver.execute(Q["node_gone"], self.node_id, write=True)
+                    await self._driver.execute(Q["node_gone"], self.node_id)
                 except StoreUnavailable as exc:  # it ages out in 15 s
                     log.debug("cannot remove this node's presence: %s", exc)
 

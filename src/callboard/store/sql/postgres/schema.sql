@@ -194,17 +194,21 @@ AS $$
 DECLARE
     n integer := coalesce(cardinality(job_ids), 0);
     last bigint;
+    others boolean;
 BEGIN
     IF n = 0 THEN
         RETURN 0;
     END IF;
+    -- Looked up before the event id lock is taken, so no writer waits on it.
+    others := (
+        SELECT count(*) FROM callboard_nodes WHERE seen_at > now() - interval '15 seconds'
+    ) > 1;
     UPDATE event_log_state SET last_id = last_id + n RETURNING last_id INTO last;
     INSERT INTO content_job_events (id, job_id, company_id, type, payload, created_at)
     SELECT last - n + e.ord, e.job_id, e.company_id, e.type, e.payload, e.created_at
     FROM unnest(job_ids, company_ids, types, payloads, created_ats)
         WITH ORDINALITY AS e (job_id, company_id, type, payload, created_at, ord);
-    IF (SELECT count(*) FROM callboard_nodes WHERE seen_at > now() - interval '15 seconds') > 1
-    THEN
+    IF others THEN
         PERFORM pg_notify('callboard_events', last::text);
     END IF;
     RETURN last;
