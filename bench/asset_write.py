@@ -32,7 +32,7 @@ from pathlib import Path
 
 import trio
 
-from callboard.storage import AssetStorage
+from callboard.storage.local import AssetStorage
 
 COMPANY = "00000000-0000-4000-8000-000000000000"
 MiB = 1024 * 1024

@@ -41,7 +41,7 @@ def make_store(request, tmp_path):
     database of its own)."""
     kind = request.param
     if kind == "memory":
-        from callboard.testing import MemoryStore
+        from callboard.store.memory import MemoryStore
 
         return MemoryStore
     if kind == "sqlite":

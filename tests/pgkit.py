@@ -61,7 +61,7 @@ async def _migrate(url: str) -> None:
     import asyncpg
 
     from callboard.store.migrations import discover
-    from callboard.store.postgres import _apply_migrations
+    from callboard.store.postgres.store import _apply_migrations
 
     conn = await asyncpg.connect(url, timeout=5)
     try:

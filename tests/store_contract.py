@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import trio
 
-from callboard.assets import Asset
 from callboard.errors import (
     CompanyExists,
     CompanyNotFound,
@@ -24,6 +23,7 @@ from callboard.errors import (
 )
 from callboard.jobs import (
     WORKER_LOST,
+    Asset,
     EventType,
     Job,
     JobEvent,

@@ -118,7 +118,7 @@ async def test_a_claim_whose_answer_was_lost_still_hands_out_its_jobs(pg_url):
     from datetime import UTC, datetime, timedelta
 
     from callboard.jobs import EventType, JobStatus, NewJob, new_id
-    from callboard.store.postgres import Q
+    from callboard.store.postgres.store import Q
 
     now = datetime(2030, 1, 1, tzinfo=UTC)
     async with PostgresStore(pg_url).opened() as store:
@@ -156,7 +156,7 @@ async def test_a_start_on_submit_whose_answer_was_lost_still_starts(pg_url):
     from datetime import UTC, datetime, timedelta
 
     from callboard.jobs import EventType, JobStatus, NewJob, new_id
-    from callboard.store.postgres import Q
+    from callboard.store.postgres.store import Q
 
     now = datetime(2030, 1, 1, tzinfo=UTC)
     async with PostgresStore(pg_url).opened() as store:

@@ -544,7 +544,7 @@ async def test_the_checkpointer_checkpoints_after_commits(db: SqliteStore) -> No
 
 
 async def test_checkpointer_stop_is_not_lost_in_its_interval(tmp_path) -> None:
-    from callboard.store.sqlite_writer import Checkpointer
+    from callboard.store.sqlite.writer import Checkpointer
 
     checkpointer = Checkpointer(
         lambda: sqlite3.connect(tmp_path / "x.db", check_same_thread=False),

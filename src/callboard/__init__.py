@@ -13,8 +13,6 @@ The public API is small on purpose (pinned by tests/unit/test_public_api.py):
         job = await rt.wait(job.id)
 """
 
-from .actors.broker import Lagged
-from .assets import Asset
 from .board import Board
 from .errors import (
     AssetNotFound,
@@ -26,13 +24,15 @@ from .errors import (
     InvalidRequest,
     InvalidTransition,
     JobNotFound,
+    Lagged,
     NotFound,
     ShuttingDown,
     StoreInUse,
     StoreUnavailable,
     UnknownJobType,
 )
-from .jobs import TERMINAL, Company, Job, JobContext, JobEvent, JobSpec, JobStatus, Page, Progress
+from .handlers import JobContext
+from .jobs import TERMINAL, Asset, Company, Job, JobEvent, JobSpec, JobStatus, Page, Progress
 from .running_board import RunningBoard
 from .runtime import SupervisorEscalation
 

@@ -1,30 +1,39 @@
 """One settings object, read from command-line flags, then CALLBOARD_* environment
-variables, then defaults (DESIGN.md section 9). Every value is checked here, once: a
-bad one raises `SettingError` whose message names the setting and what was wrong."""
+variables, then defaults (the README's "Configuration" table). The defaults live here
+and nowhere else: `Board(...)` is built from a `Settings` (its keyword arguments
+override fields of it), and `callboard serve` hands the same object to the web
+server. Every value is checked here, once: a bad one raises `SettingError` whose
+message names the setting and what was wrong."""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import CallboardError
 
 
-class SettingError(CallboardError):
-    pass
+class SettingError(CallboardError, ValueError):
+    """A setting with a bad value; the message names the setting (its flag, its
+    environment variable, or its keyword argument) and what was wrong."""
 
 
-# The namespace caps of asset storage (DESIGN.md section 5); Board uses the same defaults.
+# The namespace caps of asset storage (docs/architecture.md, "Storage").
 DEFAULT_GENERATED_ASSET_MAX_BYTES = 500 * 1024 * 1024
 DEFAULT_ATTACHMENT_MAX_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """A node's configuration. `database_url` and `storage_dir` left empty follow
+    `data_dir` (`sqlite:///<data dir>/callboard.db`, `<data dir>/assets`); they are
+    resolved when the object is made, so `dataclasses.replace(s, data_dir=...)` keeps
+    the old paths: pass them too, or build a new Settings."""
+
     data_dir: Path = Path("callboard-data")
     bind: str = "127.0.0.1:8000"
     database_url: str = ""
@@ -38,10 +47,22 @@ class Settings:
     lease_seconds: float = 30.0
     generated_asset_max_bytes: int = DEFAULT_GENERATED_ASSET_MAX_BYTES
     attachment_max_bytes: int = DEFAULT_ATTACHMENT_MAX_BYTES
-    event_retention_seconds: float = 7 * 24 * 3600
+    #: Seconds events are kept for replay; None keeps them for ever.
+    event_retention: float | None = 7 * 24 * 3600
     cors_origins: tuple[str, ...] = ()
-    shutdown_grace_seconds: float = 10.0
+    #: Seconds running jobs get to finish when the node stops.
+    shutdown_grace: float = 10.0
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        data_dir = Path(self.data_dir)
+        object.__setattr__(self, "data_dir", data_dir)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{data_dir / 'callboard.db'}")
+        if self.storage_dir == Path():
+            object.__setattr__(self, "storage_dir", data_dir / "assets")
+        object.__setattr__(self, "storage_dir", Path(self.storage_dir))
+        _check(self)
 
     @property
     def operator_token_file(self) -> Path:
@@ -135,9 +156,9 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "lease_seconds": ("CALLBOARD_LEASE_SECONDS", _positive_float),
     "generated_asset_max_bytes": ("CALLBOARD_GENERATED_ASSET_MAX_BYTES", _positive_int),
     "attachment_max_bytes": ("CALLBOARD_ATTACHMENT_MAX_BYTES", _positive_int),
-    "event_retention_seconds": ("CALLBOARD_EVENT_RETENTION", _duration),
+    "event_retention": ("CALLBOARD_EVENT_RETENTION", _duration),
     "cors_origins": ("CALLBOARD_CORS_ORIGINS", _list),
-    "shutdown_grace_seconds": ("CALLBOARD_SHUTDOWN_GRACE", _duration),
+    "shutdown_grace": ("CALLBOARD_SHUTDOWN_GRACE", _duration),
 }
 
 
@@ -156,13 +177,46 @@ def load_settings(
             values[name] = parse(label, raw)
         elif env.get(var, "").strip():
             values[name] = parse(var, env[var].strip())
-    settings = Settings(**values)
-    data_dir = settings.data_dir
-    if not settings.database_url:
-        settings = replace(settings, database_url=f"sqlite:///{data_dir / 'callboard.db'}")
-    if settings.storage_dir == Path():
-        settings = replace(settings, storage_dir=data_dir / "assets")
-    return settings
+    return Settings(**values)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seconds(value: object) -> bool:
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf")
+    )
+
+
+def _check(settings: Settings) -> None:
+    """The typed values' rules (the parsers above check text; a Settings built in Python
+    gets the same rules here)."""
+    if not _whole(settings.workers) or settings.workers < 0:
+        raise SettingError(
+            f"workers: must be a whole number of at least 0, got {settings.workers!r}"
+        )
+    if not _whole(settings.database_pool_size) or settings.database_pool_size < 1:
+        raise SettingError(
+            f"database_pool_size: must be a whole number of at least 1, "
+            f"got {settings.database_pool_size!r}"
+        )
+    for name in ("generated_asset_max_bytes", "attachment_max_bytes"):
+        value = getattr(settings, name)
+        if not _whole(value) or value < 1:
+            raise SettingError(f"{name}: must be a positive number of bytes, got {value!r}")
+    for name in ("lease_seconds", "shutdown_grace"):
+        value = getattr(settings, name)
+        if not _seconds(value):
+            raise SettingError(f"{name}: must be a positive number of seconds, got {value!r}")
+    if settings.event_retention is not None and not _seconds(settings.event_retention):
+        raise SettingError(
+            f"event_retention: must be a positive number of seconds or None, "
+            f"got {settings.event_retention!r}"
+        )
+    _database_url("database_url", settings.database_url)
+    _bind("bind", settings.bind)
 
 
 def sqlite_path(database_url: str) -> Path:

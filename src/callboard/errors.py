@@ -101,3 +101,22 @@ class StoreInUse(CallboardError):
 
 class ShuttingDown(CallboardError):
     """The runtime is stopping and accepts no new work."""
+
+
+# --- the event broker (trio's words: Closed is yours, Broken the other side's) ---
+
+
+class Lagged(CallboardError):
+    """The subscriber fell behind and was dropped; re-subscribe from the last id seen."""
+
+    def __init__(self, dropped_at: int, buffer: int) -> None:
+        self.dropped_at = dropped_at
+        self.buffer = buffer
+        super().__init__(
+            f"subscriber fell behind (buffer of {buffer} full) and was dropped; "
+            "re-subscribe from the last event id seen"
+        )
+
+
+class BrokerClosed(CallboardError):
+    """The broker stopped (the runtime is shutting down)."""

@@ -1,30 +1,23 @@
-"""The job domain: statuses, jobs, events, the handler registry and JobContext.
+"""The records of the job domain: statuses, jobs, events, companies, assets, pages.
 
-Nothing here touches SQL, HTTP or trio's scheduling; the store persists these
-objects and the actors move them through their lifecycle:
+Nothing here touches SQL, HTTP or trio; the store persists these objects, the actors
+move them through their lifecycle, and the client decodes them from the wire:
 
     queued -> running -> done | failed | cancelled
     running -> queued   (a failed attempt with attempts left: content_job.retrying)
     failed | cancelled -> queued   (a manual retry)
+
+The handler API (the registry, `JobContext`) is in `callboard.handlers`.
 """
 
 from __future__ import annotations
 
 import enum
-import inspect
-import math
-import re
 import uuid
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
-
-from .errors import InvalidRequest, UnknownJobType
-
-if TYPE_CHECKING:
-    from .assets import Asset
+from typing import Any, Generic, TypeVar
 
 
 class JobStatus(enum.StrEnum):
@@ -289,247 +282,38 @@ class Inserted:
     created: bool
 
 
-# --- handlers -------------------------------------------------------------------------
-
-Handler = Callable[["JobContext"], Awaitable[None]]
-
-_JOB_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-
-
 @dataclass(frozen=True, slots=True)
-class HandlerSpec:
-    job_type: str
-    fn: Handler
-    timeout: float | None = None
-    max_attempts: int = 1
-    concurrency: int | None = None
+class Asset:
+    """A stored file. `object_key` is its path under the storage root; `sha256` the hex
+    digest of its bytes; `original_filename` the name it was given, minus control
+    characters. `created_by_job_id` is None for uploads."""
 
+    id: str
+    company_id: str
+    namespace: str
+    object_key: str
+    content_type: str
+    byte_size: int
+    sha256: str
+    original_filename: str
+    source_task_id: str | None
+    created_by_job_id: str | None
+    created_at: datetime
 
-class HandlerRegistry:
-    """Job types and the handlers that run them."""
-
-    def __init__(self) -> None:
-        self._specs: dict[str, HandlerSpec] = {}
-
-    def register(
-        self,
-        job_type: str,
-        fn: Handler,
-        *,
-        timeout: float | None = None,
-        max_attempts: int = 1,
-        concurrency: int | None = None,
-    ) -> HandlerSpec:
-        if not _JOB_TYPE.match(job_type):
-            raise ValueError(
-                f"invalid job type {job_type!r}: use 1-128 letters, digits and _ . : -"
-            )
-        if not inspect.iscoroutinefunction(fn):
-            raise TypeError(f"handler for {job_type!r} must be an async function")
-        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
-            raise ValueError(f"timeout for {job_type!r} must be a positive number of seconds")
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts for {job_type!r} must be at least 1")
-        if concurrency is not None and concurrency < 1:
-            raise ValueError(f"concurrency for {job_type!r} must be at least 1")
-        if job_type in self._specs:
-            raise ValueError(f"a handler for {job_type!r} is already registered")
-        spec = HandlerSpec(job_type, fn, timeout, max_attempts, concurrency)
-        self._specs[job_type] = spec
-        return spec
-
-    def get(self, job_type: str) -> HandlerSpec:
-        try:
-            return self._specs[job_type]
-        except KeyError:
-            raise UnknownJobType(job_type, self._specs) from None
-
-    def __contains__(self, job_type: object) -> bool:
-        return job_type in self._specs
-
-    def job_types(self) -> list[str]:
-        return sorted(self._specs)
-
-    def specs(self) -> list[HandlerSpec]:
-        return [self._specs[t] for t in sorted(self._specs)]
-
-    def merged(self, other: HandlerRegistry) -> HandlerRegistry:
-        out = HandlerRegistry()
-        out._specs = {**self._specs, **other._specs}
-        return out
-
-
-MAX_PRIORITY = 2**31 - 1
-
-
-def build_new_job(
-    registry: HandlerRegistry,
-    company_id: str,
-    spec: JobSpec,
-    now: datetime,
-) -> NewJob:
-    """Validate one submission against the registry and resolve its defaults.
-
-    Raises UnknownJobType or InvalidRequest with a message that names the field.
-    """
-    handler = registry.get(spec.job_type)
-    if not isinstance(spec.input, Mapping):
-        raise InvalidRequest(f"input must be a JSON object, not {type(spec.input).__name__}")
-    if not isinstance(spec.priority, int) or isinstance(spec.priority, bool):
-        raise InvalidRequest("priority must be an integer")
-    if abs(spec.priority) > MAX_PRIORITY:
-        raise InvalidRequest(f"priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}")
-    delay = spec.delay
-    if isinstance(delay, timedelta):
-        delay = delay.total_seconds()
-    if delay is not None:
-        if (
-            isinstance(delay, bool)
-            or not isinstance(delay, int | float)
-            or not math.isfinite(delay)
-        ):
-            raise InvalidRequest("delay must be a number of seconds")
-        if delay < 0:
-            raise InvalidRequest("delay must not be negative")
-    max_attempts = spec.max_attempts if spec.max_attempts is not None else handler.max_attempts
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise InvalidRequest("maxAttempts must be an integer of at least 1")
-    timeout = spec.timeout if spec.timeout is not None else handler.timeout
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not (timeout > 0 and math.isfinite(timeout))
-    ):
-        raise InvalidRequest("timeout must be a positive number of seconds")
-    for name, value in (
-        ("sourceTaskId", spec.source_task_id),
-        ("idempotencyKey", spec.idempotency_key),
-    ):
-        if value is not None and (not isinstance(value, str) or not value or len(value) > 200):
-            raise InvalidRequest(f"{name} must be a non-empty string of at most 200 characters")
-    return NewJob(
-        id=new_id(),
-        company_id=company_id,
-        job_type=spec.job_type,
-        input=dict(spec.input),
-        priority=spec.priority,
-        max_attempts=max_attempts,
-        timeout_seconds=float(timeout) if timeout is not None else None,
-        run_at=now + timedelta(seconds=delay or 0),
-        source_task_id=spec.source_task_id,
-        idempotency_key=spec.idempotency_key,
-    )
-
-
-# --- the handler's view of its job ----------------------------------------------------
-
-
-class ProgressSink(Protocol):
-    """Where JobContext sends progress; the worker implements it (coalescing, leases)."""
-
-    async def report(self, percent: int, message: str | None) -> None: ...
-
-
-AssetData = bytes | bytearray | memoryview | Iterable[bytes] | AsyncIterable[bytes]
-
-
-class AssetWriter(Protocol):
-    """What `ctx.open_asset()` yields: write chunks; `asset` is set once the block ends."""
-
-    asset: Asset | None
-
-    async def write(self, data: bytes | bytearray | memoryview) -> None: ...
-
-
-class AssetSink(Protocol):
-    """Where JobContext stores and reads assets; the worker implements it (JobAssets)."""
-
-    async def save(
-        self, filename: str, content_type: str, data: AssetData, *, result: bool
-    ) -> Asset: ...
-
-    def open(
-        self, filename: str, content_type: str, *, result: bool
-    ) -> AbstractAsyncContextManager[AssetWriter]: ...
-
-    async def read(self, asset_id: str) -> bytes: ...
-
-
-@dataclass(slots=True)
-class JobContext:
-    """What a handler gets: its job's identity and input, and ways to report back.
-
-    `progress()` is cheap to call often: the worker stores at most a few progress
-    events a second per job and always keeps the latest value.
-
-    Assets a handler saves go to the `generated` namespace, linked to the job and its
-    source task. Their rows are written with the job's `done` transition, in the same
-    transaction; if the attempt fails, is cancelled or loses its lease, its files are
-    deleted and no row is written. The last asset saved with `result=True` (the
-    default) becomes the job's `resultAssetId`.
-    """
-
-    job: Job
-    _sink: ProgressSink
-    _assets: AssetSink | None = None
-
-    @property
-    def job_id(self) -> str:
-        return self.job.id
-
-    @property
-    def company_id(self) -> str:
-        return self.job.company_id
-
-    @property
-    def job_type(self) -> str:
-        return self.job.job_type
-
-    @property
-    def input(self) -> Mapping[str, Any]:
-        return self.job.input
-
-    @property
-    def attempt(self) -> int:
-        return self.job.attempt
-
-    @property
-    def source_task_id(self) -> str | None:
-        return self.job.source_task_id
-
-    async def progress(self, percent: float, message: str | None = None) -> None:
-        if isinstance(percent, bool) or not isinstance(percent, int | float):
-            raise TypeError("percent must be a number from 0 to 100")
-        if not math.isfinite(percent):
-            raise ValueError("percent must be a finite number from 0 to 100")
-        clamped = max(0, min(100, round(percent)))
-        await self._sink.report(clamped, None if message is None else str(message))
-
-    def _asset_sink(self) -> AssetSink:
-        if self._assets is None:
-            raise RuntimeError("this JobContext has no asset storage")
-        return self._assets
-
-    async def save_asset(
-        self, filename: str, content_type: str, data: AssetData, *, result: bool = True
-    ) -> Asset:
-        """Store `data` (bytes, or a sync or async iterable of bytes chunks, streamed) as
-        a generated asset. Over the namespace's cap it raises AssetTooLarge, having kept
-        nothing; left unhandled, that fails the job with the cap in its message."""
-        return await self._asset_sink().save(filename, content_type, data, result=result)
-
-    def open_asset(
-        self, filename: str, content_type: str, *, result: bool = True
-    ) -> AbstractAsyncContextManager[AssetWriter]:
-        """`async with ctx.open_asset("out.mp4", "video/mp4") as f: await f.write(chunk)`;
-        the asset is stored when the block ends normally (`f.asset`), and nothing is
-        kept if it raises."""
-        return self._asset_sink().open(filename, content_type, result=result)
-
-    async def read_asset(self, asset_id: str) -> bytes:
-        """The bytes of an asset of this job's company (an upload named in the input,
-        or one this attempt saved). Raises AssetNotFound for any other id."""
-        return await self._asset_sink().read(asset_id)
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "companyId": self.company_id,
+            "namespace": self.namespace,
+            "objectKey": self.object_key,
+            "contentType": self.content_type,
+            "byteSize": self.byte_size,
+            "sha256": self.sha256,
+            "originalFilename": self.original_filename,
+            "sourceTaskId": self.source_task_id,
+            "createdByJobId": self.created_by_job_id,
+            "createdAt": iso(self.created_at),
+        }
 
 
 def with_progress(job: Job, percent: int, message: str | None) -> Job:

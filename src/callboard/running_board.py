@@ -1,36 +1,85 @@
-"""RunningBoard: what `async with board.running() as rt` gives you.
+"""The running node: `run_node` builds and runs its actor tree, and `RunningBoard` is
+what `async with board.running() as rt` gives you.
 
-Every method validates its input first and raises a typed error (`UnknownJobType`,
-`InvalidRequest`, `CompanyNotFound`, `JobNotFound`, `InvalidTransition`) having
-written nothing.
+The tree `run_node` builds:
+
+    root supervisor (one_for_one)
+    ├── broker                       fan-out of committed events
+    ├── reaper                       reclaims jobs whose lease ran out
+    ├── leases                       renews the leases of the jobs running here
+    ├── workers supervisor (one_for_one)
+    │   └── worker-1 .. worker-N     run handlers, one job each at a time
+    ├── dispatcher                   claims runnable jobs for idle workers
+    ├── stats                        runtime.stats on the operator feed, every second
+    └── (extra children: the web server under `callboard serve`)
+
+Supervision: one_for_one at both levels, because the children share no state that a
+crash could corrupt: a crashed worker's job is recovered by its lease, a crashed
+dispatcher re-reads the store. More than 5 restarts in 60 s at the root (or more
+than max(3, workers) in the pool) escalates as SupervisorEscalation out of
+`running()`.
+
+Children start in that order, each ready before the next. Leaving `running()` drains
+the node: no new submits, no new claims, running jobs get `shutdown_grace` seconds
+to finish, then everything is cancelled. A job still running then keeps its lease,
+which runs out; the reaper of the next start (or of another node) reclaims it.
+
+The store's three hooks (`on_commit`, `on_jobs_queued`, `on_cancel_requested`) are
+set in `run_node`, and nowhere else.
+
+Every `RunningBoard` method validates its input first and raises a typed error
+(`UnknownJobType`, `InvalidRequest`, `CompanyNotFound`, `JobNotFound`,
+`InvalidTransition`) having written nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import socket
 import unicodedata
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .actors.broker import Broker, BrokerStatistics, Lagged
+from .actors.broker import Broker, BrokerStatistics
 from .actors.capacity import Capacity
 from .actors.dispatcher import Dispatcher, DispatcherStatistics
+from .actors.event_stream import open_event_stream
+from .actors.lease_keeper import LeaseKeeper
+from .actors.ledger import Ledger
 from .actors.reaper import Reaper, ReaperStatistics
-from .actors.worker import Worker
-from .assets import Asset
-from .errors import AssetNotFound, CompanyNotFound, InvalidRequest, JobNotFound, ShuttingDown
-from .event_stream import open_event_stream
-from .jobs import Company, Job, JobEvent, JobSpec, JobStatus, Page, new_id
-from .ledger import Ledger
-from .runtime import Supervisor, SupervisorStatistics
-from .storage import UPLOADS, AssetStorage, Chunks
-from .storage_gc import GcReport, collect_garbage
+from .actors.stats import StatsReporter
+from .actors.worker import JobRunner, Worker, WorkerSettings
+from .config import Settings
+from .errors import (
+    AssetNotFound,
+    CompanyNotFound,
+    InvalidRequest,
+    JobNotFound,
+    Lagged,
+    ShuttingDown,
+)
+from .jobs import Asset, Company, Inserted, Job, JobEvent, JobSpec, JobStatus, NewJob, Page, new_id
+from .runtime import ChildSpec, Restart, Strategy, Supervisor, SupervisorStatistics
+from .runtime.clock import TrioWallClock
+from .runtime.groups import unwrap_sole
+from .storage.gc import GcReport, collect_garbage
+from .storage.local import AssetStorage
+from .storage.names import UPLOADS
+from .storage.writer import Chunks
 from .store.base import JobStore
+
+if TYPE_CHECKING:
+    from .board import Board
+
+log = logging.getLogger("callboard")
 
 MAX_PAGE = 500
 WAIT_RECHECK_SECONDS = 5.0
@@ -77,7 +126,10 @@ class RunningBoard:
         dispatcher: Dispatcher,
         reaper: Reaper,
         lease_owner: str,
+        settings: Settings,
     ) -> None:
+        #: The node's configuration (the web server reads its part from here).
+        self.settings = settings
         self._ledger = ledger
         self._store = ledger.store
         self._storage = storage
@@ -423,3 +475,126 @@ class RunningBoard:
         """Make `drain` also wait (within its grace) for `wait()`: the web server uses
         it so its last responses finish before the tree is cancelled."""
         self._drain_waits.append(wait)
+
+
+@asynccontextmanager
+async def run_node(
+    board: Board,
+    store: JobStore,
+    extra_children: Callable[[RunningBoard], Sequence[ChildSpec]] | None,
+) -> AsyncIterator[RunningBoard]:
+    """Build the actor tree over an opened store, wire the store's hooks, run it, and
+    drain it on the way out (the module docstring shows the tree)."""
+    settings = board.settings
+    registry = board.registry
+    lease_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    clock = TrioWallClock()
+    broker = Broker()
+    dispatcher: Dispatcher | None = None
+
+    def wake_dispatcher() -> None:
+        if dispatcher is not None:
+            dispatcher.wake()
+
+    def slot_freed() -> None:
+        if dispatcher is not None:
+            dispatcher.slot_freed()
+
+    async def start_now(job: NewJob, now: datetime) -> Inserted | None:
+        if dispatcher is None:
+            await trio.lowlevel.checkpoint()
+            return None
+        return await dispatcher.start_now(job, now)
+
+    capacity = Capacity(
+        settings.workers,
+        {spec.job_type: spec.concurrency for spec in registry.specs()},
+        on_release=slot_freed,
+    )
+    ledger = Ledger(store, broker, clock, registry, wake_dispatcher, start_now)
+    # The store's three hooks, all wired here: committed events go to the broker (in
+    # id order, after their commit); a store shared with other nodes relays their
+    # submits (wake the dispatcher) and their cancels (of jobs running here).
+    store.on_commit = broker.publish_many
+    store.on_jobs_queued = wake_dispatcher
+    store.on_cancel_requested = capacity.cancel
+    to_workers, from_dispatcher = trio.open_memory_channel[Job](0)
+    worker_settings = WorkerSettings(
+        lease_owner=lease_owner,
+        lease_seconds=settings.lease_seconds,
+        backoff=board.retry_backoff,
+        progress_interval=board.progress_interval,
+    )
+    storage = AssetStorage(settings.storage_dir, board.asset_caps)
+    leases = LeaseKeeper(ledger, lease_owner, settings.lease_seconds)
+    runner = JobRunner(ledger, registry, worker_settings, storage, leases)
+    workers = [
+        Worker(f"worker-{i + 1}", from_dispatcher, runner, capacity, broker.publish)
+        for i in range(settings.workers)
+    ]
+    dispatcher = Dispatcher(
+        ledger,
+        capacity,
+        to_workers,
+        lease_owner=lease_owner,
+        lease_seconds=settings.lease_seconds,
+        poll_interval=board.poll_interval,
+    )
+    reaper = Reaper(
+        ledger,
+        lease_owner=lease_owner,
+        interval=max(0.5, settings.lease_seconds / 2),
+        event_retention=settings.event_retention,
+    )
+    worker_pool = Supervisor(
+        "workers",
+        [ChildSpec(w.name, w.run, Restart.PERMANENT) for w in workers],
+        strategy=Strategy.ONE_FOR_ONE,
+        max_restarts=max(3, settings.workers),
+        period=60.0,
+    )
+    # The reaper starts before any claim, so orphans of a dead process are
+    # requeued before this node looks for work.
+    children = [
+        ChildSpec("broker", broker.run, Restart.PERMANENT),
+        ChildSpec("reaper", reaper.run, Restart.PERMANENT),
+    ]
+    if workers:
+        children.append(ChildSpec("leases", leases.run, Restart.PERMANENT))
+        children.append(ChildSpec("workers", worker_pool.run, Restart.PERMANENT))
+        children.append(ChildSpec("dispatcher", dispatcher.run, Restart.PERMANENT))
+    rt = RunningBoard(
+        ledger=ledger,
+        storage=storage,
+        capacity=capacity,
+        workers=workers,
+        dispatcher=dispatcher,
+        reaper=reaper,
+        lease_owner=lease_owner,
+        settings=settings,
+    )
+    stats = StatsReporter(ledger, rt.node_snapshot)
+    children.append(ChildSpec("stats", stats.run, Restart.PERMANENT))
+    if extra_children is not None:
+        children.extend(extra_children(rt))
+    root = Supervisor(
+        "callboard", children, strategy=Strategy.ONE_FOR_ONE, max_restarts=5, period=60.0
+    )
+    rt.supervisor = root
+    # The caller's own exception, or the root supervisor's escalation, comes out
+    # as itself.
+    with unwrap_sole():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(root.run)
+            log.info(
+                "callboard node %s running: %d workers, job types %s",
+                lease_owner,
+                settings.workers,
+                ", ".join(registry.job_types()),
+            )
+            try:
+                yield rt
+            finally:
+                with trio.CancelScope(shield=True):
+                    await rt.drain(settings.shutdown_grace)
+                nursery.cancel_scope.cancel()

@@ -17,7 +17,7 @@ import pytest
 from cli_kit import CALLBOARD, callboard, callboard_all, start_callboard, wait_for
 from serve_process import ServeProcess, serve
 
-from callboard.cli import build_parser, main
+from callboard.cli.main import build_parser, main
 from callboard.client import Client
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 
 from callboard import Board
 from callboard.actors.worker import Backoff
-from callboard.testing import MemoryStore
+from callboard.store.memory import MemoryStore
 
 
 @pytest.fixture

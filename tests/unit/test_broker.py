@@ -7,7 +7,8 @@ import trio
 from boardkit import running_with_company
 
 from callboard import JobSpec, Lagged
-from callboard.actors.broker import Broker, BrokerClosed
+from callboard.actors.broker import Broker
+from callboard.errors import BrokerClosed
 
 pytestmark = pytest.mark.trio
 

@@ -36,7 +36,7 @@ def test_lists_and_durations():
     env = {"CALLBOARD_HANDLERS": "a.b, c", "CALLBOARD_EVENT_RETENTION": "36h"}
     settings = load_settings({}, env)
     assert settings.handlers == ("a.b", "c")
-    assert settings.event_retention_seconds == 36 * 3600
+    assert settings.event_retention == 36 * 3600
     assert load_settings({"handlers": ["x", "y"]}, {}).handlers == ("x", "y")
 
 

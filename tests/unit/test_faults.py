@@ -9,7 +9,7 @@ from boardkit import all_events, running_with_company
 
 from callboard import JobContext, JobStatus
 from callboard.store.base import Renewal
-from callboard.testing import MemoryStore
+from callboard.store.memory import MemoryStore
 
 pytestmark = pytest.mark.trio
 

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from callboard.jobs import EventType, JobEvent, JobStatus, NewJob, new_id
-from callboard.store.postgres_feed import EventFeed
+from callboard.store.postgres.feed import EventFeed
 
 pytestmark = pytest.mark.trio
 

@@ -14,21 +14,20 @@ import pytest
 import trio
 
 from callboard import JobContext, JobStatus
-from callboard.assets import Asset
 from callboard.errors import AssetNotFound, AssetTooLarge, InvalidRequest, StoreUnavailable
-from callboard.jobs import EventType, new_id
+from callboard.jobs import Asset, EventType, new_id
 from callboard.sizes import human_bytes
-from callboard.storage import (
-    FLUSH_BYTES,
+from callboard.storage.gc import collect_garbage
+from callboard.storage.local import AssetStorage
+from callboard.storage.names import (
     MAX_ORIGINAL_NAME,
     MAX_SAFE_NAME,
     ORPHAN_GRACE_SECONDS,
-    AssetStorage,
     clean_original,
     safe_filename,
 )
-from callboard.storage_gc import collect_garbage
-from callboard.testing import MemoryStore
+from callboard.storage.writer import FLUSH_BYTES
+from callboard.store.memory import MemoryStore
 
 pytestmark = pytest.mark.trio
 

@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from callboard import SupervisorEscalation
-from callboard.testing import MemoryStore
+from callboard.store.memory import MemoryStore
 
 pytestmark = pytest.mark.trio
 

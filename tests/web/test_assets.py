@@ -28,7 +28,7 @@ from webkit import (
 )
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from callboard.storage import OBJECT_NAME, ORPHAN_GRACE_SECONDS
+from callboard.storage.names import OBJECT_NAME, ORPHAN_GRACE_SECONDS
 from callboard.web.body import BUFFERED_CHUNKS, FlowControlledBody
 
 pytestmark = pytest.mark.trio

@@ -63,13 +63,10 @@ class Server:
 
 def test_board(settings: Any, **kwargs: Any) -> Board:
     board = Board(
-        database_url=settings.database_url,
-        storage_dir=settings.storage_dir,
+        settings=settings,
         workers=kwargs.pop("workers", 4),
         lease_seconds=kwargs.pop("lease_seconds", 30),
         shutdown_grace=kwargs.pop("shutdown_grace", 5),
-        generated_asset_max_bytes=settings.generated_asset_max_bytes,
-        attachment_max_bytes=settings.attachment_max_bytes,
         **kwargs,
     )
 
@@ -99,7 +96,7 @@ async def start_server(tmp_path: Path, env: dict[str, str] | None = None, **boar
     servers: list[WebServer] = []
 
     def web(rt: RunningBoard) -> list[ChildSpec]:
-        servers.append(WebServer(rt, settings))
+        servers.append(WebServer(rt))
         return [ChildSpec("web", servers[-1].run, Restart.TRANSIENT)]
 
     return board, settings, web, servers

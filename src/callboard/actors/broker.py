@@ -21,27 +21,11 @@ from typing import Any
 
 import trio
 
-from ..errors import CallboardError
+from ..errors import BrokerClosed, Lagged
 
 log = logging.getLogger("callboard.broker")
 
 Filter = Callable[[Any], bool]
-
-
-class Lagged(CallboardError):
-    """The subscriber fell behind and was dropped; re-subscribe from the last id seen."""
-
-    def __init__(self, dropped_at: int, buffer: int) -> None:
-        self.dropped_at = dropped_at
-        self.buffer = buffer
-        super().__init__(
-            f"subscriber fell behind (buffer of {buffer} full) and was dropped; "
-            "re-subscribe from the last event id seen"
-        )
-
-
-class BrokerClosed(CallboardError):
-    """The broker stopped (the runtime is shutting down)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,9 +37,9 @@ import trio
 
 from ..errors import StoreUnavailable
 from ..jobs import Inserted, NewJob
-from ..ledger import Ledger
 from ..runtime import Actor
 from .capacity import Capacity
+from .ledger import Ledger
 
 log = logging.getLogger("callboard.dispatcher")
 

@@ -27,18 +27,13 @@ from datetime import datetime
 
 import trio
 
-from ..assets import Asset
 from ..errors import AssetNotFound, InvalidRequest
-from ..jobs import AssetData, Job, new_id
+from ..handlers import AssetData
+from ..jobs import Asset, Job, new_id
 from ..sizes import human_bytes
-from ..storage import (
-    GENERATED,
-    ORPHAN_GRACE_SECONDS,
-    UPLOADS,
-    AssetStorage,
-    ObjectWriter,
-    write_chunks,
-)
+from ..storage.local import AssetStorage
+from ..storage.names import GENERATED, ORPHAN_GRACE_SECONDS, UPLOADS
+from ..storage.writer import ObjectWriter, write_chunks
 from ..store.base import JobStore
 
 log = logging.getLogger("callboard.worker")

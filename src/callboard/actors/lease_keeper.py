@@ -23,8 +23,8 @@ from datetime import timedelta
 import trio
 
 from ..errors import StoreUnavailable
-from ..ledger import Ledger
 from .capacity import RunningJob
+from .ledger import Ledger
 
 log = logging.getLogger("callboard.worker")
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import trio
 
 from ..errors import StoreUnavailable
-from ..ledger import Ledger
+from .ledger import Ledger
 
 log = logging.getLogger("callboard.reaper")
 

@@ -12,7 +12,7 @@ import trio
 
 from ..errors import StoreUnavailable
 from ..jobs import NodeEvent
-from ..ledger import Ledger
+from .ledger import Ledger
 
 log = logging.getLogger("callboard.stats")
 

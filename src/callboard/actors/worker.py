@@ -33,12 +33,13 @@ from datetime import datetime, timedelta
 import trio
 
 from ..errors import StoreUnavailable
-from ..jobs import HandlerRegistry, HandlerSpec, Job, JobContext, JobEvent, NodeEvent
-from ..ledger import Ledger
-from ..storage import AssetStorage
+from ..handlers import HandlerRegistry, HandlerSpec, JobContext
+from ..jobs import Job, JobEvent, NodeEvent
+from ..storage.local import AssetStorage
 from .capacity import Capacity, RunningJob
 from .job_assets import JobAssets
 from .lease_keeper import LeaseKeeper
+from .ledger import Ledger
 
 log = logging.getLogger("callboard.worker")
 

@@ -39,8 +39,7 @@ from typing import Self
 
 import trio
 
-from ..assets import Asset
-from ..jobs import Company, Inserted, Job, JobEvent, JobStatus, NewJob, Page, iso
+from ..jobs import Asset, Company, Inserted, Job, JobEvent, JobStatus, NewJob, Page, iso
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""SQL as named blocks in `.sql` files under `store/sql/<dialect>/`, loaded once.
+"""SQL as named blocks in `.sql` files under `store/<dialect>/sql/`, loaded once.
 
 A block starts at a line `-- name: <name>` and runs to the next such line; it holds
 one statement and may start with comment lines that document it. Text before the
@@ -19,7 +19,7 @@ _BLOCK = re.compile(r"^-- name: ([a-z][a-z0-9_]*)[ \t]*$", re.MULTILINE)
 
 
 def sql_dir(dialect: str) -> Traversable:
-    return resources.files("callboard.store").joinpath("sql", dialect)
+    return resources.files(f"callboard.store.{dialect}").joinpath("sql")
 
 
 def parse_queries(text: str, source: str = "<string>") -> dict[str, str]:

@@ -8,7 +8,6 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from ..config import Settings
 from ..errors import CallboardError
 from ..running_board import RunningBoard
 from .auth import Authenticator
@@ -49,7 +48,8 @@ def _json_bytes(payload: object) -> bytes:
     return json.dumps(payload).encode()
 
 
-def create_app(rt: RunningBoard, settings: Settings) -> QuartTrio:
+def create_app(rt: RunningBoard) -> QuartTrio:
+    settings = rt.settings
     # No static folder: Quart would otherwise add an undocumented /static/<path> route.
     app = QuartTrio("callboard", static_folder=None)
     # Bodies flow with backpressure, and the upload route may raise its own limit.

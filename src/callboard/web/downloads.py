@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from ..assets import Asset
-from ..storage import safe_filename
+from ..jobs import Asset
+from ..storage.names import safe_filename
 
 # At most 19 digits (any file size fits): longer is malformed, and int() of thousands
 # of digits would raise rather than parse.

@@ -9,9 +9,9 @@ import trio
 from quart import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..assets import Asset
 from ..errors import AssetTooLarge, CallboardError
-from ..storage import UPLOADS
+from ..jobs import Asset
+from ..storage.names import UPLOADS
 from .auth import Principal
 from .body import FlowControlledBody
 from .context import company_for, ctx, is_uuid, operator, principal

@@ -16,8 +16,8 @@ from typing import Any
 import trio
 from quart import Blueprint, Response, copy_current_request_context, request
 
+from ..actors.event_stream import open_event_stream
 from ..errors import CallboardError, StoreUnavailable
-from ..event_stream import open_event_stream
 from ..jobs import JobEvent
 from ..running_board import RunningBoard
 from .context import company_for, ctx, job_for, principal

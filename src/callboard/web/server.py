@@ -15,7 +15,6 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.logging import Logger as HyperLogger
 from hypercorn.trio import serve
 
-from ..config import Settings
 from ..running_board import RunningBoard
 from .app import create_app
 from .auth import ensure_operator_token
@@ -53,11 +52,11 @@ def hypercorn_config(bind: str) -> HyperConfig:
 class WebServer:
     name = "web"
 
-    def __init__(self, rt: RunningBoard, settings: Settings, bind: str | None = None) -> None:
+    def __init__(self, rt: RunningBoard, bind: str | None = None) -> None:
         self._rt = rt
-        self._settings = settings
-        self._bind = bind or settings.bind
-        self.app = create_app(rt, settings)
+        self._settings = rt.settings
+        self._bind = bind or rt.settings.bind
+        self.app = create_app(rt)
         #: The addresses Hypercorn bound (with the real port when asked for port 0).
         self.bound: list[str] = []
         self._stopped = trio.Event()

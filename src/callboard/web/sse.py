@@ -19,9 +19,8 @@ from typing import Any
 
 import trio
 
-from ..actors.broker import BrokerClosed, Lagged
-from ..errors import StoreUnavailable
-from ..event_stream import EventStream
+from ..actors.event_stream import EventStream
+from ..errors import BrokerClosed, Lagged, StoreUnavailable
 from ..jobs import JobEvent, NodeEvent
 
 log = logging.getLogger("callboard.sse")

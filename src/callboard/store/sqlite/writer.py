@@ -38,7 +38,7 @@ from typing import Any
 
 import trio
 
-from ..errors import StoreUnavailable
+from ...errors import StoreUnavailable
 
 WriteFn = Callable[[sqlite3.Connection], Any]
 

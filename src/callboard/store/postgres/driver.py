@@ -38,8 +38,8 @@ from typing import Any, TypeVar
 import asyncpg
 import trio
 
-from ..config import redact_url
-from ..errors import InvalidRequest, StoreUnavailable
+from ...config import redact_url
+from ...errors import InvalidRequest, StoreUnavailable
 
 log = logging.getLogger("callboard.store")
 

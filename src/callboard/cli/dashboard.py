@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .cli_client import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_command, fail
-from .client import DEFAULT_URL, AsyncClient, read_token_file
+from ..client import DEFAULT_URL, AsyncClient, read_token_file
+from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_command, fail
 
 
 def add_commands(commands: Any) -> None:
@@ -64,7 +64,7 @@ def resolve_token(args: argparse.Namespace) -> tuple[str | None, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .tui import DashboardApp  # Textual loads only for this command
+    from ..tui import DashboardApp
 
     url = args.url or os.environ.get("CALLBOARD_URL") or DEFAULT_URL
     token, why = resolve_token(args)

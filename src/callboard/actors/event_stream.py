@@ -20,9 +20,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from .actors.broker import Broker, BrokerClosed, Subscription
-from .jobs import JobEvent
-from .store.base import JobStore
+from ..errors import BrokerClosed
+from ..jobs import JobEvent
+from ..store.base import JobStore
+from .broker import Broker, Subscription
 
 REPLAY_PAGE = 500
 

@@ -10,8 +10,8 @@ import json
 import sys
 from typing import Any
 
-from .cli_client import add_command, client_flags
-from .client import Client
+from ..client import Client
+from .common import add_command, client_flags
 
 
 def add_commands(commands: Any) -> None:

@@ -29,7 +29,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .cli_client import (
+from ..client import Asset, Client, Conflict, NotFound, event_to_dict
+from ..jobs import Job, JobEvent, JobStatus, iso
+from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -38,8 +40,6 @@ from .cli_client import (
     client_flags,
     fail,
 )
-from .client import Asset, Client, Conflict, NotFound, event_to_dict
-from .jobs import Job, JobEvent, JobStatus, iso
 
 _STATUS_STYLE = {
     JobStatus.QUEUED: "dim",

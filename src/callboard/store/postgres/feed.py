@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from ..jobs import EventType, JobEvent
+from ...jobs import EventType, JobEvent
 
 log = logging.getLogger("callboard.store")
 

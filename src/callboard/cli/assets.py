@@ -9,8 +9,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from .cli_client import UsageError, add_command, client_flags
-from .client import Client
+from ..client import Client
+from .common import UsageError, add_command, client_flags
 
 
 def add_commands(commands: Any) -> None:

@@ -30,8 +30,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from ..assets import Asset
-from ..errors import (
+from ...errors import (
     CompanyExists,
     CompanyNotFound,
     InvalidRequest,
@@ -41,9 +40,10 @@ from ..errors import (
     StoreUnavailable,
     TokenNotFound,
 )
-from ..jobs import (
+from ...jobs import (
     RETRYABLE,
     WORKER_LOST,
+    Asset,
     Company,
     EventType,
     Inserted,
@@ -57,11 +57,11 @@ from ..jobs import (
     new_id,
     parse_iso,
 )
-from .base import ApiToken, CancelOutcome, JobStore, Renewal
-from .encoding import decode_cursor, encode_cursor, input_json
-from .migrations import apply_sqlite
-from .queries import load_queries
-from .sqlite_writer import Checkpointer, Writer, WriterStatistics, outbox
+from ..base import ApiToken, CancelOutcome, JobStore, Renewal
+from ..encoding import decode_cursor, encode_cursor, input_json
+from ..migrations import apply_sqlite
+from ..queries import load_queries
+from .writer import Checkpointer, Writer, WriterStatistics, outbox
 
 __all__ = ["SqliteStatistics", "SqliteStore"]
 

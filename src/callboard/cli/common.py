@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import httpx
 
-from .client import (
+from ..client import (
     DEFAULT_URL,
     Client,
     ClientError,

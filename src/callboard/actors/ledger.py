@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from .actors.broker import Broker
-from .assets import Asset
-from .clock import TrioWallClock
-from .errors import InvalidRequest, UnknownJobType
-from .jobs import HandlerRegistry, Inserted, Job, JobEvent, JobSpec, NewJob, build_new_job
-from .store.base import CancelOutcome, JobStore, Renewal
+from ..errors import InvalidRequest, UnknownJobType
+from ..handlers import HandlerRegistry, build_new_job
+from ..jobs import Asset, Inserted, Job, JobEvent, JobSpec, NewJob
+from ..runtime.clock import TrioWallClock
+from ..store.base import CancelOutcome, JobStore, Renewal
+from .broker import Broker
 
 
 class Ledger:
@@ -33,7 +33,6 @@ class Ledger:
     ) -> None:
         self.store = store
         self.broker = broker
-        store.on_commit = broker.publish_many
         self.clock = clock
         self.registry = registry
         self._wake_dispatcher = wake_dispatcher

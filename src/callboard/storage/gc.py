@@ -28,8 +28,9 @@ from typing import Any
 
 import trio
 
-from .storage import NAMESPACES, OBJECT_NAME, ORPHAN_GRACE_SECONDS, TEMP_NAME, AssetStorage
-from .store.base import JobStore
+from ..store.base import JobStore
+from .local import AssetStorage
+from .names import NAMESPACES, OBJECT_NAME, ORPHAN_GRACE_SECONDS, TEMP_NAME
 
 log = logging.getLogger("callboard.gc")
 

@@ -21,8 +21,7 @@ from typing import Any
 
 import trio
 
-from .assets import Asset
-from .errors import (
+from ..errors import (
     CompanyExists,
     CompanyNotFound,
     InvalidRequest,
@@ -31,9 +30,10 @@ from .errors import (
     StoreUnavailable,
     TokenNotFound,
 )
-from .jobs import (
+from ..jobs import (
     RETRYABLE,
     WORKER_LOST,
+    Asset,
     Company,
     EventType,
     Inserted,
@@ -45,8 +45,8 @@ from .jobs import (
     Progress,
     new_id,
 )
-from .store.base import ApiToken, CancelOutcome, JobStore, Renewal
-from .store.encoding import decode_cursor, encode_cursor, input_json
+from .base import ApiToken, CancelOutcome, JobStore, Renewal
+from .encoding import decode_cursor, encode_cursor, input_json
 
 __all__ = ["MemoryStore"]
 

@@ -29,9 +29,8 @@ from typing import Any
 
 import trio
 
-from ..assets import Asset
-from ..config import redact_url
-from ..errors import (
+from ...config import redact_url
+from ...errors import (
     CompanyExists,
     CompanyNotFound,
     InvalidRequest,
@@ -40,8 +39,9 @@ from ..errors import (
     StoreUnavailable,
     TokenNotFound,
 )
-from ..jobs import (
+from ...jobs import (
     WORKER_LOST,
+    Asset,
     Company,
     EventType,
     Inserted,
@@ -53,13 +53,13 @@ from ..jobs import (
     Progress,
     new_id,
 )
-from ..runtime.groups import unwrap_sole
-from .base import ApiToken, CancelOutcome, JobStore, Renewal
-from .encoding import decode_cursor, encode_cursor, input_json
-from .migrations import discover
-from .postgres_driver import ForeignKeyViolation, PgDriver, UniqueViolation
-from .postgres_feed import EventFeed
-from .queries import load_queries
+from ...runtime.groups import unwrap_sole
+from ..base import ApiToken, CancelOutcome, JobStore, Renewal
+from ..encoding import decode_cursor, encode_cursor, input_json
+from ..migrations import discover
+from ..queries import load_queries
+from .driver import ForeignKeyViolation, PgDriver, UniqueViolation
+from .feed import EventFeed
 
 __all__ = ["PostgresStore", "SchemaOutdated"]
 

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .cli_client import add_command, client_flags
-from .client import Client, Event, StreamGap, event_to_dict
-from .jobs import JobEvent
+from ..client import Client, Event, StreamGap, event_to_dict
+from ..jobs import JobEvent
+from .common import add_command, client_flags
 
 
 def add_commands(commands: Any) -> None:

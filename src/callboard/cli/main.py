@@ -1,0 +1,127 @@
+"""The `callboard` command line: the parser of every command, and the dispatch to them.
+
+`serve` and `migrate` run in `cli.serve` (the only module here that loads the
+runtime); the client commands (submit, jobs, show, cancel, retry, events, assets,
+companies, tokens, gc, dashboard) are in `cli.jobs`, `cli.events`, `cli.assets`,
+`cli.admin` and `cli.dashboard`, over `callboard.client`.
+
+Exit codes (DESIGN.md section 9): 0 success, 1 a followed job failed or was cancelled
+(or the server refused), 2 usage, configuration, connection or authorisation errors
+(one line on stderr, no traceback unless --debug), 130 on Ctrl-C for client commands.
+`serve` stops gracefully on Ctrl-C or SIGTERM and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from . import admin, assets, common, dashboard, events, jobs
+
+
+def _server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        help="holds the SQLite database, assets and operator.token "
+        "(CALLBOARD_DATA_DIR, default ./callboard-data)",
+    )
+    parser.add_argument(
+        "--database",
+        dest="database_url",
+        help="sqlite:///path.db or postgresql://user@host:port/db (CALLBOARD_DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--database-pool-size",
+        type=str,
+        help="PostgreSQL connections of this node (CALLBOARD_DATABASE_POOL_SIZE, default 10)",
+    )
+    parser.add_argument(
+        "--storage-dir",
+        help="where assets are stored (CALLBOARD_STORAGE_DIR, default <data dir>/assets)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=str,
+        help="worker actors on this node, 0 for none (CALLBOARD_WORKERS, default 8)",
+    )
+    parser.add_argument(
+        "--lease-seconds", type=str, help="job lease length (CALLBOARD_LEASE_SECONDS, default 30)"
+    )
+    parser.add_argument(
+        "--handlers",
+        action="append",
+        help="a module registering handlers; repeatable (CALLBOARD_HANDLERS, comma-separated)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.Parser(
+        prog="callboard",
+        description="A job runtime for trio: durable jobs, supervised workers, live event streams.",
+        epilog="first steps (with `callboard serve` running in another terminal):\n"
+        "  callboard companies create acme\n"
+        "  callboard submit demo.sleep --input '{\"seconds\": 5}' --follow\n"
+        "  callboard jobs\n"
+        "  callboard events --since 0\n"
+        "`callboard COMMAND --help` explains each command, with examples.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run a node: store, dispatcher, workers, reaper",
+        description="Run a callboard node on the embedded SQLite store (default) and log "
+        "every job event. Example: callboard serve --workers 4 --demo 20",
+    )
+    _server_flags(serve)
+    serve.add_argument(
+        "--bind", help="HOST:PORT for the HTTP API (CALLBOARD_BIND, default 127.0.0.1:8000)"
+    )
+    serve.add_argument(
+        "--no-migrate",
+        dest="migrate",
+        action="store_const",
+        const="false",
+        help="refuse to start on an outdated schema instead of migrating it "
+        "(CALLBOARD_MIGRATE=false); run `callboard migrate` first",
+    )
+    serve.add_argument(
+        "--log-events",
+        action="store_true",
+        help="log every job event (handy in development; noisy under load)",
+    )
+    serve.add_argument(
+        "--demo",
+        type=int,
+        default=0,
+        metavar="N",
+        help="submit N demo jobs (noop, demo.sleep, demo.fail) to the company 'demo' at start",
+    )
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="apply pending schema migrations and exit",
+        description="Apply the store's pending migrations. "
+        "Example: callboard migrate --data-dir ./callboard-data",
+    )
+    _server_flags(migrate)
+    jobs.add_commands(commands)
+    events.add_commands(commands)
+    assets.add_commands(commands)
+    admin.add_commands(commands)
+    dashboard.add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "run", None) is not None:  # `dashboard`: runs its own event loop
+        return args.run(args)
+    if getattr(args, "handler", None) is not None:
+        return common.run(args)
+    # Only `serve` and `migrate` load the runtime, and only once they are asked for.
+    from .serve import run_server
+
+    return run_server(args)
