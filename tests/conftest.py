@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-import pgkit
+from store import pgkit
 
 # Every JobStore implementation the contract suite runs against. A new store adds
 # one name here and one branch in `_make_store`.

@@ -66,7 +66,7 @@ from .errors import (
     Lagged,
     ShuttingDown,
 )
-from .jobs import Asset, Company, Inserted, Job, JobEvent, JobSpec, JobStatus, NewJob, Page, new_id
+from .jobs import Asset, Company, Inserted, Job, JobEvent, JobSpec, JobStatus, NewJob, Page
 from .runtime import ChildSpec, Restart, Strategy, Supervisor, SupervisorStatistics
 from .runtime.clock import TrioWallClock
 from .runtime.groups import unwrap_sole
@@ -352,18 +352,8 @@ class RunningBoard:
         stored = await self._storage.put(
             company_id, UPLOADS, filename, content_type, chunks, now=self.now()
         )
-        asset = Asset(
-            id=new_id(),
-            company_id=company_id,
-            namespace=stored.namespace,
-            object_key=stored.object_key,
-            content_type=stored.content_type,
-            byte_size=stored.byte_size,
-            sha256=stored.sha256,
-            original_filename=stored.original_filename,
-            source_task_id=source_task_id,
-            created_by_job_id=None,
-            created_at=self.now(),
+        asset = stored.as_asset(
+            company_id, source_task_id=source_task_id, created_by_job_id=None, created_at=self.now()
         )
         try:
             return await self._store.insert_asset(asset)

@@ -24,10 +24,10 @@ import httpx
 import pytest
 from serve_process import ServeProcess, serve
 
-import pgkit
 from callboard.client import Client
 from callboard.client.errors import Unavailable
 from callboard.jobs import JobEvent
+from store import pgkit
 
 pytestmark = pytest.mark.slow
 

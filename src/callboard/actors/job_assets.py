@@ -29,7 +29,7 @@ import trio
 
 from ..errors import AssetNotFound, InvalidRequest
 from ..handlers import AssetData
-from ..jobs import Asset, Job, new_id
+from ..jobs import Asset, Job
 from ..sizes import human_bytes
 from ..storage.local import AssetStorage
 from ..storage.names import GENERATED, ORPHAN_GRACE_SECONDS, UPLOADS
@@ -107,15 +107,8 @@ class JobAssets:
         stored = writer.stored
         assert stored is not None
         # Registered with no checkpoint after the rename, so a file is never lost track of.
-        asset = Asset(
-            id=new_id(),
-            company_id=job.company_id,
-            namespace=stored.namespace,
-            object_key=stored.object_key,
-            content_type=stored.content_type,
-            byte_size=stored.byte_size,
-            sha256=stored.sha256,
-            original_filename=stored.original_filename,
+        asset = stored.as_asset(
+            job.company_id,
             source_task_id=job.source_task_id,
             created_by_job_id=job.id,
             created_at=self._now(),

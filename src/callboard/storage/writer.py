@@ -9,12 +9,14 @@ import os
 from collections.abc import AsyncIterable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from ..errors import AssetTooLarge
+from ..jobs import Asset, new_id
 
 log = logging.getLogger("callboard.storage")
 
@@ -37,6 +39,30 @@ class StoredObject:
     sha256: str
     content_type: str
     original_filename: str
+
+    def as_asset(
+        self,
+        company_id: str,
+        *,
+        source_task_id: str | None,
+        created_by_job_id: str | None,
+        created_at: datetime,
+    ) -> Asset:
+        """The record of this object, with a new id: what the caller inserts as its
+        `assets` row once the object is in place."""
+        return Asset(
+            id=new_id(),
+            company_id=company_id,
+            namespace=self.namespace,
+            object_key=self.object_key,
+            content_type=self.content_type,
+            byte_size=self.byte_size,
+            sha256=self.sha256,
+            original_filename=self.original_filename,
+            source_task_id=source_task_id,
+            created_by_job_id=created_by_job_id,
+            created_at=created_at,
+        )
 
 
 def _create(temp_path: Path) -> int:

@@ -1,9 +1,9 @@
-"""Fakes that tests (ours and our users') can build on.
+"""The in-memory JobStore (`callboard.testing` re-exports it for users' tests).
 
 `MemoryStore` is a whole `JobStore` in memory, for unit tests under trio's virtual
 clock: it never touches threads or the machine's clock, and every method passes
 through a trio checkpoint so it schedules like real I/O. It passes the same contract
-suite (`tests/store_contract.py`) as the SQLite and PostgreSQL stores, so code
+suite (`tests/store/store_contract.py`) as the SQLite and PostgreSQL stores, so code
 tested against it behaves the same on a real database.
 """
 

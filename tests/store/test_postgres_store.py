@@ -8,10 +8,10 @@ import asyncio
 
 import pytest
 
-import pgkit
 from callboard.errors import StoreUnavailable
 from callboard.store.migrations import read_schema
 from callboard.store.postgres import PostgresStore
+from store import pgkit
 
 # Every object of the public schema, in a form that does not depend on the order of
 # creation: columns, constraints, indexes, functions.
