@@ -11,30 +11,72 @@ The public API is small on purpose (pinned by tests/unit/test_public_api.py):
         company = await rt.create_company("acme")
         job = await rt.submit(company.id, "diagram", {"x": 1})
         job = await rt.wait(job.id)
+
+Names resolve lazily (module `__getattr__`): `import callboard.client`, and so the
+dashboard and every client command, loads neither the actor tree nor the store; the
+first use of `callboard.Board` does.
 """
 
-from .board import Board
-from .errors import (
-    AssetNotFound,
-    AssetTooLarge,
-    CallboardError,
-    CompanyExists,
-    CompanyNotFound,
-    Conflict,
-    InvalidRequest,
-    InvalidTransition,
-    JobNotFound,
-    Lagged,
-    NotFound,
-    ShuttingDown,
-    StoreInUse,
-    StoreUnavailable,
-    UnknownJobType,
-)
-from .handlers import JobContext
-from .jobs import TERMINAL, Asset, Company, Job, JobEvent, JobSpec, JobStatus, Page, Progress
-from .running_board import RunningBoard
-from .runtime import SupervisorEscalation
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .board import Board
+    from .errors import (
+        AssetNotFound,
+        AssetTooLarge,
+        CallboardError,
+        CompanyExists,
+        CompanyNotFound,
+        Conflict,
+        InvalidRequest,
+        InvalidTransition,
+        JobNotFound,
+        Lagged,
+        NotFound,
+        ShuttingDown,
+        StoreInUse,
+        StoreUnavailable,
+        UnknownJobType,
+    )
+    from .handlers import JobContext
+    from .jobs import TERMINAL, Asset, Company, Job, JobEvent, JobSpec, JobStatus, Page, Progress
+    from .running_board import RunningBoard
+    from .runtime import SupervisorEscalation
+
+# public name -> the module that defines it
+_WHERE: dict[str, str] = {
+    "Asset": "jobs",
+    "AssetNotFound": "errors",
+    "AssetTooLarge": "errors",
+    "Board": "board",
+    "CallboardError": "errors",
+    "Company": "jobs",
+    "CompanyExists": "errors",
+    "CompanyNotFound": "errors",
+    "Conflict": "errors",
+    "InvalidRequest": "errors",
+    "InvalidTransition": "errors",
+    "Job": "jobs",
+    "JobContext": "handlers",
+    "JobEvent": "jobs",
+    "JobNotFound": "errors",
+    "JobSpec": "jobs",
+    "JobStatus": "jobs",
+    "Lagged": "errors",
+    "NotFound": "errors",
+    "Page": "jobs",
+    "Progress": "jobs",
+    "RunningBoard": "running_board",
+    "ShuttingDown": "errors",
+    "StoreInUse": "errors",
+    "StoreUnavailable": "errors",
+    "SupervisorEscalation": "runtime",
+    "TERMINAL": "jobs",
+    "UnknownJobType": "errors",
+}
 
 __all__ = [
     "TERMINAL",
@@ -66,3 +108,16 @@ __all__ = [
     "SupervisorEscalation",
     "UnknownJobType",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'callboard' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # resolved once; later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -1,5 +1,5 @@
 """One settings object, read from command-line flags, then CALLBOARD_* environment
-variables, then defaults (the README's "Configuration" table). The defaults live here
+variables, then defaults (docs/architecture.md, "Configuration"). The defaults live here
 and nowhere else: `Board(...)` is built from a `Settings` (its keyword arguments
 override fields of it), and `callboard serve` hands the same object to the web
 server. Every value is checked here, once: a bad one raises `SettingError` whose

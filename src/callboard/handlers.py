@@ -93,6 +93,20 @@ class HandlerRegistry:
 MAX_PRIORITY = 2**31 - 1
 
 
+MAX_REFERENCE = 200
+
+
+def check_reference(name: str, value: object) -> None:
+    """A caller's own reference (`sourceTaskId`, `idempotencyKey`): None, or a
+    non-empty string of at most MAX_REFERENCE characters."""
+    if value is not None and (
+        not isinstance(value, str) or not value or len(value) > MAX_REFERENCE
+    ):
+        raise InvalidRequest(
+            f"{name} must be a non-empty string of at most {MAX_REFERENCE} characters"
+        )
+
+
 def build_new_job(
     registry: HandlerRegistry,
     company_id: str,
@@ -132,12 +146,8 @@ def build_new_job(
         or not (timeout > 0 and math.isfinite(timeout))
     ):
         raise InvalidRequest("timeout must be a positive number of seconds")
-    for name, value in (
-        ("sourceTaskId", spec.source_task_id),
-        ("idempotencyKey", spec.idempotency_key),
-    ):
-        if value is not None and (not isinstance(value, str) or not value or len(value) > 200):
-            raise InvalidRequest(f"{name} must be a non-empty string of at most 200 characters")
+    check_reference("sourceTaskId", spec.source_task_id)
+    check_reference("idempotencyKey", spec.idempotency_key)
     return NewJob(
         id=new_id(),
         company_id=company_id,

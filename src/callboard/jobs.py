@@ -17,7 +17,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from types import MappingProxyType
+from typing import Any, Generic, TypedDict, TypeVar
 
 
 class JobStatus(enum.StrEnum):
@@ -189,7 +190,7 @@ class JobEvent:
         return self.type in TERMINAL_EVENTS
 
     def to_dict(self) -> dict[str, Any]:
-        """The SSE `data:` payload (DESIGN.md section 4)."""
+        """The SSE `data:` payload (docs/architecture.md, "HTTP and SSE")."""
         return {
             "jobId": self.job_id,
             "companyId": self.company_id,
@@ -218,6 +219,35 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
+#: The submit options: each one's Python name (a `JobSpec` field, a keyword of every
+#: `submit`: `RunningBoard`, `Client`, `AsyncClient`) and its name on the wire (a field
+#: of the POST body). One name per option in each world: `delay` and `timeout` are
+#: seconds in Python, as trio's own timeouts are, and the wire, where a bare number has
+#: no unit, spells the unit out (`delaySeconds`, `timeoutSeconds`, as `Job.to_dict`).
+SUBMIT_OPTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "source_task_id": "sourceTaskId",
+        "priority": "priority",
+        "delay": "delaySeconds",
+        "max_attempts": "maxAttempts",
+        "timeout": "timeoutSeconds",
+        "idempotency_key": "idempotencyKey",
+    }
+)
+
+
+class SubmitOptions(TypedDict, total=False):
+    """The submit options as keyword arguments (`Client.submit(..., **options)`); the
+    same names as `SUBMIT_OPTIONS`, which a test keeps in step."""
+
+    source_task_id: str | None
+    priority: int | None
+    delay: float | timedelta | None
+    max_attempts: int | None
+    timeout: float | None
+    idempotency_key: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class JobSpec:
     """One job to submit (used by `submit_many`); the same fields as `submit`."""
@@ -230,6 +260,18 @@ class JobSpec:
     max_attempts: int | None = None
     timeout: float | None = None
     idempotency_key: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The POST body of this job: options left at their default are left out (the
+        server fills them in, from the handler's registration where it has one)."""
+        body: dict[str, Any] = {"jobType": self.job_type, "input": dict(self.input)}
+        for name, wire in SUBMIT_OPTIONS.items():
+            value = getattr(self, name)
+            if isinstance(value, timedelta):
+                value = value.total_seconds()
+            if value is not None and not (name == "priority" and value == 0):
+                body[wire] = value
+        return body
 
 
 @dataclass(frozen=True, slots=True)

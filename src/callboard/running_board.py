@@ -51,7 +51,7 @@ import trio
 from .actors.broker import Broker, BrokerStatistics
 from .actors.capacity import Capacity
 from .actors.dispatcher import Dispatcher, DispatcherStatistics
-from .actors.event_stream import open_event_stream
+from .actors.event_stream import EventStream, open_event_stream
 from .actors.lease_keeper import LeaseKeeper
 from .actors.ledger import Ledger
 from .actors.reaper import Reaper, ReaperStatistics
@@ -66,7 +66,8 @@ from .errors import (
     Lagged,
     ShuttingDown,
 )
-from .jobs import Asset, Company, Inserted, Job, JobEvent, JobSpec, JobStatus, NewJob, Page
+from .handlers import check_reference
+from .jobs import Asset, Company, Inserted, Job, JobSpec, JobStatus, NewJob, Page
 from .runtime import ChildSpec, Restart, Strategy, Supervisor, SupervisorStatistics
 from .runtime.clock import TrioWallClock
 from .runtime.groups import unwrap_sole
@@ -268,7 +269,7 @@ class RunningBoard:
         """Queue a failed or cancelled job again; it runs as the next attempt."""
         return await self._ledger.retry(job_id)
 
-    async def wait(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - the API DESIGN.md fixes
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - a public API (tests/unit/test_public_api.py)
         """The job once it is terminal. Raises TimeoutError after `timeout` seconds."""
         if timeout is not None and not (timeout >= 0 and math.isfinite(timeout)):
             raise InvalidRequest("timeout must be a non-negative number of seconds")
@@ -308,10 +309,15 @@ class RunningBoard:
         *,
         job_id: str | None = None,
         buffer: int | None = None,
-    ) -> AsyncIterator[AsyncIterator[JobEvent]]:
+        include_runtime_events: bool = False,
+    ) -> AsyncIterator[EventStream]:
         """Job events of one company (or all), live; with `after_event_id`, first every
         stored event after it. Iterating raises `Lagged` if you fall behind: subscribe
-        again with `after_event_id` set to the last id you saw."""
+        again with `after_event_id` set to the last id you saw.
+
+        `include_runtime_events` adds this node's `worker.*` and `runtime.stats` events
+        (`NodeEvent`, never stored): the operator's SSE feed uses it. The stream's
+        `receive()` is safe to cancel, so a caller can interleave keep-alive pings."""
         if after_event_id is not None and (
             isinstance(after_event_id, bool)
             or not isinstance(after_event_id, int)
@@ -325,6 +331,7 @@ class RunningBoard:
             job_id=job_id,
             after_event_id=after_event_id,
             buffer=buffer,
+            include_runtime_events=include_runtime_events,
         ) as events:
             yield events
 
@@ -341,12 +348,7 @@ class RunningBoard:
     ) -> Asset:
         """Stream a file into the `uploads` namespace and record it. Raises AssetTooLarge
         over the cap; on any error nothing is kept (no file, no row)."""
-        if source_task_id is not None and (
-            not isinstance(source_task_id, str) or not source_task_id or len(source_task_id) > 200
-        ):
-            raise InvalidRequest(
-                "sourceTaskId must be a non-empty string of at most 200 characters"
-            )
+        check_reference("sourceTaskId", source_task_id)
         if await self._store.get_company(company_id) is None:
             raise CompanyNotFound(company_id)
         stored = await self._storage.put(
@@ -426,8 +428,14 @@ class RunningBoard:
 
     @property
     def broker(self) -> Broker:
-        """The node's event broker, for SSE subscribers."""
+        """The node's event broker (for tests and introspection; subscribe with
+        `subscribe`)."""
         return self._ledger.broker
+
+    def observe_events(self, fn: Callable[[object], None]) -> None:
+        """Call `fn(event)` synchronously for every event this node publishes from now
+        on (metrics use it); it must be quick and must not block."""
+        self._ledger.broker.observe(fn)
 
     def node_snapshot(self, interval: float) -> dict[str, Any]:
         """This node's part of `runtime.stats`: workers, throughput, subscribers."""

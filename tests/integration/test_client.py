@@ -200,7 +200,7 @@ async def test_async_client_under_asyncio(server: ServeProcess):
     await _async_round_trip(server)
 
 
-# --- assets (need the asset routes of DESIGN.md section 4) -------------------------------
+# --- assets (the asset routes of the HTTP API) -------------------------------
 
 
 def test_upload_then_download_verifies_the_sha256(client: Client, tmp_path):

@@ -211,7 +211,8 @@ class Stream:
     A reader task parses the response into a bounded channel. It only ever waits
     inside the network read, so cancelling it unwinds (and so finalizes) every async
     generator httpx nests under `aiter_lines()`; breaking out of one would leave the
-    inner ones to the garbage collector, and a ResourceWarning (PITFALLS.md)."""
+    inner ones to the garbage collector, and a ResourceWarning (docs/architecture.md,
+    "Stack notes")."""
 
     def __init__(self, response: httpx.Response, frames: trio.MemoryReceiveChannel[Frame]):
         self.response = response

@@ -1,5 +1,5 @@
 """Replay-then-follow: the stored events after an id, then the live tail, with no gap
-and no duplicate (DESIGN.md section 1).
+and no duplicate (docs/architecture.md, "Data flow").
 
 The live subscription opens first (on entering the context), then the store is
 replayed from the id, page by page; live events at or below the last id delivered

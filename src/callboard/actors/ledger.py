@@ -3,7 +3,7 @@ through the store's `on_commit` hook.
 
 The store calls the hook in the trio thread once a transaction has committed, with
 events in id order (see `JobStore.on_commit`). So an event is published only after
-its commit (DESIGN.md section 1), never twice, never lost to a cancellation of the
+its commit (docs/architecture.md, "Data flow"), never twice, never lost to a cancellation of the
 caller, and live subscribers see ids in increasing order, which is what lets a
 subscriber resume with "everything after the last id I saw".
 """

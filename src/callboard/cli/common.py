@@ -5,10 +5,11 @@ Every client command reads `--url` / `--token` (or CALLBOARD_URL / CALLBOARD_TOK
 defaulting to the local server and the operator token file in the data directory, so
 on one machine nothing needs configuring.
 
-Exit codes (DESIGN.md section 9): 0 done; 1 a followed job ended failed or cancelled,
-or the server refused (not found, conflict, too large, a download that does not match
-its checksum); 2 usage, connection or authorisation errors; 130 on Ctrl-C. Errors are
-one line on stderr, `callboard: ...`; `--debug` shows the traceback instead.
+Exit codes (the README's "From the command line"): 0 done; 1 a followed job ended
+failed or cancelled, or the server refused (not found, conflict, too large, a download
+that does not match its checksum); 2 usage, connection or authorisation errors; 130 on
+Ctrl-C. Errors are one line on stderr, `callboard: ...`; `--debug` shows the traceback
+instead.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ runtime); the client commands (submit, jobs, show, cancel, retry, events, assets
 companies, tokens, gc, dashboard) are in `cli.jobs`, `cli.events`, `cli.assets`,
 `cli.admin` and `cli.dashboard`, over `callboard.client`.
 
-Exit codes (DESIGN.md section 9): 0 success, 1 a followed job failed or was cancelled
-(or the server refused), 2 usage, configuration, connection or authorisation errors
+Exit codes (the README's "From the command line"): 0 success, 1 a followed job failed
+or was cancelled (or the server refused), 2 usage, configuration, connection or authorisation errors
 (one line on stderr, no traceback unless --debug), 130 on Ctrl-C for client commands.
 `serve` stops gracefully on Ctrl-C or SIGTERM and exits 0.
 """

@@ -8,16 +8,15 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import anyio
 import httpx
 from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from ..jobs import Job, JobEvent, JobSpec, JobStatus
+from ..jobs import Job, JobEvent, JobSpec, JobStatus, SubmitOptions
 from ._core import (
     DEFAULT_URL,
     ApiBase,
@@ -30,7 +29,6 @@ from ._core import (
     asset_params,
     check_etag,
     download_target,
-    job_body,
     job_params,
     open_temp,
     spec_body,
@@ -45,9 +43,9 @@ T = TypeVar("T")
 async def _finish(body: AsyncIterator[Any]) -> None:
     """Finish an httpx body iterator we stopped reading early. httpx nests several
     async generators under it; closing the outer one leaves the inner ones suspended,
-    and trio warns when the garbage collector finds them (PITFALLS.md). Resuming it
-    inside an already-cancelled scope makes the cancellation raise at the network read,
-    which unwinds every one of them."""
+    and trio warns when the garbage collector finds them (docs/architecture.md, "Stack
+    notes"). Resuming it inside an already-cancelled scope makes the cancellation raise
+    at the network read, which unwinds every one of them."""
     with anyio.CancelScope() as scope:
         scope.cancel()
         try:
@@ -241,24 +239,12 @@ class AsyncClient(ApiBase):
         company: str | None,
         job_type: str,
         input: Mapping[str, Any] | None = None,
-        *,
-        source_task_id: str | None = None,
-        priority: int | None = None,
-        delay: float | timedelta | None = None,
-        max_attempts: int | None = None,
-        timeout_seconds: float | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[SubmitOptions],
     ) -> Submitted:
-        body = job_body(
-            job_type,
-            input,
-            source_task_id=source_task_id,
-            priority=priority,
-            delay=delay,
-            max_attempts=max_attempts,
-            timeout_seconds=timeout_seconds,
-            idempotency_key=idempotency_key,
-        )
+        """Submit one job; it is stored and queued when this returns. `options` are
+        the submit options of `callboard.jobs.SUBMIT_OPTIONS` (`priority`, `delay`,
+        `timeout`, ...)."""
+        body = JobSpec(job_type, input or {}, **options).to_wire()
         return await self._drive(self._submit_op(company, body))
 
     async def submit_many(

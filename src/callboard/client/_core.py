@@ -12,7 +12,7 @@ import time
 import unicodedata
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import quote
@@ -69,44 +69,10 @@ Op = Generator[Call, Any, T]
 (or the typed error thrown in), returns its result."""
 
 
-def job_body(
-    job_type: str,
-    input: Mapping[str, Any] | None,
-    *,
-    source_task_id: str | None = None,
-    priority: int | None = None,
-    delay: float | timedelta | None = None,
-    max_attempts: int | None = None,
-    timeout_seconds: float | None = None,
-    idempotency_key: str | None = None,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"jobType": job_type, "input": dict(input or {})}
-    if isinstance(delay, timedelta):
-        delay = delay.total_seconds()
-    optional = {
-        "sourceTaskId": source_task_id,
-        "priority": priority,
-        "delaySeconds": delay,
-        "maxAttempts": max_attempts,
-        "timeoutSeconds": timeout_seconds,
-        "idempotencyKey": idempotency_key,
-    }
-    body.update({k: v for k, v in optional.items() if v is not None})
-    return body
-
-
 def spec_body(spec: JobSpec | Mapping[str, Any]) -> dict[str, Any]:
+    """The wire form of one job of a batch: a JobSpec, or already a wire dict."""
     if isinstance(spec, JobSpec):
-        return job_body(
-            spec.job_type,
-            spec.input,
-            source_task_id=spec.source_task_id,
-            priority=spec.priority or None,
-            delay=spec.delay,
-            max_attempts=spec.max_attempts,
-            timeout_seconds=spec.timeout,
-            idempotency_key=spec.idempotency_key,
-        )
+        return spec.to_wire()
     return dict(spec)  # already the wire form: {"jobType": ..., "input": ...}
 
 

@@ -7,9 +7,8 @@ import os
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import closing
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import httpx
 from httpx_sse import ServerSentEvent
@@ -19,7 +18,7 @@ from httpx_sse import ServerSentEvent
 # httpx's body iterators end (see _async._finish).
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from ..jobs import Job, JobEvent, JobSpec, JobStatus
+from ..jobs import Job, JobEvent, JobSpec, JobStatus, SubmitOptions
 from ._core import (
     DEFAULT_URL,
     ApiBase,
@@ -34,7 +33,6 @@ from ._core import (
     asset_params,
     check_etag,
     download_target,
-    job_body,
     job_params,
     open_temp,
     spec_body,
@@ -150,25 +148,12 @@ class Client(ApiBase):
         company: str | None,
         job_type: str,
         input: Mapping[str, Any] | None = None,
-        *,
-        source_task_id: str | None = None,
-        priority: int | None = None,
-        delay: float | timedelta | None = None,
-        max_attempts: int | None = None,
-        timeout_seconds: float | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[SubmitOptions],
     ) -> Submitted:
-        """Submit one job; it is stored and queued when this returns."""
-        body = job_body(
-            job_type,
-            input,
-            source_task_id=source_task_id,
-            priority=priority,
-            delay=delay,
-            max_attempts=max_attempts,
-            timeout_seconds=timeout_seconds,
-            idempotency_key=idempotency_key,
-        )
+        """Submit one job; it is stored and queued when this returns. `options` are
+        the submit options of `callboard.jobs.SUBMIT_OPTIONS` (`priority`, `delay`,
+        `timeout`, ...)."""
+        body = JobSpec(job_type, input or {}, **options).to_wire()
         return self._drive(self._submit_op(company, body))
 
     def submit_many(

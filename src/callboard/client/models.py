@@ -34,7 +34,8 @@ class Submitted:
 
 @dataclass(frozen=True, slots=True)
 class Asset:
-    """A stored file's metadata (DESIGN.md section 5); `to_dict()` is the wire form."""
+    """A stored file's metadata (the record is `callboard.jobs.Asset`); `to_dict()` is
+    the wire form."""
 
     id: str
     company_id: str

@@ -1,36 +1,32 @@
-"""Garbage collection of asset files that no row refers to.
+"""Garbage collection of stored objects that no row refers to.
 
-A file can lose its row only by a crash (or a kill) between the rename that puts it in
-place and the commit of its row, or a write interrupted so hard its cleanup never ran
-(a `.part` temporary file). `collect_garbage` walks the storage layout, asks the store
-which of the files it found have rows, and deletes the others once they are older than
-`older_than` seconds (an hour by default). The grace keeps it off files whose row is
-about to be committed: a running job keeps its not-yet-committed files fresh
-(`JobAssets.keep_fresh`), and a write in progress touches its temporary file with
-every buffer it writes.
+An object can lose its row only by a crash (or a kill) between its commit and the
+commit of its row, or a write interrupted so hard its cleanup never ran (leaving a
+temporary). `collect_garbage` asks the backend for everything of the layout (`scan`),
+asks the store which of the objects it found have rows, and has the backend delete
+the others (`remove`) once they are older than `older_than` seconds (an hour by
+default). The grace keeps it off objects whose row is about to be committed: a
+running job keeps its not-yet-committed files fresh (`JobAssets.keep_fresh`), and a
+write in progress refreshes its temporary with every buffer it writes.
 
-Only names of the layout are considered (`<company uuid>/<namespace>/<yyyy>/<mm>/<dd>/
-<uuid>-<name>` and its `.part` files); anything else under the root is left alone, so a
-storage directory pointed at the wrong place cannot lose files it does not own.
-Memory stays flat: directories are read in batches from an open `scandir` iterator.
+Which objects have rows, the grace, dry runs and the report are the same on every
+backend, so they are here; how objects are listed, aged and deleted (and what
+"temporary" means) is the backend's. Memory stays flat: the backend lists in batches,
+and each batch is settled before the next is read.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import time
-from collections.abc import Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import trio
-
 from ..store.base import JobStore
-from .local import AssetStorage
-from .names import NAMESPACES, OBJECT_NAME, ORPHAN_GRACE_SECONDS, TEMP_NAME
+from .backend import Candidate, StorageBackend
+from .names import ORPHAN_GRACE_SECONDS
+from .writer import AssetStorage
 
 log = logging.getLogger("callboard.gc")
 
@@ -38,14 +34,12 @@ BATCH = 500
 #: At most this many deleted keys are listed in a report (the counts are always whole).
 LISTED = 1000
 
-_COMPANY_DIR = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_DATE_PARTS = (re.compile(r"\d{4}"), re.compile(r"\d{2}"), re.compile(r"\d{2}"))
-
 
 @dataclass(slots=True)
 class GcReport:
-    """What one run found and did. `deleted` lists object keys (temporary files by their
-    path under the root), at most LISTED of them."""
+    """What one run found and did. `deleted` lists object keys (temporaries by the key
+    the backend lists them under: on the local disk, their path under the root), at
+    most LISTED of them."""
 
     dry_run: bool
     older_than_seconds: float
@@ -72,82 +66,6 @@ class GcReport:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class _Found:
-    key: str  # the path under the root, with /
-    path: Path
-    size: int
-    mtime: float
-    temporary: bool
-
-
-def _subdirs(path: Path, pattern: re.Pattern[str]) -> list[str]:
-    try:
-        with os.scandir(path) as entries:
-            return sorted(
-                e.name
-                for e in entries
-                if pattern.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
-            )
-    except FileNotFoundError:
-        return []
-
-
-def _day_dirs(root: Path) -> list[tuple[str, Path]]:
-    """Every `<company>/<namespace>/<yyyy>/<mm>/<dd>` directory (a few per day of use)."""
-    out = []
-    namespaces = re.compile("|".join(NAMESPACES))
-    for company in _subdirs(root, _COMPANY_DIR):
-        for namespace in _subdirs(root / company, namespaces):
-            prefixes = [f"{company}/{namespace}"]
-            for pattern in _DATE_PARTS:
-                prefixes = [
-                    f"{prefix}/{name}"
-                    for prefix in prefixes
-                    for name in _subdirs(root / prefix, pattern)
-                ]
-            out.extend((prefix, root / prefix) for prefix in prefixes)
-    return out
-
-
-def _take(entries: Iterator[os.DirEntry[str]], prefix: str, limit: int) -> list[_Found]:
-    """Up to `limit` layout files from an open scandir iterator (fewer: it is done)."""
-    found: list[_Found] = []
-    for entry in entries:
-        temporary = bool(TEMP_NAME.fullmatch(entry.name))
-        if not (temporary or OBJECT_NAME.fullmatch(entry.name)):
-            continue
-        if not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            info = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # deleted meanwhile (a failed write's cleanup)
-        key = f"{prefix}/{entry.name}"
-        found.append(_Found(key, Path(entry.path), info.st_size, info.st_mtime, temporary))
-        if len(found) >= limit:
-            break
-    return found
-
-
-def _delete(found: list[_Found], cutoff: float) -> list[tuple[_Found, bool]]:
-    """Delete each file unless it changed since it was seen; (file, deleted?)."""
-    out = []
-    for item in found:
-        try:
-            # A temporary file still being written is touched by every flush: re-check.
-            if os.stat(item.path, follow_symlinks=False).st_mtime >= cutoff:
-                continue
-            os.unlink(item.path)
-            out.append((item, True))
-        except FileNotFoundError:
-            continue
-        except OSError:
-            log.warning("gc could not delete %s", item.path, exc_info=True)
-            out.append((item, False))
-    return out
-
-
 async def collect_garbage(
     storage: AssetStorage,
     store: JobStore,
@@ -156,20 +74,15 @@ async def collect_garbage(
     dry_run: bool = False,
     now: float | None = None,
 ) -> GcReport:
-    """Delete layout files that no `assets` row refers to and that were last modified
-    more than `older_than` seconds before `now` (Unix time; default the wall clock)."""
+    """Delete objects of the layout that no `assets` row refers to and that were last
+    modified more than `older_than` seconds before `now` (Unix time; default the wall
+    clock)."""
     report = GcReport(dry_run=dry_run, older_than_seconds=older_than)
     cutoff = (time.time() if now is None else now) - older_than
-    for prefix, directory in await trio.to_thread.run_sync(_day_dirs, storage.root):
-        try:
-            entries = await trio.to_thread.run_sync(os.scandir, directory)
-        except FileNotFoundError:
-            continue
-        try:
-            while batch := await trio.to_thread.run_sync(_take, entries, prefix, BATCH):
-                await _collect_batch(store, batch, cutoff, report)
-        finally:
-            entries.close()
+    backend = storage.backend
+    async with aclosing(backend.scan(BATCH)) as batches:
+        async for batch in batches:
+            await _collect_batch(backend, store, batch, cutoff, report)
     log.info(
         "gc%s: %d files scanned, %d deleted (%d bytes)",
         " (dry run)" if dry_run else "",
@@ -181,7 +94,11 @@ async def collect_garbage(
 
 
 async def _collect_batch(
-    store: JobStore, batch: list[_Found], cutoff: float, report: GcReport
+    backend: StorageBackend,
+    store: JobStore,
+    batch: list[Candidate],
+    cutoff: float,
+    report: GcReport,
 ) -> None:
     report.scanned += len(batch)
     keys = [item.key for item in batch if not item.temporary]
@@ -198,7 +115,7 @@ async def _collect_batch(
     if report.dry_run:
         results = [(item, True) for item in orphans]
     else:
-        results = await trio.to_thread.run_sync(_delete, orphans, cutoff)
+        results = await backend.remove(orphans, cutoff)
     for item, deleted in results:
         if not deleted:
             report.failed += 1

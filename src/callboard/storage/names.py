@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import uuid
+from datetime import UTC, datetime
 
 from ..errors import InvalidRequest
 
@@ -27,7 +29,6 @@ MAX_CONTENT_TYPE = 255
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _SAFE_NAME = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_SAFE_NAME - 1}}}"
 OBJECT_NAME = re.compile(rf"{_UUID}-{_SAFE_NAME}")
-TEMP_NAME = re.compile(rf"\.{_UUID}-{_SAFE_NAME}\.part")
 OBJECT_KEY = re.compile(
     rf"{_UUID}/(?:{'|'.join(NAMESPACES)})/\d{{4}}/\d{{2}}/\d{{2}}/{_UUID}-{_SAFE_NAME}"
 )
@@ -39,6 +40,26 @@ _MEDIA_TYPE = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
     r"(?:[ \t]*;[\x20-\x7e]*)?"
 )
+
+
+# --- object keys -----------------------------------------------------------------------
+
+
+def new_object_key(company_id: object, namespace: str, filename: str, now: datetime) -> str:
+    """A key no object has had: `<company id>/<namespace>/<yyyy>/<mm>/<dd>/<uuid>-<safe
+    name>`, dated `now` in UTC. `namespace` and `filename` are the caller's, checked."""
+    if not isinstance(company_id, str) or not COMPANY_ID.fullmatch(company_id):
+        raise InvalidRequest(f"company id must be a uuid, got {company_id!r}")
+    when = now.astimezone(UTC)
+    return f"{company_id}/{namespace}/{when:%Y/%m/%d}/{uuid.uuid4()}-{safe_filename(filename)}"
+
+
+def check_object_key(object_key: object) -> str:
+    """Only keys of the layout reach a backend: a key from anywhere else (a damaged
+    row) can never name a path outside the storage root or a foreign object."""
+    if not isinstance(object_key, str) or not OBJECT_KEY.fullmatch(object_key):
+        raise ValueError(f"not an object key of this storage: {object_key!r}")
+    return object_key
 
 
 # --- names -----------------------------------------------------------------------------

@@ -1,22 +1,46 @@
-"""Streaming writes of one object to the local disk: a temporary file beside the final
-one, hashed and flushed in a worker thread, renamed into place when complete."""
+"""Asset storage above the backends: what must come out the same wherever the bytes go.
+
+- `AssetStorage` is storage as callers see it: objects namespaced and capped per
+  namespace, keyed by `names.new_object_key`, read, checked and deleted by key. What
+  callers give (namespace, content type, filename, company id, object keys) is checked
+  here, before any backend sees it, so none can accept what another would refuse.
+- `ObjectWriter` streams one object: it checks each chunk against the cap before
+  taking it (the message names the cap), counts the size, gathers chunks into
+  FLUSH_BYTES buffers for the backend (which hashes them, for the sha256 kept here,
+  in the same worker-thread hop as it writes them), and keeps the state that decides
+  what a failure leaves behind: a failed or cancelled write leaves nothing under its
+  key, deleted shielded within CLEANUP_SECONDS, else by gc.
+The backend (`backend.StorageBackend`, e.g. `local.LocalDisk`) only moves bytes.
+
+Storage writes objects only. Callers write the `assets` row after the object is
+committed, so a crash between the two leaves an object without a row, never a row
+without its object; `collect_garbage` (in `storage.gc`) deletes such orphans once
+they are older than ORPHAN_GRACE_SECONDS. See docs/architecture.md, "Storage".
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-from collections.abc import AsyncIterable, Iterable
-from contextlib import aclosing
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import trio
 
-from ..errors import AssetTooLarge
+from ..errors import AssetTooLarge, InvalidRequest
 from ..jobs import Asset, new_id
+from .backend import BackendWriter, Buffer, StorageBackend
+from .names import (
+    NAMESPACES,
+    check_content_type,
+    check_filename,
+    check_object_key,
+    clean_original,
+    new_object_key,
+)
 
 log = logging.getLogger("callboard.storage")
 
@@ -26,12 +50,12 @@ FLUSH_BYTES = 1 << 20
 #: How long cleanup of a failed write may take before it is left to gc.
 CLEANUP_SECONDS = 5.0
 
-# --- writing ---------------------------------------------------------------------------
+# --- writing one object ----------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
-    """A file written completely and renamed into place."""
+    """An object written completely and committed under its key."""
 
     namespace: str
     object_key: str
@@ -65,86 +89,42 @@ class StoredObject:
         )
 
 
-def _create(temp_path: Path) -> int:
-    temp_path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-    return os.open(temp_path, flags, 0o666)
-
-
-def _write_hashed(fd: int, digest: Any, data: bytes | bytearray | memoryview) -> None:
-    # One thread for both, in order. Hashing in a second thread beside the write
-    # measured slower on a 2-core machine (the two compete for cores and memory
-    # bandwidth), and double-buffering gained nothing on a real disk.
-    digest.update(data)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _finish(fd: int, temp_path: Path, path: Path) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(temp_path, path)
-    # The rename is durable only once the directory entry is on disk too.
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _discard(fd: int | None, paths: Iterable[Path]) -> None:
-    if fd is not None:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    for path in paths:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError:
-            log.warning("could not delete %s; gc will", path, exc_info=True)
-
-
-async def cleanup(fd: int | None, paths: list[Path]) -> None:
-    """Delete a failed write's files, shielded from the cancellation that may have
-    caused the failure, but within CLEANUP_SECONDS: the thread is abandoned after that
-    (a hung disk must not hang shutdown) and gc deletes what it leaves."""
+async def cleanup(what: str, delete: Callable[[], Awaitable[None]]) -> None:
+    """Run `delete` (a failed write's abort, or the deletion of an object whose row
+    will never be written) shielded from the cancellation that may have caused the
+    failure, but within CLEANUP_SECONDS: a hung disk or endpoint must not hang a
+    shutdown, so the backend gives up when the deadline cancels it and gc deletes
+    what it leaves."""
     with trio.CancelScope(shield=True) as scope:
         scope.deadline = trio.current_time() + CLEANUP_SECONDS
-        await trio.to_thread.run_sync(_discard, fd, paths, abandon_on_cancel=True)
+        await delete()
     if scope.cancelled_caught:
-        log.warning("gave up deleting %s after %gs; gc will", paths, CLEANUP_SECONDS)
+        log.warning("gave up deleting %s after %gs; gc will", what, CLEANUP_SECONDS)
 
 
 class ObjectWriter:
-    """One file being written: made by `AssetStorage.open_writer`, which commits it when
-    its block ends normally and aborts it otherwise."""
+    """One object being written: made by `AssetStorage.open_writer`, which commits it
+    when its block ends normally and aborts it otherwise."""
 
     def __init__(
         self,
-        path: Path,
+        backend: StorageBackend,
         object_key: str,
         namespace: str,
         cap: int,
         content_type: str,
         original_filename: str,
     ) -> None:
-        self.path = path
-        self.temp_path = path.with_name(f".{path.name}.part")
         self.object_key = object_key
         self.namespace = namespace
         self.cap = cap
         self.content_type = content_type
         self.original_filename = original_filename
         self.stored: StoredObject | None = None
+        self._backend = backend
+        self._sink: BackendWriter | None = None
         self._digest = hashlib.sha256()
         self._buffer = bytearray()
-        self._fd: int | None = None
         self._size = 0
         self._state = "new"  # new -> open -> committing -> committed; any -> aborted
         self._aborted_by: BaseException | None = None
@@ -154,13 +134,22 @@ class ObjectWriter:
         """Bytes accepted so far."""
         return self._size
 
+    @property
+    def temp_path(self) -> Path:
+        """The local disk's temporary file, which `JobAssets.keep_fresh` touches so gc
+        leaves an idle write alone; other backends have none (AttributeError)."""
+        path: Path | None = getattr(self._sink, "temp_path", None)
+        if path is None:
+            raise AttributeError(f"{type(self._sink).__name__} writes no temporary file")
+        return path
+
     async def open(self) -> None:
-        self._fd = await trio.to_thread.run_sync(_create, self.temp_path)
+        self._sink = await self._backend.start_write(self.object_key, self._digest.update)
         self._state = "open"
 
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Take one chunk. Raises AssetTooLarge (having deleted the file) if it would
-        take the file over its namespace's cap."""
+    async def write(self, data: Buffer) -> None:
+        """Take one chunk. Raises AssetTooLarge (having deleted what was written) if it
+        would take the object over its namespace's cap."""
         if isinstance(data, str) or not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"asset chunks must be bytes, not {type(data).__name__}")
         if self._state != "open":
@@ -189,22 +178,22 @@ class ObjectWriter:
             buffer, self._buffer = self._buffer, bytearray()
             await self._write_out(buffer)
 
-    async def _write_out(self, data: bytes | bytearray | memoryview) -> None:
-        await trio.to_thread.run_sync(_write_hashed, self._fd, self._digest, data)
+    async def _write_out(self, data: Buffer) -> None:
+        assert self._sink is not None
+        await self._sink.write(data)
 
     async def commit(self) -> StoredObject:
-        if self._state != "open" or self._fd is None:
+        if self._state != "open" or self._sink is None:
             # A handler that caught AssetTooLarge and left `open_asset` normally: the
-            # file is gone, so say why rather than fail obscurely.
+            # object is gone, so say why rather than fail obscurely.
             if self._aborted_by is not None:
                 raise self._aborted_by
             raise trio.ClosedResourceError(f"this asset writer is {self._state}")
         await self._flush()
-        fd, self._fd = self._fd, None
         self._state = "committing"
-        await trio.to_thread.run_sync(_finish, fd, self.temp_path, self.path)
+        await self._sink.commit()
         # No checkpoint from here to the caller: a cancel cannot slip in between the
-        # rename and the caller learning of the file.
+        # commit and the caller learning of the object.
         self._state = "committed"
         self.stored = StoredObject(
             namespace=self.namespace,
@@ -217,16 +206,15 @@ class ObjectWriter:
         return self.stored
 
     async def abort(self) -> None:
-        """Delete what was written (idempotent; a committed file is the caller's)."""
-        state, fd = self._state, self._fd
+        """Delete what was written (idempotent; a committed object is the caller's)."""
+        state, sink = self._state, self._sink
         if state in ("committed", "aborted"):
             return
-        self._state, self._fd, self._buffer = "aborted", None, bytearray()
-        if state == "new":
+        self._state, self._buffer = "aborted", bytearray()
+        if state == "new" or sink is None:
             return
-        # Committing failed or was interrupted: the rename may have happened.
-        paths = [self.temp_path, self.path] if state == "committing" else [self.temp_path]
-        await cleanup(fd, paths)
+        # The sink knows whether a commit began, so whether the object may exist.
+        await cleanup(self.object_key, sink.abort)
 
 
 Chunks = bytes | bytearray | memoryview | Iterable[bytes] | AsyncIterable[bytes]
@@ -256,4 +244,97 @@ async def write_chunks(writer: ObjectWriter, chunks: Chunks) -> None:
         )
 
 
-# --- the store of files ----------------------------------------------------------------
+# --- storage as callers see it ---------------------------------------------------------
+
+
+class AssetStorage:
+    """The objects of every company on one backend, one cap per namespace."""
+
+    def __init__(self, backend: StorageBackend, caps: Mapping[str, int]) -> None:
+        if set(caps) != set(NAMESPACES):
+            raise ValueError(f"caps must name exactly the namespaces {NAMESPACES}")
+        for namespace, cap in caps.items():
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise ValueError(f"the cap of namespace {namespace!r} must be a positive int")
+        self.backend = backend
+        self._caps = dict(caps)
+
+    def cap(self, namespace: str) -> int:
+        try:
+            return self._caps[namespace]
+        except KeyError:
+            raise InvalidRequest(
+                f"unknown asset namespace {namespace!r}; use one of {', '.join(NAMESPACES)}"
+            ) from None
+
+    @asynccontextmanager
+    async def open_writer(
+        self,
+        company_id: str,
+        namespace: str,
+        filename: str,
+        content_type: str,
+        *,
+        now: datetime | None = None,
+    ) -> AsyncIterator[ObjectWriter]:
+        """`async with storage.open_writer(...) as w: await w.write(chunk)`; the object
+        is committed when the block ends normally (then `w.stored` describes it) and
+        deleted when it raises."""
+        cap = self.cap(namespace)
+        content_type = check_content_type(content_type)
+        filename = check_filename(filename)
+        key = new_object_key(company_id, namespace, filename, now or datetime.now(UTC))
+        writer = ObjectWriter(
+            self.backend, key, namespace, cap, content_type, clean_original(filename)
+        )
+        await writer.open()
+        committed = False
+        try:
+            yield writer
+            await writer.commit()
+            committed = True
+        finally:
+            if not committed:
+                await writer.abort()
+
+    async def put(
+        self,
+        company_id: str,
+        namespace: str,
+        filename: str,
+        content_type: str,
+        chunks: Chunks,
+        *,
+        now: datetime | None = None,
+    ) -> StoredObject:
+        """Stream `chunks` (bytes, or a sync or async iterable of bytes) into a new object."""
+        async with self.open_writer(
+            company_id, namespace, filename, content_type, now=now
+        ) as writer:
+            await write_chunks(writer, chunks)
+        assert writer.stored is not None
+        return writer.stored
+
+    async def delete(self, object_key: str) -> None:
+        """Delete a committed object (no error if it is gone), shielded like a failed
+        write's cleanup: callers delete objects whose row will never be written."""
+        check_object_key(object_key)
+        await cleanup(object_key, lambda: self.backend.delete(object_key))
+
+    async def read_chunks(
+        self, object_key: str, start: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The bytes of an object from `start`, `length` of them (None: to the end), in
+        the backend's pieces. An async generator: close it (`aclosing`) if you stop
+        early."""
+        check_object_key(object_key)
+        async with aclosing(self.backend.read(object_key, start, length)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def read_bytes(self, object_key: str) -> bytes:
+        async with aclosing(self.read_chunks(object_key)) as chunks:
+            return b"".join([chunk async for chunk in chunks])
+
+    async def exists(self, object_key: str) -> bool:
+        return await self.backend.exists(check_object_key(object_key))

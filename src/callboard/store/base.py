@@ -1,7 +1,7 @@
 """The JobStore interface: domain operations over a database, no SQL text in callers.
 
 Every implementation (the in-memory fake in `callboard.testing`, SQLite, PostgreSQL)
-passes the one contract suite in `tests/store_contract.py`.
+passes the one contract suite in `tests/store/store_contract.py`.
 
 Rules every implementation keeps:
 

@@ -1,6 +1,7 @@
-"""`DashboardApp`: the operator dashboard (DESIGN.md section 7).
+"""`DashboardApp`: the operator dashboard (README, "The operator dashboard").
 
-It owns the client, the event model and the network workers; the screens draw. Flow:
+It owns the client, the event model and the network workers; the screens draw and post
+messages for the network work they need (a reload, company names, a cancel). Flow:
 follow `/api/events` (the client reconnects with Last-Event-ID by itself and reports
 the connection through `on_state`); once the first connection is up, load the current
 jobs through the REST API, so nothing falls between the load and the feed (the model
@@ -27,7 +28,7 @@ from ..client import (
     StreamState,
     Unauthorized,
 )
-from .model import DashboardModel, JobFilter
+from .model import DashboardModel
 from .screens import DashboardScreen
 
 EXIT_UNRECOVERABLE = 2
@@ -39,24 +40,19 @@ class DashboardApp(App[None]):
     TITLE = "callboard"
     BINDINGS = [Binding("q", "quit", "quit")]
 
-    # init=False: the watchers draw on the main screen, which exists only once mounted.
+    # init=False: the watcher draws on the main screen, which exists only once mounted.
     connection: reactive[str] = reactive("connecting", init=False)
-    paused: reactive[bool] = reactive(False, init=False)
-    job_filter: reactive[JobFilter] = reactive(JobFilter, always_update=True, init=False)
 
     def __init__(self, client: AsyncClient, *, model: DashboardModel | None = None) -> None:
         super().__init__()
         self.client = client
-        self.url = client.url
         self.model = model or DashboardModel()
-        self.company_names: dict[str, str] = {}
-        self.reconnect_at: float | None = None
         self.fatal: str | None = None
         self.loaded = False
         self._companies_at = 0.0
 
     def get_default_screen(self) -> DashboardScreen:
-        return DashboardScreen()
+        return DashboardScreen(self.model, self.client)
 
     @property
     def main(self) -> DashboardScreen:
@@ -74,17 +70,12 @@ class DashboardApp(App[None]):
 
     def watch_connection(self, state: str) -> None:
         detail = ""
-        if state == "reconnecting" and self.reconnect_at is not None:
-            detail = f"in {max(0.0, self.reconnect_at - time.monotonic()):.0f}s"
+        reconnect_at = self.main.reconnect_at
+        if state == "reconnecting" and reconnect_at is not None:
+            detail = f"in {max(0.0, reconnect_at - time.monotonic()):.0f}s"
         elif state in ("auth failed", "failed"):
             detail = self.fatal or ""
         self.main.show_connection(state, detail)
-
-    def watch_paused(self, paused: bool) -> None:
-        self.main.show_paused(paused)
-
-    def watch_job_filter(self) -> None:
-        self.main.rebuild()
 
     def action_quit(self) -> None:
         self.exit(return_code=EXIT_UNRECOVERABLE if self.fatal else 0)
@@ -92,17 +83,33 @@ class DashboardApp(App[None]):
     def _stream_state(self, state: StreamState) -> None:
         """The client's connection reports (called inside `follow_feed`)."""
         if state.state == "reconnecting":
-            self.reconnect_at = time.monotonic() + (state.retry_in or 0.0)
+            self.main.reconnect_at = time.monotonic() + (state.retry_in or 0.0)
         else:
-            self.reconnect_at = None
+            self.main.reconnect_at = None
             if not self.loaded:
                 self.load_jobs()
         self.connection = state.state
 
     def _fail(self, state: str, message: str) -> None:
         self.fatal = message
+        self.main.reconnect_at = None  # the banner says why; there is nothing to count down
         self.connection = state
         self.main.show_connection(state, message)  # also when the state was already set
+
+    # --- what the main screen asks for -------------------------------------------------
+
+    def on_dashboard_screen_reload_requested(self, _: DashboardScreen.ReloadRequested) -> None:
+        self.load_jobs()
+
+    def on_dashboard_screen_companies_requested(
+        self, _: DashboardScreen.CompaniesRequested
+    ) -> None:
+        self.refresh_companies()
+
+    def on_dashboard_screen_job_action_requested(
+        self, message: DashboardScreen.JobActionRequested
+    ) -> None:
+        self.act(message.job_id, message.action)
 
     # --- network I/O (Textual workers) ------------------------------------------------
 
@@ -157,8 +164,7 @@ class DashboardApp(App[None]):
 
     async def _load_companies(self) -> None:
         self._companies_at = time.monotonic()
-        companies = await self.client.companies()
-        self.company_names = {c["id"]: c["name"] for c in companies}
+        self.model.load_companies(await self.client.companies())
 
     @work(group="actions")
     async def act(self, job_id: str, action: str) -> None:

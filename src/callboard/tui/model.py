@@ -125,6 +125,7 @@ class DashboardModel:
         self.jobs: OrderedDict[str, Job] = OrderedDict()  # oldest known first
         self.counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         self.workers: dict[str, Worker] = {}
+        self.company_names: dict[str, str] = {}  # by id: the feed carries ids only
         self.log: deque[str] = deque(maxlen=max_log)
         self.finished = Rate(window)  # jobs reaching a terminal state, per second
         self.events = Rate(window)  # every event applied, per second
@@ -231,6 +232,10 @@ class DashboardModel:
         if isinstance(counts, dict):
             self.counts = {s: int(counts.get(s, 0)) for s in STATUSES}
             self._server_counts = True
+
+    def load_companies(self, companies: Iterable[dict]) -> None:
+        """The names from `GET /api/companies`."""
+        self.company_names = {c["id"]: c["name"] for c in companies}
 
     def _store(self, job: Job) -> None:
         known = job.id in self.jobs

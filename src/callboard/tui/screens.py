@@ -1,12 +1,13 @@
-"""The two views: the live dashboard and one job's detail. The screens draw; the app
-(app.py) owns the client, the model and the network workers."""
+"""The two views: the live dashboard and one job's detail. They draw what the app
+(app.py) hands them, the model and the client, and post messages for the network work
+the app owns; the detail fetches its one job itself, so the fetch ends with the screen."""
 
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 from rich.console import Group
 from rich.json import JSON
@@ -16,16 +17,16 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from ..client import Asset, ClientError, Job, JobEvent
+from ..client import Asset, AsyncClient, ClientError, Job, JobEvent
 from . import cells
 from .dialogs import ConfirmScreen, FilterScreen, SearchScreen
+from .model import DashboardModel, JobFilter
 from .widgets import ConnectionHeader, EventLog, JobTable, Summary, WorkersPanel
-
-if TYPE_CHECKING:
-    from .app import DashboardApp
 
 FLUSH_SECONDS = 0.25  # redraw changed rows at most 4 times a second
 
@@ -41,9 +42,30 @@ class DashboardScreen(Screen[None]):
         Binding("q", "app.quit", "quit"),
     ]
 
-    @property
-    def dashboard(self) -> DashboardApp:
-        return self.app  # type: ignore[return-value]
+    # init=False: what the widgets show before the first load already matches these.
+    paused: var[bool] = var(False, init=False)
+    job_filter: var[JobFilter] = var(JobFilter, always_update=True, init=False)
+
+    class ReloadRequested(Message):
+        """The feed skipped events: the jobs must be loaded afresh."""
+
+    class CompaniesRequested(Message):
+        """A job of a company with no known name is shown."""
+
+    class JobActionRequested(Message):
+        """The operator asked to cancel (and confirmed) or retry a job."""
+
+        def __init__(self, job_id: str, action: Literal["cancel", "retry"]) -> None:
+            super().__init__()
+            self.job_id = job_id
+            self.action = action
+
+    def __init__(self, model: DashboardModel, client: AsyncClient) -> None:
+        super().__init__()
+        self.model = model
+        self.client = client  # the header shows its URL; the job detail fetches with it
+        # While the feed reconnects: when it tries again (monotonic), counted down by tick.
+        self.reconnect_at: float | None = None
 
     def compose(self) -> ComposeResult:
         yield ConnectionHeader(id="header")
@@ -56,7 +78,7 @@ class DashboardScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(ConnectionHeader).url = self.dashboard.url
+        self.query_one(ConnectionHeader).url = self.client.url
         self.query_one(WorkersPanel).show({})
         self.set_interval(FLUSH_SECONDS, self.flush)
         self.set_interval(1.0, self.tick)
@@ -66,20 +88,21 @@ class DashboardScreen(Screen[None]):
 
     def flush(self) -> None:
         """Draw what changed since the last flush (never the whole table)."""
-        app, model = self.dashboard, self.dashboard.model
+        model = self.model
         now = time.monotonic()
         header = self.query_one(ConnectionHeader)
         header.rate = model.events.per_second(now, over=3)
         self.query_one(Summary).show(
             model.counts, model.finished.series(now)[-60:], model.finished.per_second(now)
         )
-        if app.paused:
+        if self.paused:
             return
         changes = model.take_changes()
         if changes.reload:
-            app.load_jobs()
-        names, job_filter = app.company_names, app.job_filter
+            self.post_message(self.ReloadRequested())
+        names, job_filter = model.company_names, self.job_filter
         changed, hidden = [], set(changes.removed)
+        unnamed = False
         for job_id in changes.jobs:
             job = model.jobs.get(job_id)
             if job is None:
@@ -88,8 +111,9 @@ class DashboardScreen(Screen[None]):
                 changed.append(job)
             else:
                 hidden.add(job_id)
-            if job.company_id not in names:
-                app.refresh_companies()
+            unnamed = unnamed or job.company_id not in names
+        if unnamed:
+            self.post_message(self.CompaniesRequested())
         self.query_one(JobTable).sync(changed, hidden, names)
         if changes.log:
             self.query_one(EventLog).write_lines(changes.log)
@@ -97,20 +121,18 @@ class DashboardScreen(Screen[None]):
 
     def tick(self) -> None:
         """Once a second: ages, durations, the reconnect countdown."""
-        app = self.dashboard
-        if not app.paused:
-            self.query_one(JobTable).tick(app.model.jobs)
-        header = self.query_one(ConnectionHeader)
-        if app.connection == "reconnecting" and app.reconnect_at is not None:
-            left = max(0.0, app.reconnect_at - time.monotonic())
-            header.detail = f"in {left:.0f}s" if left >= 0.5 else "now"
+        if not self.paused:
+            self.query_one(JobTable).tick(self.model.jobs)
+        if self.reconnect_at is not None:
+            left = max(0.0, self.reconnect_at - time.monotonic())
+            self.query_one(ConnectionHeader).detail = f"in {left:.0f}s" if left >= 0.5 else "now"
 
     def rebuild(self) -> None:
-        app = self.dashboard
-        app.model.take_changes()  # everything is drawn afresh
-        jobs = app.model.newest_first(app.job_filter, app.company_names)
-        self.query_one(JobTable).rebuild(jobs, app.company_names)
-        self.query_one(ConnectionHeader).view = app.job_filter.describe()
+        self.model.take_changes()  # everything is drawn afresh
+        names = self.model.company_names
+        jobs = self.model.newest_first(self.job_filter, names)
+        self.query_one(JobTable).rebuild(jobs, names)
+        self.query_one(ConnectionHeader).view = self.job_filter.describe()
 
     def show_connection(self, state: str, detail: str) -> None:
         header = self.query_one(ConnectionHeader)
@@ -122,8 +144,11 @@ class DashboardScreen(Screen[None]):
         if failed:
             banner.update(f"{detail}\nPress q to quit.")
 
-    def show_paused(self, paused: bool) -> None:
+    def watch_paused(self, paused: bool) -> None:
         self.query_one(ConnectionHeader).paused = paused
+
+    def watch_job_filter(self) -> None:
+        self.rebuild()
 
     # --- keys ---------------------------------------------------------------------
 
@@ -140,49 +165,49 @@ class DashboardScreen(Screen[None]):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.dashboard.act(job_id, "cancel")
+                self.post_message(self.JobActionRequested(job_id, "cancel"))
 
         self.app.push_screen(ConfirmScreen(f"Cancel job {job_id}?"), answered)
 
     def action_retry_job(self) -> None:
         job_id = self._selected()
         if job_id is not None:
-            self.dashboard.act(job_id, "retry")
+            self.post_message(self.JobActionRequested(job_id, "retry"))
 
     def action_filter(self) -> None:
-        app = self.dashboard
-
-        def chosen(job_filter: Any) -> None:
+        def chosen(job_filter: JobFilter | None) -> None:
             if job_filter is not None:
-                app.job_filter = job_filter
+                self.job_filter = job_filter
 
-        known = {cid: app.company_names.get(cid, cid[:8]) for cid in app.model.company_ids()}
-        known.update(app.company_names)
-        screen = FilterScreen(app.job_filter, known, app.model.job_types())
+        names = self.model.company_names
+        known = {cid: names.get(cid, cid[:8]) for cid in self.model.company_ids()}
+        known.update(names)
+        screen = FilterScreen(self.job_filter, known, self.model.job_types())
         self.app.push_screen(screen, chosen)
 
     def action_search(self) -> None:
-        app = self.dashboard
-
         def chosen(text: str | None) -> None:
             if text is not None:
-                app.job_filter = replace(app.job_filter, text=text or None)
+                self.job_filter = replace(self.job_filter, text=text or None)
 
-        self.app.push_screen(SearchScreen(app.job_filter.text), chosen)
+        self.app.push_screen(SearchScreen(self.job_filter.text), chosen)
 
     def action_pause(self) -> None:
-        self.dashboard.paused = not self.dashboard.paused
+        self.paused = not self.paused
 
     def action_detail(self) -> None:
         job_id = self._selected()
         if job_id is not None:
-            self.app.push_screen(JobDetailScreen(job_id))
+            self._show_detail(job_id)
 
     @on(DataTable.RowSelected)
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         # Enter on the table arrives as RowSelected (the table consumes the key).
         if event.row_key.value is not None:
-            self.app.push_screen(JobDetailScreen(event.row_key.value))
+            self._show_detail(event.row_key.value)
+
+    def _show_detail(self, job_id: str) -> None:
+        self.app.push_screen(JobDetailScreen(job_id, self.model, self.client))
 
 
 class JobDetailScreen(Screen[None]):
@@ -195,16 +220,14 @@ class JobDetailScreen(Screen[None]):
         Binding("q", "app.quit", "quit"),
     ]
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, model: DashboardModel, client: AsyncClient) -> None:
         super().__init__()
         self.job_id = job_id
+        self.model = model  # for the company's name
+        self.client = client
         self.job: Job | None = None  # what is shown, once loaded
         self.assets: list[Asset] = []
         self.history: list[JobEvent] = []
-
-    @property
-    def dashboard(self) -> DashboardApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="detail"):
@@ -223,7 +246,7 @@ class JobDetailScreen(Screen[None]):
 
     @work(exclusive=True)
     async def load(self) -> None:
-        client = self.dashboard.client
+        client = self.client
         try:
             job = await client.get(self.job_id)
             assets = await self._assets(job)
@@ -238,7 +261,7 @@ class JobDetailScreen(Screen[None]):
     async def _assets(self, job: Job) -> list[Asset]:
         """The job's assets: its result, and any asset it created among the newest
         ones of its company (the API lists assets per company, not per job)."""
-        client = self.dashboard.client
+        client = self.client
         found: dict[str, Asset] = {}
         scanned = 0
         async for asset in client.assets(
@@ -258,7 +281,7 @@ class JobDetailScreen(Screen[None]):
         fields = Table.grid(padding=(0, 2))
         fields.add_column(style="bold")
         fields.add_column()
-        company = self.dashboard.company_names.get(job.company_id)
+        company = self.model.company_names.get(job.company_id)
         rows: list[tuple[str, Any]] = [
             ("id", job.id),
             ("company", f"{company} ({job.company_id})" if company else job.company_id),

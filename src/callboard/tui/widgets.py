@@ -1,5 +1,5 @@
 """The dashboard's widgets. Each one draws what it is handed; none does I/O or keeps
-the model: the app's flush hands them the changes a few times a second."""
+the model: the screen's flush hands them the changes a few times a second."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The HTTP API and SSE streams (DESIGN.md section 4), served by Hypercorn inside the
-runtime's supervision tree."""
+"""The HTTP API and SSE streams (docs/architecture.md, "HTTP and SSE"), served by
+Hypercorn inside the runtime's supervision tree."""
 
 from .app import create_app
 from .server import WebServer

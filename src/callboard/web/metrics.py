@@ -1,7 +1,7 @@
 """Prometheus metrics for `/metrics`, on a registry of their own per app.
 
 Counts that live in the store (jobs by status and type, queue depth) are read at
-scrape time; job durations are observed as terminal events pass through the broker.
+scrape time; job durations are observed as terminal events pass through the node.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class _NodeCollector(Collector):
                 depth += n
         yield jobs
         yield GaugeMetricFamily("callboard_queue_depth", "Jobs waiting to run", value=depth)
-        broker = self._rt.broker.statistics()
+        broker = self._rt.statistics().broker
         yield GaugeMetricFamily(
             "callboard_event_subscribers",
             "Live event subscribers (SSE included)",
@@ -73,7 +73,7 @@ class Metrics:
             registry=self.registry,
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600),
         )
-        rt.broker.observe(self._observe)
+        rt.observe_events(self._observe)
 
     def _observe(self, event: object) -> None:
         if isinstance(event, JobEvent) and event.terminal:

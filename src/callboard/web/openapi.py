@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..jobs import JobStatus
+from .validation import option_schemas
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -99,12 +100,7 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
         "properties": {
             "jobType": {"type": "string", "enum": job_types},
             "input": {"type": "object"},
-            "sourceTaskId": {"type": "string"},
-            "priority": {"type": "integer"},
-            "delaySeconds": {"type": "number", "minimum": 0},
-            "maxAttempts": {"type": "integer", "minimum": 1},
-            "timeoutSeconds": {"type": "number", "exclusiveMinimum": 0},
-            "idempotencyKey": {"type": "string"},
+            **option_schemas(),
         },
     }
     accepted = {

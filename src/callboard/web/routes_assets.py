@@ -151,7 +151,8 @@ async def content(company_id: str, asset_id: str):
     else:
         chunks = storage.read_chunks(asset.object_key, start, length)
         response = Response(chunks, status=status, headers=headers, content_type=asset.content_type)
-        # A big download may take longer than Quart's RESPONSE_TIMEOUT (PITFALLS.md).
+        # A big download may take longer than Quart's RESPONSE_TIMEOUT
+        # (docs/architecture.md, "Stack notes").
         response.timeout = None
     response.content_length = length
     return response

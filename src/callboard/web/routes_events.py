@@ -16,7 +16,6 @@ from typing import Any
 import trio
 from quart import Blueprint, Response, copy_current_request_context, request
 
-from ..actors.event_stream import open_event_stream
 from ..errors import CallboardError, StoreUnavailable
 from ..jobs import JobEvent
 from ..running_board import RunningBoard
@@ -131,9 +130,7 @@ async def _body(
         return
 
     def open_stream() -> Any:
-        return open_event_stream(
-            rt.store,
-            rt.broker,
+        return rt.subscribe(
             company_id=plan.company_id,
             job_id=plan.job_id,
             after_event_id=plan.after,

@@ -15,13 +15,15 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..actors.event_stream import EventStream
 from ..errors import BrokerClosed, Lagged, StoreUnavailable
 from ..jobs import JobEvent, NodeEvent
+
+if TYPE_CHECKING:
+    from ..running_board import EventStream
 
 log = logging.getLogger("callboard.sse")
 
@@ -32,7 +34,7 @@ HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
     # Ending the response also ends the connection, so a graceful shutdown does not
-    # wait on idle keep-alive connections (PITFALLS.md).
+    # wait on idle keep-alive connections (docs/architecture.md, "Stack notes").
     "Connection": "close",
 }
 

@@ -6,24 +6,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from ..jobs import JobSpec
+from ..jobs import SUBMIT_OPTIONS, JobSpec
 from .errors import bad_request
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH = 1000
-
-_JOB_FIELDS = {
-    "jobType",
-    "input",
-    "sourceTaskId",
-    "priority",
-    "delaySeconds",
-    "maxAttempts",
-    "timeoutSeconds",
-    "idempotencyKey",
-}
 
 
 def parse_json(raw: bytes) -> Any:
@@ -58,6 +48,42 @@ def check_fields(body: Mapping[str, Any], allowed: set[str], where: str = "") ->
         )
 
 
+@dataclass(frozen=True, slots=True)
+class OptionRule:
+    """How the wire form of one submit option is checked, and how the OpenAPI document
+    describes it (the two are one table, so the document states what is enforced)."""
+
+    ok: Callable[[Any], bool]
+    expected: str
+    schema: Mapping[str, Any]
+
+
+#: Keyed by the options' Python names (`callboard.jobs.SUBMIT_OPTIONS`).
+OPTION_RULES: Mapping[str, OptionRule] = {
+    "source_task_id": OptionRule(lambda v: isinstance(v, str), "a string", {"type": "string"}),
+    "priority": OptionRule(_is_int, "an integer", {"type": "integer"}),
+    "delay": OptionRule(
+        lambda v: _is_number(v) and v >= 0, "a number >= 0", {"type": "number", "minimum": 0}
+    ),
+    "max_attempts": OptionRule(
+        lambda v: _is_int(v) and v >= 1, "an integer >= 1", {"type": "integer", "minimum": 1}
+    ),
+    "timeout": OptionRule(
+        lambda v: _is_number(v) and v > 0,
+        "a number > 0",
+        {"type": "number", "exclusiveMinimum": 0},
+    ),
+    "idempotency_key": OptionRule(lambda v: isinstance(v, str), "a string", {"type": "string"}),
+}
+
+_JOB_FIELDS = {"jobType", "input", *SUBMIT_OPTIONS.values()}
+
+
+def option_schemas() -> dict[str, Any]:
+    """The OpenAPI properties of the submit options, by wire name."""
+    return {wire: dict(OPTION_RULES[name].schema) for name, wire in SUBMIT_OPTIONS.items()}
+
+
 def job_spec(body: Any, where: str = "") -> JobSpec:
     """A JobSpec from one job's JSON; `where` prefixes messages (e.g. "jobs[3]: ")."""
     body = require_object(body, f"{where or 'the body'}".rstrip(": "))
@@ -69,28 +95,16 @@ def job_spec(body: Any, where: str = "") -> JobSpec:
     if not isinstance(input_, dict):
         raise bad_request(f"{where}input must be a JSON object")
 
-    def optional(name: str, ok: Callable[[Any], bool], expected: str) -> Any:
-        value = body.get(name)
-        if value is not None and not ok(value):
-            raise bad_request(f"{where}{name} must be {expected}")
-        return value
-
-    source_task_id = optional("sourceTaskId", lambda v: isinstance(v, str), "a string")
-    priority = optional("priority", _is_int, "an integer")
-    delay = optional("delaySeconds", lambda v: _is_number(v) and v >= 0, "a number >= 0")
-    max_attempts = optional("maxAttempts", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
-    timeout = optional("timeoutSeconds", lambda v: _is_number(v) and v > 0, "a number > 0")
-    key = optional("idempotencyKey", lambda v: isinstance(v, str), "a string")
-    return JobSpec(
-        job_type=job_type,
-        input=input_,
-        source_task_id=source_task_id,
-        priority=0 if priority is None else priority,
-        delay=delay,
-        max_attempts=max_attempts,
-        timeout=timeout,
-        idempotency_key=key,
-    )
+    options: dict[str, Any] = {}
+    for name, wire in SUBMIT_OPTIONS.items():
+        value = body.get(wire)
+        if value is None:
+            continue
+        rule = OPTION_RULES[name]
+        if not rule.ok(value):
+            raise bad_request(f"{where}{wire} must be {rule.expected}")
+        options[name] = value
+    return JobSpec(job_type, input_, **options)
 
 
 def batch_specs(body: Any) -> list[JobSpec]:

@@ -12,7 +12,8 @@ with its driver, so the driver can be swapped without touching the store.
   cancelled one is still winding down on it.
 - Writes are shielded from trio cancellation once sent: a cancel inside a
   transaction would also cancel its ROLLBACK and leave the connection aborted
-  (PITFALLS.md), and the store's callers must learn whether a write committed.
+  (docs/architecture.md, "Stack notes"), and the store's callers must learn whether
+  a write committed.
   asyncpg's per-statement timeout bounds them instead.
 - Errors: integrity violations pass through for the store to map to domain errors;
   a value the server cannot store (NUL in text) is `InvalidRequest`; everything
@@ -27,7 +28,8 @@ with its driver, so the driver can be swapped without touching the store.
 
 from __future__ import annotations
 
-# trio_asyncio patches asyncio's loop lookup: import it before asyncpg (PITFALLS.md).
+# trio_asyncio patches asyncio's loop lookup: import it before asyncpg
+# (docs/architecture.md, "Stack notes").
 import trio_asyncio  # isort: skip
 
 import logging

@@ -50,7 +50,6 @@ from ...jobs import (
     JobStatus,
     NewJob,
     Page,
-    Progress,
     new_id,
 )
 from ...runtime.groups import unwrap_sole
@@ -58,6 +57,7 @@ from ..base import ApiToken, CancelOutcome, JobStore, Renewal
 from ..encoding import decode_cursor, encode_cursor, input_json
 from ..migrations import discover
 from ..queries import load_queries
+from ..rows import Rows
 from .driver import ForeignKeyViolation, PgDriver, UniqueViolation
 from .feed import EventFeed
 
@@ -99,89 +99,13 @@ def _storable(text: str | None) -> str | None:
     return None if text is None else text.replace("\x00", "\ufffd")
 
 
-def _job(row: Mapping[str, Any], *, with_lease: bool = True) -> Job:
-    return Job(
-        id=row["id"],
-        company_id=row["company_id"],
-        job_type=row["job_type"],
-        status=JobStatus(row["status"]),
-        priority=row["priority"],
-        input=json.loads(row["input"]),
-        progress=Progress(row["progress_percent"], row["progress_message"]),
-        attempt=row["attempt"],
-        max_attempts=row["max_attempts"],
-        timeout_seconds=row["timeout_seconds"],
-        run_at=row["run_at"],
-        result_asset_id=row["result_asset_id"],
-        error_message=row["error_message"],
-        source_task_id=row["source_task_id"],
-        idempotency_key=row["idempotency_key"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        updated_at=row["updated_at"],
-        lease_owner=row["lease_owner"] if with_lease else None,
-        lease_expires_at=row["lease_expires_at"] if with_lease else None,
-        cancel_requested=row["cancel_requested"] and with_lease,
-    )
+def _timestamptz(value: datetime | None) -> datetime | None:
+    # asyncpg decodes timestamptz to an aware UTC datetime whatever the session's
+    # TimeZone, so there is nothing left to normalise.
+    return value
 
 
-def _change_event(row: Mapping[str, Any], type_: EventType | None = None) -> JobEvent:
-    """The event a transition statement appended for `row` (its job columns, event_id
-    and, when it varies by row, event_type): the job as the stored payload has it,
-    without lease fields, built from the columns (cheaper than parsing the payload)."""
-    job = _job(row, with_lease=False)
-    return JobEvent(
-        id=row["event_id"],
-        type=type_ if type_ is not None else EventType(row["event_type"]),
-        job_id=job.id,
-        company_id=job.company_id,
-        created_at=job.updated_at,
-        job=job,
-    )
-
-
-def _event(row: Mapping[str, Any]) -> JobEvent:
-    return JobEvent(
-        id=row["id"],
-        type=EventType(row["type"]),
-        job_id=row["job_id"],
-        company_id=row["company_id"],
-        created_at=row["created_at"],
-        job=Job.from_dict(json.loads(row["payload"])),
-    )
-
-
-def _company(row: Mapping[str, Any]) -> Company:
-    return Company(row["id"], row["name"], row["created_at"])
-
-
-def _token(row: Mapping[str, Any]) -> ApiToken:
-    return ApiToken(
-        id=row["id"],
-        company_id=row["company_id"],
-        label=row["label"],
-        prefix=row["prefix"],
-        hash=row["hash"],
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
-    )
-
-
-def _asset(row: Mapping[str, Any]) -> Asset:
-    return Asset(
-        id=row["id"],
-        company_id=row["company_id"],
-        namespace=row["namespace"],
-        object_key=row["object_key"],
-        content_type=row["content_type"],
-        byte_size=row["byte_size"],
-        sha256=row["sha256"],
-        original_filename=row["original_filename"],
-        source_task_id=row["source_task_id"],
-        created_by_job_id=row["created_by_job_id"],
-        created_at=row["created_at"],
-    )
+ROWS = Rows(to_datetime=_timestamptz)
 
 
 def _asset_arrays(assets: Sequence[Asset]) -> list[list[Any]]:
@@ -438,18 +362,18 @@ class PostgresStore(JobStore):
         except UniqueViolation:
             raise CompanyExists(name) from None
         assert row is not None
-        return _company(row)
+        return ROWS.company(row)
 
     async def get_company(self, company_id: str) -> Company | None:
         row = await self._driver.fetchrow(Q["get_company"], company_id)
-        return None if row is None else _company(row)
+        return None if row is None else ROWS.company(row)
 
     async def get_company_by_name(self, name: str) -> Company | None:
         row = await self._driver.fetchrow(Q["get_company_by_name"], name)
-        return None if row is None else _company(row)
+        return None if row is None else ROWS.company(row)
 
     async def list_companies(self) -> list[Company]:
-        return [_company(row) for row in await self._driver.fetch(Q["list_companies"])]
+        return [ROWS.company(row) for row in await self._driver.fetch(Q["list_companies"])]
 
     # --- submitting --------------------------------------------------------------------
 
@@ -550,14 +474,14 @@ class PostgresStore(JobStore):
                 return started
             if row is None:
                 return None
-            running = _change_event(row, EventType.RUNNING)
+            running = ROWS.change_event(row, EventType.RUNNING)
             queued_event = JobEvent(
                 running.id - 1, EventType.QUEUED, job.id, job.company_id, at, queued
             )
             self._feed.committed([queued_event, running])
         finally:
             self._feed.write_ended(token)
-        return Inserted(queued, queued_event, True), _job(row)
+        return Inserted(queued, queued_event, True), ROWS.job(row)
 
     async def _started_here(
         self, job_id: str, lease_owner: str, at: datetime
@@ -573,7 +497,7 @@ class PostgresStore(JobStore):
         if [e.type for e in events] != [EventType.QUEUED, EventType.RUNNING]:
             return None
         self._feed.committed(events)
-        return Inserted(events[0].job, events[0], True), _job(row)
+        return Inserted(events[0].job, events[0], True), ROWS.job(row)
 
     async def _fill_existing(
         self,
@@ -590,7 +514,7 @@ class PostgresStore(JobStore):
         rows = await self._driver.fetch(
             Q["jobs_by_idempotency_key"], [c for c, _ in keys], [k for _, k in keys]
         )
-        holders = {(row["company_id"], row["idempotency_key"]): _job(row) for row in rows}
+        holders = {(row["company_id"], row["idempotency_key"]): ROWS.job(row) for row in rows}
         for index, key in zip(skipped, keys, strict=True):
             holder = holders.get(key)  # type: ignore[arg-type]
             if holder is None:
@@ -601,7 +525,7 @@ class PostgresStore(JobStore):
 
     async def get_job(self, job_id: str) -> Job | None:
         row = await self._driver.fetchrow(Q["get_job"], job_id)
-        return None if row is None else _job(row)
+        return None if row is None else ROWS.job(row)
 
     async def list_jobs(
         self,
@@ -626,7 +550,7 @@ class PostgresStore(JobStore):
             after_id,
             limit + 1,  # one more than asked tells whether a next page exists
         )
-        jobs = [_job(row) for row in rows]
+        jobs = [ROWS.job(row) for row in rows]
         items = jobs[:limit]
         return Page(items, encode_cursor(items[-1]) if len(jobs) > limit else None)
 
@@ -679,9 +603,12 @@ class PostgresStore(JobStore):
             if not recovered:
                 raise
             log.warning("a claim's answer was lost; recovered its %d job(s)", len(recovered))
-            rows, events = recovered, [_change_event(row, EventType.RUNNING) for row in recovered]
+            rows, events = (
+                recovered,
+                [ROWS.change_event(row, EventType.RUNNING) for row in recovered],
+            )
             self._feed.committed(events)
-        return [(_job(row), event) for row, event in zip(rows, events, strict=True)]
+        return [(ROWS.job(row), event) for row, event in zip(rows, events, strict=True)]
 
     async def _changes(
         self, write: Callable[[], Awaitable[list[Any] | None]], type_: EventType | None
@@ -692,7 +619,7 @@ class PostgresStore(JobStore):
         token = self._feed.write_started()
         try:
             rows = await write() or []
-            events = [_change_event(row, type_) for row in rows]
+            events = [ROWS.change_event(row, type_) for row in rows]
             self._feed.committed(events)
             return rows, events
         finally:
@@ -835,10 +762,10 @@ class PostgresStore(JobStore):
                 EventType.CANCELLED,
             )
             if rows:
-                return CancelOutcome(_job(rows[0]), events[0])
+                return CancelOutcome(ROWS.job(rows[0]), events[0])
             row = await self._driver.fetchrow(Q["request_cancel"], job_id, write=True)
             if row is not None:
-                return CancelOutcome(_job(row), None)
+                return CancelOutcome(ROWS.job(row), None)
             job = await self.get_job(job_id)
             if job is None:
                 raise JobNotFound(job_id)
@@ -895,15 +822,15 @@ class PostgresStore(JobStore):
         if limit < 1:
             raise InvalidRequest("limit must be at least 1")
         rows = await self._driver.fetch(Q["events_after"], after_id, company_id, job_id, limit)
-        return [_event(row) for row in rows]
+        return [ROWS.event(row) for row in rows]
 
     async def _read_feed(self, after_id: int, through: int, limit: int) -> list[JobEvent]:
         rows = await self._driver.fetch(Q["events_after_all"], after_id, through, limit)
-        return [_event(row) for row in rows]
+        return [ROWS.event(row) for row in rows]
 
     async def latest_event(self, job_id: str) -> JobEvent | None:
         row = await self._driver.fetchrow(Q["latest_event"], job_id)
-        return None if row is None else _event(row)
+        return None if row is None else ROWS.event(row)
 
     async def last_event_id(self) -> int:
         return await self._driver.fetchval(Q["last_event_id"])
@@ -934,17 +861,17 @@ class PostgresStore(JobStore):
         except UniqueViolation:
             raise InvalidRequest("a token with this id or secret already exists") from None
         assert row is not None
-        return _token(row)
+        return ROWS.token(row)
 
     async def find_tokens(self, prefix: str) -> list[ApiToken]:
-        return [_token(row) for row in await self._driver.fetch(Q["find_tokens"], prefix)]
+        return [ROWS.token(row) for row in await self._driver.fetch(Q["find_tokens"], prefix)]
 
     async def list_tokens(self, company_id: str | None) -> list[ApiToken]:
         if company_id is None:
             rows = await self._driver.fetch(Q["list_operator_tokens"])
         else:
             rows = await self._driver.fetch(Q["list_company_tokens"], company_id)
-        return [_token(row) for row in rows]
+        return [ROWS.token(row) for row in rows]
 
     async def revoke_token(self, token_id: str, company_id: str | None, now: datetime) -> ApiToken:
         row = await self._driver.fetchrow(
@@ -952,7 +879,7 @@ class PostgresStore(JobStore):
         )
         if row is None:
             raise TokenNotFound(token_id)
-        return _token(row)
+        return ROWS.token(row)
 
     # --- assets ------------------------------------------------------------------------
 
@@ -965,11 +892,11 @@ class PostgresStore(JobStore):
             raise CompanyNotFound(asset.company_id) from None
         except UniqueViolation as exc:
             raise _asset_conflict(exc) from None
-        return _asset(rows[0])
+        return ROWS.asset(rows[0])
 
     async def get_asset(self, asset_id: str) -> Asset | None:
         row = await self._driver.fetchrow(Q["get_asset"], asset_id)
-        return None if row is None else _asset(row)
+        return None if row is None else ROWS.asset(row)
 
     async def list_assets(
         self,
@@ -992,7 +919,7 @@ class PostgresStore(JobStore):
             after_id,
             limit + 1,
         )
-        assets = [_asset(row) for row in rows]
+        assets = [ROWS.asset(row) for row in rows]
         items = assets[:limit]
         return Page(items, encode_cursor(items[-1]) if len(assets) > limit else None)
 

@@ -52,7 +52,6 @@ from ...jobs import (
     JobStatus,
     NewJob,
     Page,
-    Progress,
     iso,
     new_id,
     parse_iso,
@@ -61,6 +60,7 @@ from ..base import ApiToken, CancelOutcome, JobStore, Renewal
 from ..encoding import decode_cursor, encode_cursor, input_json
 from ..migrations import apply_sqlite
 from ..queries import load_queries
+from ..rows import Rows
 from .writer import Checkpointer, Writer, WriterStatistics, outbox
 
 __all__ = ["SqliteStatistics", "SqliteStore"]
@@ -104,59 +104,7 @@ def _dt(value: str | None) -> datetime | None:
     return parse_iso(value)
 
 
-def _job(row: sqlite3.Row) -> Job:
-    return Job(
-        id=row["id"],
-        company_id=row["company_id"],
-        job_type=row["job_type"],
-        status=JobStatus(row["status"]),
-        priority=row["priority"],
-        input=json.loads(row["input"]),
-        progress=Progress(row["progress_percent"], row["progress_message"]),
-        attempt=row["attempt"],
-        max_attempts=row["max_attempts"],
-        timeout_seconds=row["timeout_seconds"],
-        run_at=_dt(row["run_at"]),  # type: ignore[arg-type]
-        result_asset_id=row["result_asset_id"],
-        error_message=row["error_message"],
-        source_task_id=row["source_task_id"],
-        idempotency_key=row["idempotency_key"],
-        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
-        started_at=_dt(row["started_at"]),
-        finished_at=_dt(row["finished_at"]),
-        updated_at=_dt(row["updated_at"]),  # type: ignore[arg-type]
-        lease_owner=row["lease_owner"],
-        lease_expires_at=_dt(row["lease_expires_at"]),
-        cancel_requested=bool(row["cancel_requested"]),
-    )
-
-
-def _token(row: sqlite3.Row) -> ApiToken:
-    return ApiToken(
-        id=row["id"],
-        company_id=row["company_id"],
-        label=row["label"],
-        prefix=row["prefix"],
-        hash=row["hash"],
-        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
-        revoked_at=_dt(row["revoked_at"]),
-    )
-
-
-def _asset(row: sqlite3.Row) -> Asset:
-    return Asset(
-        id=row["id"],
-        company_id=row["company_id"],
-        namespace=row["namespace"],
-        object_key=row["object_key"],
-        content_type=row["content_type"],
-        byte_size=row["byte_size"],
-        sha256=row["sha256"],
-        original_filename=row["original_filename"],
-        source_task_id=row["source_task_id"],
-        created_by_job_id=row["created_by_job_id"],
-        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
-    )
+ROWS = Rows(to_datetime=_dt)
 
 
 def _asset_params(asset: Asset) -> dict[str, Any]:
@@ -177,26 +125,11 @@ def _asset_params(asset: Asset) -> dict[str, Any]:
 
 def _insert_asset(conn: sqlite3.Connection, params: Mapping[str, Any]) -> Asset:
     try:
-        return _asset(conn.execute(Q["insert_asset"], params).fetchone())
+        return ROWS.asset(conn.execute(Q["insert_asset"], params).fetchone())
     except sqlite3.IntegrityError as exc:
         if exc.sqlite_errorname in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"):
             raise InvalidRequest("an asset with this id or object key already exists") from None
         raise
-
-
-def _company(row: sqlite3.Row) -> Company:
-    return Company(row["id"], row["name"], _dt(row["created_at"]))  # type: ignore[arg-type]
-
-
-def _event(row: sqlite3.Row) -> JobEvent:
-    return JobEvent(
-        id=row["id"],
-        type=EventType(row["type"]),
-        job_id=row["job_id"],
-        company_id=row["company_id"],
-        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
-        job=Job.from_dict(json.loads(row["payload"])),
-    )
 
 
 def _decode_cursor(cursor: str) -> tuple[str, str]:
@@ -259,7 +192,7 @@ def _insert_queued(conn: sqlite3.Connection, row: Mapping[str, Any]) -> Inserted
         if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
             raise InvalidRequest(f"job id {row['id']!r} already exists") from None
         raise
-    job = _job(inserted)
+    job = ROWS.job(inserted)
     return Inserted(job, _record(conn, EventType.QUEUED, inserted, job, row["created_at"]), True)
 
 
@@ -297,14 +230,14 @@ def _change(
 ) -> JobEvent | None:
     """One guarded UPDATE ... RETURNING and its event; None when no row matched."""
     row = conn.execute(query, params).fetchone()
-    return None if row is None else _record(conn, type_, row, _job(row), params["now"])
+    return None if row is None else _record(conn, type_, row, ROWS.job(row), params["now"])
 
 
 def _get_job(conn: sqlite3.Connection, job_id: str) -> Job:
     row = conn.execute(Q["get_job"], {"id": job_id}).fetchone()
     if row is None:
         raise JobNotFound(job_id)
-    return _job(row)
+    return ROWS.job(row)
 
 
 def _fetch(query: str, params: Mapping[str, Any], convert: Callable[[sqlite3.Row], T]):
@@ -350,8 +283,8 @@ def _release_lock(fd: int) -> None:
 async def _run_interruptible(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     """Run `fn(conn)` in a worker thread; on cancel, interrupt the query and wait.
 
-    `trio.to_thread.run_sync` ignores cancellation (PITFALLS.md), so this waits with
-    `wait_task_rescheduled` directly: its abort hook calls `conn.interrupt()` and
+    `trio.to_thread.run_sync` ignores cancellation (docs/architecture.md, "Stack notes"),
+    so this waits with `wait_task_rescheduled` directly: its abort hook calls `conn.interrupt()` and
     refuses to abandon the thread, which still owns the connection. Once the thread
     returns, a pending cancel is raised.
     """
@@ -546,7 +479,7 @@ class SqliteStore(JobStore):
 
         def write(conn: sqlite3.Connection) -> Company:
             try:
-                return _company(conn.execute(Q["insert_company"], params).fetchone())
+                return ROWS.company(conn.execute(Q["insert_company"], params).fetchone())
             except sqlite3.IntegrityError as exc:
                 if exc.sqlite_errorname == "SQLITE_CONSTRAINT_UNIQUE":
                     raise CompanyExists(name) from None
@@ -555,15 +488,15 @@ class SqliteStore(JobStore):
         return await self._write(write)
 
     async def get_company(self, company_id: str) -> Company | None:
-        rows = await self._read(_fetch(Q["get_company"], {"id": company_id}, _company))
+        rows = await self._read(_fetch(Q["get_company"], {"id": company_id}, ROWS.company))
         return rows[0] if rows else None
 
     async def get_company_by_name(self, name: str) -> Company | None:
-        rows = await self._read(_fetch(Q["get_company_by_name"], {"name": name}, _company))
+        rows = await self._read(_fetch(Q["get_company_by_name"], {"name": name}, ROWS.company))
         return rows[0] if rows else None
 
     async def list_companies(self) -> list[Company]:
-        return await self._read(_fetch(Q["list_companies"], {}, _company))
+        return await self._read(_fetch(Q["list_companies"], {}, ROWS.company))
 
     # --- submitting --------------------------------------------------------------------
 
@@ -587,7 +520,7 @@ class SqliteStore(JobStore):
                     existing = by_key.get(key)
                     if existing is None:
                         found = conn.execute(Q["get_job_by_idempotency_key"], row).fetchone()
-                        existing = None if found is None else _job(found)
+                        existing = None if found is None else ROWS.job(found)
                     if existing is not None:
                         by_key[key] = existing
                         out.append(Inserted(existing, None, False))
@@ -630,7 +563,7 @@ class SqliteStore(JobStore):
                 return None
             inserted = _insert_queued(conn, row)
             started = conn.execute(Q["start_job"], row).fetchone()
-            running = _job(started)
+            running = ROWS.job(started)
             _record(conn, EventType.RUNNING, started, running, at)
             return inserted, running
 
@@ -639,7 +572,7 @@ class SqliteStore(JobStore):
     # --- reading -----------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> Job | None:
-        rows = await self._read(_fetch(Q["get_job"], {"id": job_id}, _job))
+        rows = await self._read(_fetch(Q["get_job"], {"id": job_id}, ROWS.job))
         return rows[0] if rows else None
 
     async def list_jobs(
@@ -665,7 +598,7 @@ class SqliteStore(JobStore):
             "limit": limit + 1,  # one more than asked tells whether a next page exists
         }
         query = Q["list_jobs_all"] if company_id is None else Q["list_jobs_company"]
-        jobs = await self._read(_fetch(query, params, _job))
+        jobs = await self._read(_fetch(query, params, ROWS.job))
         items = jobs[:limit]
         return Page(items, encode_cursor(items[-1]) if len(jobs) > limit else None)
 
@@ -710,7 +643,7 @@ class SqliteStore(JobStore):
             rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["created_at"], r["seq"]))
             claimed = []
             for row in rows:
-                job = _job(row)
+                job = ROWS.job(row)
                 claimed.append((job, _record(conn, EventType.RUNNING, row, job, params["now"])))
             return claimed
 
@@ -832,12 +765,12 @@ class SqliteStore(JobStore):
             job = _get_job(conn, job_id)
             if job.status == JobStatus.QUEUED:
                 row = conn.execute(Q["cancel_queued"], params).fetchone()
-                job = _job(row)
+                job = ROWS.job(row)
                 event = _record(conn, EventType.CANCELLED, row, job, params["now"])
                 return CancelOutcome(job, event)
             if job.status == JobStatus.RUNNING:
                 return CancelOutcome(
-                    _job(conn.execute(Q["request_cancel"], params).fetchone()), None
+                    ROWS.job(conn.execute(Q["request_cancel"], params).fetchone()), None
                 )
             raise InvalidTransition(job_id, str(job.status), "cancel")
 
@@ -880,7 +813,7 @@ class SqliteStore(JobStore):
             # Oldest lease first; the UPDATE clears the lease, so it cannot order them.
             for (job_id,) in conn.execute(Q["expired_leases"], select).fetchall():
                 row = conn.execute(Q["reap"], {**update, "id": job_id}).fetchone()
-                job = _job(row)
+                job = ROWS.job(row)
                 events.append(_record(conn, _REAPED_EVENT[job.status], row, job, update["now"]))
             return events
 
@@ -905,10 +838,10 @@ class SqliteStore(JobStore):
             query = Q["events_after_company"]
         else:
             query = Q["events_after_all"]
-        return await self._read(_fetch(query, params, _event))
+        return await self._read(_fetch(query, params, ROWS.event))
 
     async def latest_event(self, job_id: str) -> JobEvent | None:
-        rows = await self._read(_fetch(Q["latest_event"], {"job_id": job_id}, _event))
+        rows = await self._read(_fetch(Q["latest_event"], {"job_id": job_id}, ROWS.event))
         return rows[0] if rows else None
 
     async def last_event_id(self) -> int:
@@ -947,20 +880,20 @@ class SqliteStore(JobStore):
             ):
                 raise CompanyNotFound(token.company_id)
             try:
-                return _token(conn.execute(Q["insert_token"], params).fetchone())
+                return ROWS.token(conn.execute(Q["insert_token"], params).fetchone())
             except sqlite3.IntegrityError:
                 raise InvalidRequest("a token with this id or secret already exists") from None
 
         return await self._write(write)
 
     async def find_tokens(self, prefix: str) -> list[ApiToken]:
-        return await self._read(_fetch(Q["find_tokens"], {"prefix": prefix}, _token))
+        return await self._read(_fetch(Q["find_tokens"], {"prefix": prefix}, ROWS.token))
 
     async def list_tokens(self, company_id: str | None) -> list[ApiToken]:
         if company_id is None:
-            return await self._read(_fetch(Q["list_operator_tokens"], {}, _token))
+            return await self._read(_fetch(Q["list_operator_tokens"], {}, ROWS.token))
         return await self._read(
-            _fetch(Q["list_company_tokens"], {"company_id": company_id}, _token)
+            _fetch(Q["list_company_tokens"], {"company_id": company_id}, ROWS.token)
         )
 
     async def revoke_token(self, token_id: str, company_id: str | None, now: datetime) -> ApiToken:
@@ -970,7 +903,7 @@ class SqliteStore(JobStore):
             row = conn.execute(Q["revoke_token"], params).fetchone()
             if row is None:
                 raise TokenNotFound(token_id)
-            return _token(row)
+            return ROWS.token(row)
 
         return await self._write(write)
 
@@ -995,7 +928,7 @@ class SqliteStore(JobStore):
         return await self._write(write)
 
     async def get_asset(self, asset_id: str) -> Asset | None:
-        rows = await self._read(_fetch(Q["get_asset"], {"id": asset_id}, _asset))
+        rows = await self._read(_fetch(Q["get_asset"], {"id": asset_id}, ROWS.asset))
         return rows[0] if rows else None
 
     async def list_assets(
@@ -1019,7 +952,7 @@ class SqliteStore(JobStore):
             "limit": limit + 1,  # one more than asked tells whether a next page exists
         }
         query = Q["list_assets"] if source_task_id is None else Q["list_assets_of_task"]
-        assets = await self._read(_fetch(query, params, _asset))
+        assets = await self._read(_fetch(query, params, ROWS.asset))
         items = assets[:limit]
         return Page(items, encode_cursor(items[-1]) if len(assets) > limit else None)
 

@@ -1,8 +1,8 @@
 """The one thread that writes to an SQLite database, batching writes into transactions.
 
 Why one thread: SQLite allows one writer at a time, a connection belongs to the thread
-that uses it (PITFALLS.md), and a commit is the expensive part of a write (an fsync
-with synchronous=FULL, a WAL append with NORMAL). So the writer takes whatever
+that uses it (docs/architecture.md, "Stack notes"), and a commit is the expensive part
+of a write (an fsync with synchronous=FULL, a WAL append with NORMAL). So the writer takes whatever
 requests are waiting, up to `max_batch`, runs them in ONE transaction, each inside its
 own SAVEPOINT so a failing request rolls back alone and gets its own exception, and
 commits once for all of them.
