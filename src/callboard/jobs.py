@@ -357,6 +357,23 @@ class Asset:
             "createdAt": iso(self.created_at),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Asset:
+        """Inverse of `to_dict` (the client reads the API's answers with it)."""
+        return cls(
+            id=data["id"],
+            company_id=data["companyId"],
+            namespace=data["namespace"],
+            object_key=data["objectKey"],
+            content_type=data["contentType"],
+            byte_size=int(data["byteSize"]),
+            sha256=str(data["sha256"]).lower(),
+            original_filename=data["originalFilename"],
+            source_task_id=data["sourceTaskId"],
+            created_by_job_id=data["createdByJobId"],
+            created_at=parse_iso(data["createdAt"]),  # type: ignore[arg-type]
+        )
+
 
 def with_progress(job: Job, percent: int, message: str | None) -> Job:
     return replace(job, progress=Progress(percent, message))

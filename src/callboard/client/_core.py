@@ -12,7 +12,7 @@ import time
 import unicodedata
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import quote
@@ -229,7 +229,7 @@ class Deadline:
 
 
 def asset_created(asset: Asset) -> datetime:
-    return asset.created_at or datetime.min.replace(tzinfo=UTC)
+    return asset.created_at
 
 
 def safe_filename(name: str | None, fallback: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from httpx_sse import ServerSentEvent
 
-from ..jobs import EventType, Job, JobEvent, JobStatus, NodeEvent, iso, parse_iso
+from ..jobs import Asset, EventType, Job, JobEvent, JobStatus, NodeEvent, iso, parse_iso
 from .errors import ClientError, error_for_code
 
 
@@ -30,55 +30,6 @@ class Submitted:
 
     def to_dict(self) -> dict[str, Any]:
         return {"jobId": self.job_id, "status": str(self.status), "createdAt": iso(self.created_at)}
-
-
-@dataclass(frozen=True, slots=True)
-class Asset:
-    """A stored file's metadata (the record is `callboard.jobs.Asset`); `to_dict()` is
-    the wire form."""
-
-    id: str
-    company_id: str
-    namespace: str
-    content_type: str
-    byte_size: int
-    sha256: str
-    original_filename: str | None
-    source_task_id: str | None
-    created_by_job_id: str | None
-    created_at: datetime | None
-    object_key: str | None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Asset:
-        return cls(
-            id=data["id"],
-            company_id=data["companyId"],
-            namespace=data.get("namespace", ""),
-            content_type=data.get("contentType") or "application/octet-stream",
-            byte_size=int(data["byteSize"]),
-            sha256=str(data["sha256"]).lower(),
-            original_filename=data.get("originalFilename"),
-            source_task_id=data.get("sourceTaskId"),
-            created_by_job_id=data.get("createdByJobId"),
-            created_at=parse_iso(data.get("createdAt")),
-            object_key=data.get("objectKey"),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "companyId": self.company_id,
-            "namespace": self.namespace,
-            "objectKey": self.object_key,
-            "contentType": self.content_type,
-            "byteSize": self.byte_size,
-            "sha256": self.sha256,
-            "originalFilename": self.original_filename,
-            "sourceTaskId": self.source_task_id,
-            "createdByJobId": self.created_by_job_id,
-            "createdAt": iso(self.created_at),
-        }
 
 
 @dataclass(frozen=True, slots=True)
