@@ -64,3 +64,35 @@ def test_a_bad_value_names_the_setting(env, message):
 def test_a_bad_flag_names_the_flag():
     with pytest.raises(SettingError, match=r"^--lease-seconds: "):
         load_settings({"lease_seconds": "soon"}, {})
+
+
+def test_board_is_built_from_the_same_settings():
+    from callboard import Board
+    from callboard.config import Settings
+
+    assert Board().settings == Settings()
+    settings = load_settings({"workers": "3", "data_dir": "/srv/cb"}, {})
+    board = Board(settings=settings, lease_seconds=5)
+    assert board.settings.workers == 3
+    assert board.settings.lease_seconds == 5
+    assert board.settings.database_url == "sqlite:////srv/cb/callboard.db"
+    assert Board(event_retention=None).settings.event_retention is None
+    assert Board(storage_dir="x").settings.storage_dir == Path("x")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"workers": -1}, "workers: must be a whole number of at least 0, got -1"),
+        ({"lease_seconds": 0}, "lease_seconds: must be a positive number of seconds, got 0"),
+        ({"attachment_max_bytes": True}, "attachment_max_bytes: must be a positive number"),
+        ({"database_url": "mysql://x"}, "database_url: expected sqlite:///"),
+    ],
+)
+def test_a_bad_board_argument_names_it(kwargs, message):
+    from callboard import Board
+
+    with pytest.raises(SettingError) as caught:
+        Board(**kwargs)
+    assert str(caught.value).startswith(message)
+    assert isinstance(caught.value, ValueError)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 import callboard
 
 
@@ -97,3 +99,16 @@ def test_job_context_surface():
         "read_asset",
     }
     assert ctx_attrs <= set(dir(callboard.JobContext))
+
+
+def test_the_testing_module_re_exports_the_memory_store():
+    from callboard.store.memory import MemoryStore
+    from callboard.testing import MemoryStore as ForUsers
+
+    assert ForUsers is MemoryStore
+
+
+def test_names_resolve_lazily_and_unknown_ones_fail():
+    assert set(callboard.__all__) <= set(dir(callboard))
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        callboard.Nope  # noqa: B018
