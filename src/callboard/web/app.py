@@ -6,7 +6,7 @@ import logging
 
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..errors import CallboardError
 from ..running_board import RunningBoard
@@ -79,7 +79,11 @@ def create_app(rt: RunningBoard) -> QuartTrio:
         message = error.description or error.name
         if status == 413:
             message = f"the body is larger than the {MAX_BODY_BYTES} bytes (1 MiB) limit"
-        return error_response(ApiError(status, codes.get(status, "http_error"), message))
+        headers = {}
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            # RFC 9110 section 15.5.6: a 405 says which methods the resource has.
+            headers["Allow"] = ", ".join(sorted(set(error.valid_methods) | {"OPTIONS"}))
+        return error_response(ApiError(status, codes.get(status, "http_error"), message, headers))
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:

@@ -18,6 +18,7 @@ from hypercorn.trio import serve
 from ..running_board import RunningBoard
 from .app import create_app
 from .auth import ensure_operator_token
+from .early_answers import EarlyAnswerGuard
 
 log = logging.getLogger("callboard.web")
 
@@ -75,7 +76,7 @@ class WebServer:
             if await ensure_operator_token(self._rt.store, token_file, self._rt.now()):
                 log.info("the operator token is in %s", token_file)
             await serve(
-                self.app,
+                EarlyAnswerGuard(self.app),
                 hypercorn_config(self._bind),
                 shutdown_trigger=self._rt.draining.wait,
                 task_status=_ReportBinds(self, task_status),  # type: ignore[arg-type]
