@@ -18,7 +18,17 @@ from typing import Any, Protocol
 import trio
 
 from .errors import InvalidRequest, UnknownJobType
-from .jobs import Asset, Job, JobSpec, NewJob, new_id
+from .jobs import (
+    MAX_ATTEMPTS,
+    MAX_PRIORITY,
+    MAX_SECONDS,
+    Asset,
+    Job,
+    JobSpec,
+    NewJob,
+    check_reference,
+    new_id,
+)
 
 # --- handlers -------------------------------------------------------------------------
 
@@ -57,10 +67,13 @@ class HandlerRegistry:
             )
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"handler for {job_type!r} must be an async function")
-        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
-            raise ValueError(f"timeout for {job_type!r} must be a positive number of seconds")
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts for {job_type!r} must be at least 1")
+        if timeout is not None and not 0 < timeout <= MAX_SECONDS:
+            raise ValueError(
+                f"timeout for {job_type!r} must be a number of seconds above 0 "
+                f"to {MAX_SECONDS} (ten years)"
+            )
+        if not 1 <= max_attempts <= MAX_ATTEMPTS:
+            raise ValueError(f"max_attempts for {job_type!r} must be from 1 to {MAX_ATTEMPTS}")
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency for {job_type!r} must be at least 1")
         if job_type in self._specs:
@@ -90,21 +103,16 @@ class HandlerRegistry:
         return out
 
 
-MAX_PRIORITY = 2**31 - 1
-
-
-MAX_REFERENCE = 200
-
-
-def check_reference(name: str, value: object) -> None:
-    """A caller's own reference (`sourceTaskId`, `idempotencyKey`): None, or a
-    non-empty string of at most MAX_REFERENCE characters."""
-    if value is not None and (
-        not isinstance(value, str) or not value or len(value) > MAX_REFERENCE
-    ):
+def _seconds(name: str, value: object, *, zero_ok: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(f"{name} must be a number of seconds")
+    low_ok = value >= 0 if zero_ok else value > 0
+    if not (low_ok and value <= MAX_SECONDS):  # NaN fails both comparisons
+        low = "from 0" if zero_ok else "above 0"
         raise InvalidRequest(
-            f"{name} must be a non-empty string of at most {MAX_REFERENCE} characters"
+            f"{name} must be a number of seconds {low} to {MAX_SECONDS} (ten years)"
         )
+    return float(value)
 
 
 def build_new_job(
@@ -128,24 +136,17 @@ def build_new_job(
     if isinstance(delay, timedelta):
         delay = delay.total_seconds()
     if delay is not None:
-        if (
-            isinstance(delay, bool)
-            or not isinstance(delay, int | float)
-            or not math.isfinite(delay)
-        ):
-            raise InvalidRequest("delay must be a number of seconds")
-        if delay < 0:
-            raise InvalidRequest("delay must not be negative")
+        delay = _seconds("delay", delay, zero_ok=True)
     max_attempts = spec.max_attempts if spec.max_attempts is not None else handler.max_attempts
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise InvalidRequest("maxAttempts must be an integer of at least 1")
-    timeout = spec.timeout if spec.timeout is not None else handler.timeout
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not (timeout > 0 and math.isfinite(timeout))
+    if (
+        isinstance(max_attempts, bool)
+        or not isinstance(max_attempts, int)
+        or not 1 <= max_attempts <= MAX_ATTEMPTS
     ):
-        raise InvalidRequest("timeout must be a positive number of seconds")
+        raise InvalidRequest(f"maxAttempts must be an integer from 1 to {MAX_ATTEMPTS}")
+    timeout = spec.timeout if spec.timeout is not None else handler.timeout
+    if timeout is not None:
+        timeout = _seconds("timeout", timeout, zero_ok=False)
     check_reference("sourceTaskId", spec.source_task_id)
     check_reference("idempotencyKey", spec.idempotency_key)
     return NewJob(
@@ -155,7 +156,7 @@ def build_new_job(
         input=dict(spec.input),
         priority=spec.priority,
         max_attempts=max_attempts,
-        timeout_seconds=float(timeout) if timeout is not None else None,
+        timeout_seconds=timeout,
         run_at=now + timedelta(seconds=delay or 0),
         source_task_id=spec.source_task_id,
         idempotency_key=spec.idempotency_key,

@@ -13,12 +13,15 @@ The handler API (the registry, `JobContext`) is in `callboard.handlers`.
 from __future__ import annotations
 
 import enum
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Generic, TypedDict, TypeVar
+
+from .errors import InvalidRequest
 
 
 class JobStatus(enum.StrEnum):
@@ -215,8 +218,62 @@ class NodeEvent:
 
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
+    """One page of a list, newest first; pass `next_cursor` to get the next one."""
+
     items: list[T]
     next_cursor: str | None
+
+
+#: The shape of a list cursor (`<created_at in microseconds>_<id>`, the key of a page's
+#: last row; `store.encoding` makes and reads them). At most 16 digits, so that every
+#: cursor of this shape is a valid position.
+CURSOR_PATTERN = r"^[0-9]{1,16}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+# --- the bounds of a submission, of names and of references --------------------------
+# Stated in the OpenAPI document too (web/validation.py, web/openapi.py): a value outside
+# them is refused with a message that names the field, and never stored.
+
+#: Priorities fit a 32-bit integer.
+MAX_PRIORITY = 2**31 - 1
+#: Attempts per job (automatic retries included).
+MAX_ATTEMPTS = 1000
+#: A delay or a per-attempt timeout: ten years, in seconds.
+MAX_SECONDS = 10 * 365 * 24 * 3600
+
+
+#: Company names and token labels: 1 to 200 characters, no control character (Unicode
+#: category Cc), not blank; kept without surrounding whitespace.
+MAX_NAME = 200
+NAME_PATTERN = (
+    "^[^\\u0000-\\u001f\\u007f-\\u009f]*"
+    "[^\\s\\u0000-\\u001f\\u007f-\\u009f]"
+    "[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+)
+#: A caller's own reference (`sourceTaskId`, `idempotencyKey`): 1 to 200 characters,
+#: no NUL (PostgreSQL text cannot hold it).
+MAX_REFERENCE = 200
+REFERENCE_PATTERN = "^[^\\u0000]+$"
+
+
+def check_name(field: str, value: object) -> str:
+    """A company name or token label, stripped; InvalidRequest names the field."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(f"{field} is required and must be a non-empty string")
+    if len(value) > MAX_NAME or any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise InvalidRequest(
+            f"{field} must be at most {MAX_NAME} characters, without control characters"
+        )
+    return value.strip()
+
+
+def check_reference(field: str, value: object) -> None:
+    """None, or a reference as REFERENCE_PATTERN and MAX_REFERENCE say."""
+    if value is not None and (
+        not isinstance(value, str) or not value or len(value) > MAX_REFERENCE or "\0" in value
+    ):
+        raise InvalidRequest(
+            f"{field} must be a non-empty string of at most {MAX_REFERENCE} characters, without NUL"
+        )
 
 
 #: The submit options: each one's Python name (a `JobSpec` field, a keyword of every

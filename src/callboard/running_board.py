@@ -38,7 +38,6 @@ import logging
 import math
 import os
 import socket
-import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -66,8 +65,18 @@ from .errors import (
     Lagged,
     ShuttingDown,
 )
-from .handlers import check_reference
-from .jobs import Asset, Company, Inserted, Job, JobSpec, JobStatus, NewJob, Page
+from .jobs import (
+    Asset,
+    Company,
+    Inserted,
+    Job,
+    JobSpec,
+    JobStatus,
+    NewJob,
+    Page,
+    check_name,
+    check_reference,
+)
 from .runtime import ChildSpec, Restart, Strategy, Supervisor, SupervisorStatistics
 from .runtime.clock import TrioWallClock
 from .runtime.groups import unwrap_sole
@@ -104,16 +113,6 @@ class RuntimeStatistics:
     dispatcher: DispatcherStatistics
     reaper: ReaperStatistics
     supervisor: SupervisorStatistics | None
-
-
-def _company_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidRequest("company name must be a non-empty string")
-    if len(name) > 200:
-        raise InvalidRequest("company name must be at most 200 characters")
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
-        raise InvalidRequest("company name must not contain control characters")
-    return name.strip()
 
 
 class RunningBoard:
@@ -167,7 +166,9 @@ class RunningBoard:
     # --- companies -----------------------------------------------------------------------
 
     async def create_company(self, name: str) -> Company:
-        return await self._store.create_company(_company_name(name), self._ledger.now())
+        return await self._store.create_company(
+            check_name("company name", name), self._ledger.now()
+        )
 
     async def get_company(self, company_id: str) -> Company | None:
         return await self._store.get_company(company_id)

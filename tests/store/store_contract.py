@@ -347,9 +347,18 @@ class StoreContract:
 
     async def test_bad_cursor(self, store: JobStore) -> None:
         c = await company(store)
-        for cursor in ["", "garbage", "!!!", "djE=", "eHx5fHo"]:
+        for cursor in ["", "garbage", "!!!", "djE=", "eHx5fHo", "12_x", "1_" + "A" * 36]:
             with pytest.raises(InvalidRequest):
                 await store.list_jobs(c, cursor=cursor)
+
+    async def test_any_cursor_of_the_public_shape_is_a_position(self, store: JobStore) -> None:
+        c = await company(store)
+        await submit(store, c)
+        some_id = "00000000-0000-4000-8000-000000000000"
+        assert (await store.list_jobs(c, cursor=f"0_{some_id}")).items == []
+        everything = await store.list_jobs(c, cursor=f"{'9' * 16}_{some_id}")
+        assert len(everything.items) == 1
+        assert (await store.list_assets(c, cursor=f"0_{some_id}")).items == []
 
     async def test_limits(self, store: JobStore) -> None:
         c = await company(store)

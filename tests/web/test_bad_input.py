@@ -60,10 +60,13 @@ JSON_BODIES = [
     pytest.param({"jobType": "noop", "priority": 1.5}, 400, ["priority"], id="priority-float"),
     pytest.param({"jobType": "noop", "priority": True}, 400, ["priority"], id="priority-bool"),
     pytest.param(
-        {"jobType": "noop", "maxAttempts": 0}, 400, ["maxAttempts", ">= 1"], id="max-attempts-0"
+        {"jobType": "noop", "maxAttempts": 0}, 400, ["maxAttempts", "from 1"], id="max-attempts-0"
     ),
     pytest.param(
-        {"jobType": "noop", "delaySeconds": -1}, 400, ["delaySeconds", ">= 0"], id="delay-negative"
+        {"jobType": "noop", "delaySeconds": -1},
+        400,
+        ["delaySeconds", "from 0"],
+        id="delay-negative",
     ),
     pytest.param(
         {"jobType": "noop", "delaySeconds": "soon"}, 400, ["delaySeconds"], id="delay-string"
@@ -78,6 +81,20 @@ JSON_BODIES = [
     ),
     pytest.param({"jobType": "noop", "priority": 2**40}, 400, ["priority"], id="priority-huge"),
     pytest.param({"jobType": "noop", "sourceTaskId": ""}, 400, ["sourceTaskId"], id="source-empty"),
+    # Numbers out of every store's range: refused by name, never a 500.
+    pytest.param({"jobType": "noop", "delaySeconds": 1e12}, 400, ["delaySeconds"], id="delay-1e12"),
+    pytest.param(
+        {"jobType": "noop", "timeoutSeconds": 1e300}, 400, ["timeoutSeconds"], id="timeout-1e300"
+    ),
+    pytest.param({"jobType": "noop", "maxAttempts": 10**30}, 400, ["maxAttempts"], id="att-1e30"),
+    pytest.param({"jobType": "noop", "maxAttempts": 2**63}, 400, ["maxAttempts"], id="att-2**63"),
+    pytest.param({"jobType": "noop", "maxAttempts": 1001}, 400, ["maxAttempts"], id="att-1001"),
+    pytest.param({"jobType": "noop", "priority": 2**31}, 400, ["priority"], id="priority-2**31"),
+    pytest.param({"jobType": "noop", "priority": -(2**63)}, 400, ["priority"], id="priority-neg"),
+    pytest.param(
+        {"jobType": "noop", "idempotencyKey": "k" * 201}, 400, ["idempotencyKey"], id="key-201"
+    ),
+    pytest.param({"jobType": "noop", "sourceTaskId": "a\0b"}, 400, ["NUL"], id="source-nul"),
 ]
 
 
@@ -105,6 +122,22 @@ async def test_bad_job_fields(server, company, nothing_written, body, status, wo
         )
         assert_error(batch, status, *words)
         assert "1" in batch.json()["error"]["message"]
+
+
+async def test_integral_floats_are_integers_and_bounds_are_inclusive(server, company):
+    body = {
+        "jobType": "noop",
+        "priority": 2.0**31 - 1,
+        "maxAttempts": 1000.0,
+        "delaySeconds": 10 * 365 * 24 * 3600,
+        "timeoutSeconds": 10 * 365 * 24 * 3600,
+        "idempotencyKey": "k" * 200,
+    }
+    async with server.client() as client:
+        response = await client.post(f"/api/companies/{company['id']}/content-jobs", json=body)
+        assert response.status_code == 202, response.text
+        job = (await client.get(f"/api/content-jobs/{response.json()['jobId']}")).json()
+    assert (job["priority"], job["maxAttempts"]) == (2**31 - 1, 1000)
 
 
 async def test_unknown_job_type_is_422_listing_the_known_ones(server, company, nothing_written):

@@ -1,21 +1,23 @@
-"""Encodings every SQL store shares: list cursors and job input as JSON text.
+"""Encodings every store shares: list cursors and job input as JSON text.
 
-A list cursor is urlsafe base64 of "v1|<created_at>|<id>", the key of the last row
-of a page; it is opaque to clients, and a cursor the store did not issue is
-`InvalidRequest`.
+A list cursor is the key of the last row of a page: its `created_at` in microseconds
+since the Unix epoch, an underscore, and its id (`1767225600000000_5d1c9b7e-...`).
+Clients treat it as opaque, but its shape is public (`jobs.CURSOR_PATTERN`, stated in the
+OpenAPI document), and every string of that shape is a position in the keyset order,
+even one no row has: so the document can say exactly which cursors the server takes,
+and a cursor of another shape is `InvalidRequest`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
+import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from ..errors import InvalidRequest
-from ..jobs import iso, parse_iso
+from ..jobs import CURSOR_PATTERN
 
 
 class Keyed(Protocol):
@@ -23,22 +25,24 @@ class Keyed(Protocol):
     created_at: datetime
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+
 def encode_cursor(row: Keyed) -> str:
-    raw = f"v1|{iso(row.created_at)}|{row.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    micros = (row.created_at - _EPOCH) // _ONE_MICROSECOND
+    return f"{micros}_{row.id}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """(created_at, id) of the row a page ended at."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        version, created_at, row_id = raw.split("|")
-        at = parse_iso(created_at)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidRequest("invalid cursor") from None
-    if version != "v1" or not row_id or at is None:
-        raise InvalidRequest("invalid cursor")
-    return at, row_id
+    if not isinstance(cursor, str) or not _CURSOR.fullmatch(cursor):
+        raise InvalidRequest(
+            "invalid cursor: pass the nextCursor of a previous page (<microseconds>_<id>)"
+        )
+    micros, row_id = cursor.split("_", 1)
+    return _EPOCH + timedelta(microseconds=int(micros)), row_id
 
 
 def input_json(value: Mapping[str, Any]) -> str:

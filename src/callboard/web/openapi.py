@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..jobs import JobStatus
-from .validation import option_schemas
+from ..jobs import CURSOR_PATTERN, MAX_NAME, NAME_PATTERN, JobStatus
+from .validation import MAX_LAST_EVENT_ID, REFERENCE_SCHEMA, option_schemas
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -60,16 +60,30 @@ _C = _param("companyId", "path", {"type": "string", "format": "uuid"}, "the comp
 _J = _param("jobId", "path", {"type": "string", "format": "uuid"}, "the job's id")
 _T = _param("tokenId", "path", {"type": "string", "format": "uuid"}, "the token's id")
 _A = _param("assetId", "path", {"type": "string", "format": "uuid"}, "the asset's id")
+_EVENT_ID = {"type": "integer", "minimum": 0, "maximum": MAX_LAST_EVENT_ID}
 _SSE_PARAMS = [
     _param("token", "query", {"type": "string"}, "bearer token, for EventSource (never logged)"),
-    _param("lastEventId", "query", {"type": "integer", "minimum": 0}, "resume after this id"),
-    _param("Last-Event-ID", "header", {"type": "integer", "minimum": 0}, "wins over the query"),
+    _param("lastEventId", "query", _EVENT_ID, "resume after this id"),
+    _param("Last-Event-ID", "header", _EVENT_ID, "wins over the query"),
 ]
+#: One event of a stream, as an SSE parser reads it (OpenAPI 3.1: `schema` of an event
+#: stream describes each event).
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]*$"},
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
 _SSE = {
     "description": "text/event-stream: `retry:` first, `: ping` every 15 s; "
     "each event has `id:` (job events), `event:` and JSON `data:`",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "content": {"text/event-stream": {"schema": _SSE_EVENT}},
 }
+_CURSOR = {"type": "string", "pattern": CURSOR_PATTERN}
+_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": NAME_PATTERN}
 
 
 def _op(
@@ -118,13 +132,13 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
         _param("jobType", "query", {"type": "string"}),
         _param("sourceTaskId", "query", {"type": "string"}),
         _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
-        _param("cursor", "query", {"type": "string"}),
+        _param("cursor", "query", _CURSOR, "the nextCursor of the page before"),
     ]
     label_body = {
         "type": "object",
         "additionalProperties": False,
         "required": ["label"],
-        "properties": {"label": {"type": "string"}},
+        "properties": {"label": _NAME},
     }
     paths: dict[str, Any] = {
         "/api/companies": {
@@ -135,7 +149,7 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
                     "type": "object",
                     "additionalProperties": False,
                     "required": ["name"],
-                    "properties": {"name": {"type": "string"}},
+                    "properties": {"name": _NAME},
                 },
             ),
             "get": _op(
@@ -408,10 +422,11 @@ def _asset_paths() -> dict[str, Any]:
                 },
                 params=[
                     _C,
-                    _param("sourceTaskId", "query", {"type": "string"}, "link to a task"),
+                    _param("sourceTaskId", "query", dict(REFERENCE_SCHEMA), "link to a task"),
                 ],
                 body={
                     "type": "object",
+                    "additionalProperties": False,
                     "required": ["file"],
                     "properties": {"file": binary},
                 },
@@ -429,7 +444,7 @@ def _asset_paths() -> dict[str, Any]:
                         "query",
                         {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
                     ),
-                    _param("cursor", "query", {"type": "string"}),
+                    _param("cursor", "query", _CURSOR, "the nextCursor of the page before"),
                 ],
             ),
         },

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import unicodedata
-
 from quart import Blueprint, request
 
-from ..jobs import JobStatus
+from ..jobs import JobStatus, check_name
 from .auth import create_token
 from .context import company_for, ctx, operator, principal
-from .errors import bad_request
 from .validation import check_fields, parse_json, require_object
 
 admin = Blueprint("admin", __name__)
 
 
 def _label(body: dict, field: str) -> str:
-    value = body.get(field)
-    if not isinstance(value, str) or not value.strip():
-        raise bad_request(f"{field} is required and must be a non-empty string")
-    if len(value) > 200 or any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise bad_request(f"{field} must be at most 200 characters, without control characters")
-    return value.strip()
+    return check_name(field, body.get(field))
 
 
 @admin.post("/api/companies")

@@ -22,6 +22,7 @@ from ..running_board import RunningBoard
 from .context import company_for, ctx, job_for, principal
 from .errors import ApiError, bad_request, from_domain
 from .sse import HEADERS, RETRY_MS, comment, frame, stream_events
+from .validation import MAX_LAST_EVENT_ID
 
 events = Blueprint("events", __name__)
 
@@ -49,8 +50,10 @@ def last_event_id() -> int | None:
         value = int(raw.strip())
     except ValueError:
         raise bad_request(f"Last-Event-ID must be a non-negative integer, got {raw!r}") from None
-    if value < 0:
-        raise bad_request(f"Last-Event-ID must be a non-negative integer, got {raw!r}")
+    if not 0 <= value <= MAX_LAST_EVENT_ID:
+        raise bad_request(
+            f"Last-Event-ID must be an integer from 0 to {MAX_LAST_EVENT_ID}, got {raw!r}"
+        )
     return value
 
 

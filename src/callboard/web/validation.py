@@ -9,11 +9,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..jobs import SUBMIT_OPTIONS, JobSpec
+from ..jobs import (
+    MAX_ATTEMPTS,
+    MAX_PRIORITY,
+    MAX_REFERENCE,
+    MAX_SECONDS,
+    REFERENCE_PATTERN,
+    SUBMIT_OPTIONS,
+    JobSpec,
+)
 from .errors import bad_request
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH = 1000
+#: Event ids are 64-bit signed integers in every store.
+MAX_LAST_EVENT_ID = 2**63 - 1
 
 
 def parse_json(raw: bytes) -> Any:
@@ -51,29 +61,62 @@ def check_fields(body: Mapping[str, Any], allowed: set[str], where: str = "") ->
 @dataclass(frozen=True, slots=True)
 class OptionRule:
     """How the wire form of one submit option is checked, and how the OpenAPI document
-    describes it (the two are one table, so the document states what is enforced)."""
+    describes it (the two are one table, so the document states what is enforced; the
+    bounds themselves are `callboard.jobs`', which the Python API checks too)."""
 
     ok: Callable[[Any], bool]
     expected: str
     schema: Mapping[str, Any]
 
 
+def _integral(value: Any) -> Any:
+    """JSON has one number type: `2.0` is the integer 2 (as JSON Schema reads it)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+def _int_in(low: int, high: int) -> OptionRule:
+    return OptionRule(
+        lambda v: _is_int(v) and low <= v <= high,
+        f"an integer from {low} to {high}",
+        {"type": "integer", "minimum": low, "maximum": high},
+    )
+
+
+#: A caller's own reference: what `handlers.check_reference` accepts.
+REFERENCE_SCHEMA: Mapping[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_REFERENCE,
+    "pattern": REFERENCE_PATTERN,
+}
+
+
+def _reference() -> OptionRule:
+    return OptionRule(
+        lambda v: isinstance(v, str) and 1 <= len(v) <= MAX_REFERENCE and "\0" not in v,
+        f"a string of 1 to {MAX_REFERENCE} characters without NUL",
+        REFERENCE_SCHEMA,
+    )
+
+
 #: Keyed by the options' Python names (`callboard.jobs.SUBMIT_OPTIONS`).
 OPTION_RULES: Mapping[str, OptionRule] = {
-    "source_task_id": OptionRule(lambda v: isinstance(v, str), "a string", {"type": "string"}),
-    "priority": OptionRule(_is_int, "an integer", {"type": "integer"}),
+    "source_task_id": _reference(),
+    "priority": _int_in(-MAX_PRIORITY, MAX_PRIORITY),
     "delay": OptionRule(
-        lambda v: _is_number(v) and v >= 0, "a number >= 0", {"type": "number", "minimum": 0}
+        lambda v: _is_number(v) and 0 <= v <= MAX_SECONDS,
+        f"a number of seconds from 0 to {MAX_SECONDS} (ten years)",
+        {"type": "number", "minimum": 0, "maximum": MAX_SECONDS},
     ),
-    "max_attempts": OptionRule(
-        lambda v: _is_int(v) and v >= 1, "an integer >= 1", {"type": "integer", "minimum": 1}
-    ),
+    "max_attempts": _int_in(1, MAX_ATTEMPTS),
     "timeout": OptionRule(
-        lambda v: _is_number(v) and v > 0,
-        "a number > 0",
-        {"type": "number", "exclusiveMinimum": 0},
+        lambda v: _is_number(v) and 0 < v <= MAX_SECONDS,
+        f"a number of seconds above 0 to {MAX_SECONDS} (ten years)",
+        {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS},
     ),
-    "idempotency_key": OptionRule(lambda v: isinstance(v, str), "a string", {"type": "string"}),
+    "idempotency_key": _reference(),
 }
 
 _JOB_FIELDS = {"jobType", "input", *SUBMIT_OPTIONS.values()}
@@ -101,6 +144,7 @@ def job_spec(body: Any, where: str = "") -> JobSpec:
         if value is None:
             continue
         rule = OPTION_RULES[name]
+        value = _integral(value)
         if not rule.ok(value):
             raise bad_request(f"{where}{wire} must be {rule.expected}")
         options[name] = value
