@@ -321,7 +321,7 @@ async def test_bad_submissions_raise_typed_errors_and_write_nothing(make_board, 
         with pytest.raises(CompanyNotFound):
             await rt.submit("00000000-0000-0000-0000-000000000000", "noop")
         with pytest.raises(
-            InvalidRequest, match=r"jobs\[1\]: delay must be a number of seconds fro"
+            InvalidRequest, match=r"jobs\[1\]: delay must be a number of seconds from 0 to"
         ):
             await rt.submit_many(company, [JobSpec("noop"), JobSpec("noop", delay=-1)])
         with pytest.raises(UnknownJobType, match=r"^jobs\[1\]: unknown job type 'nope'"):
