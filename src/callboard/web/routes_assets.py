@@ -25,7 +25,14 @@ from .downloads import (
 )
 from .errors import ApiError, bad_request, from_domain, not_found
 from .uploads import MULTIPART_OVERHEAD, MultipartUpload, boundary_of
-from .validation import check_fields, check_query, parse_json, query_int, require_object
+from .validation import (
+    check_fields,
+    check_query,
+    parse_json,
+    query_cursor,
+    query_int,
+    require_object,
+)
 
 log = logging.getLogger("callboard.web")
 
@@ -63,7 +70,7 @@ async def upload(company_id: str):
             part.filename,
             part.content_type,
             form.chunks(),
-            source_task_id=request.args.get("sourceTaskId") or None,
+            source_task_id=request.args.get("sourceTaskId"),
         )
     except RequestEntityTooLarge:
         await _drain(body)
@@ -103,7 +110,7 @@ async def list_assets(company_id: str):
         source_task_id=args.get("sourceTaskId") or None,
         job_id=args.get("jobId") or None,
         limit=query_int(args, "limit", 50, 1, 500),
-        cursor=args.get("cursor") or None,
+        cursor=query_cursor(args),
     )
     return {"items": [a.to_dict() for a in page.items], "nextCursor": page.next_cursor}
 

@@ -40,21 +40,22 @@ class Plan:
 
 def last_event_id() -> int | None:
     """The header wins over the query string: on a reconnect a browser sends the
-    header and repeats the (stale) `?lastEventId=` it was first opened with."""
-    raw = request.headers.get("Last-Event-ID")
-    if raw is None or raw.strip() == "":
-        raw = request.args.get("lastEventId")
+    header and repeats the (stale) `?lastEventId=` it was first opened with. Both are
+    checked, as both are ids the server once gave."""
+    header = _event_id(request.headers.get("Last-Event-ID"))
+    query = _event_id(request.args.get("lastEventId"))
+    return header if header is not None else query
+
+
+def _event_id(raw: str | None) -> int | None:
     if raw is None or raw.strip() == "":
         return None
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise bad_request(f"Last-Event-ID must be a non-negative integer, got {raw!r}") from None
-    if not 0 <= value <= MAX_LAST_EVENT_ID:
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_LAST_EVENT_ID:
         raise bad_request(
             f"Last-Event-ID must be an integer from 0 to {MAX_LAST_EVENT_ID}, got {raw!r}"
         )
-    return value
+    return int(text)
 
 
 async def gap_notice(after: int | None) -> list[bytes]:

@@ -123,8 +123,18 @@ _JOB_FIELDS = {"jobType", "input", *SUBMIT_OPTIONS.values()}
 
 
 def option_schemas() -> dict[str, Any]:
-    """The OpenAPI properties of the submit options, by wire name."""
-    return {wire: dict(OPTION_RULES[name].schema) for name, wire in SUBMIT_OPTIONS.items()}
+    """The OpenAPI properties of the submit options, by wire name. Each may be null,
+    which means the same as leaving it out (the default)."""
+    return {
+        wire: {**OPTION_RULES[name].schema, "type": [OPTION_RULES[name].schema["type"], "null"]}
+        for name, wire in SUBMIT_OPTIONS.items()
+    }
+
+
+def query_cursor(args: Mapping[str, str]) -> str | None:
+    """A list's `cursor`: absent for the first page; present, it must be one the server
+    gave (an empty one is a mistake, not the first page)."""
+    return args.get("cursor")
 
 
 def job_spec(body: Any, where: str = "") -> JobSpec:
