@@ -392,6 +392,7 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
         },
     }
     schemas.update(_ASSET_SCHEMAS)
+    _name_and_link(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "callboard", "version": "0.1.0", "description": "A job runtime for trio"},
@@ -510,3 +511,77 @@ _ASSET_SCHEMAS: dict[str, Any] = {
         },
     },
 }
+
+
+_JOB = "/api/companies/{companyId}/content-jobs"
+_ASSET = "/api/companies/{companyId}/assets"
+_TOKENS = "/api/companies/{companyId}/tokens"
+_OPERATION_IDS = {
+    ("post", "/api/companies"): "createCompany",
+    ("get", "/api/companies"): "listCompanies",
+    ("post", _TOKENS): "createToken",
+    ("get", _TOKENS): "listTokens",
+    ("delete", _TOKENS + "/{tokenId}"): "revokeToken",
+    ("post", _JOB): "submitJob",
+    ("get", _JOB): "listJobs",
+    ("post", _JOB + "/batch"): "submitJobs",
+    ("get", _JOB + "/{jobId}"): "getJob",
+    ("get", "/api/content-jobs/{jobId}"): "getJobById",
+    ("post", _JOB + "/{jobId}/cancel"): "cancelJob",
+    ("post", _JOB + "/{jobId}/retry"): "retryJob",
+    ("get", _JOB + "/{jobId}/events"): "jobEvents",
+    ("get", "/api/companies/{companyId}/events"): "companyEvents",
+    ("get", "/api/events"): "allEvents",
+    ("post", _ASSET): "uploadAsset",
+    ("get", _ASSET): "listAssets",
+    ("get", _ASSET + "/{assetId}"): "getAsset",
+    ("get", _ASSET + "/{assetId}/content"): "getAssetContent",
+    ("post", "/api/gc"): "collectGarbage",
+    ("get", "/api/stats"): "stats",
+    ("get", "/healthz"): "healthz",
+    ("get", "/readyz"): "readyz",
+    ("get", "/metrics"): "metrics",
+    ("get", "/openapi.json"): "openapi",
+}
+_SAME_COMPANY = {"companyId": "$request.path.companyId"}
+# What a create answer leads to (OpenAPI links): a client, or a fuzzer's stateful
+# phase, follows them with real ids instead of guessing.
+_LINKS = {
+    ("post", "/api/companies", "201"): (
+        [
+            "createToken",
+            "listTokens",
+            "submitJob",
+            "submitJobs",
+            "listJobs",
+            "uploadAsset",
+            "listAssets",
+            "companyEvents",
+        ],
+        {"companyId": "$response.body#/id"},
+    ),
+    ("post", _JOB, "202"): (
+        ["getJob", "getJobById", "cancelJob", "retryJob", "jobEvents"],
+        {**_SAME_COMPANY, "jobId": "$response.body#/jobId"},
+    ),
+    ("post", _TOKENS, "201"): (["revokeToken"], {**_SAME_COMPANY, "tokenId": "$response.body#/id"}),
+    ("post", _ASSET, "201"): (
+        ["getAsset", "getAssetContent"],
+        {**_SAME_COMPANY, "assetId": "$response.body#/id"},
+    ),
+}
+
+
+def _name_and_link(paths: dict[str, Any]) -> None:
+    by_id = {}
+    for (method, path), operation_id in _OPERATION_IDS.items():
+        paths[path][method]["operationId"] = operation_id
+        by_id[operation_id] = paths[path][method]
+    for (method, path, status), (targets, parameters) in _LINKS.items():
+        links = {}
+        for target in targets:
+            # A link sets only the parameters its target has (getJobById has no company).
+            has = {p["name"] for p in by_id[target].get("parameters", ())}
+            given = {name: value for name, value in parameters.items() if name in has}
+            links[target] = {"operationId": target, "parameters": given}
+        paths[path][method]["responses"][status]["links"] = links

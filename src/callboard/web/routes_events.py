@@ -22,7 +22,7 @@ from ..running_board import RunningBoard
 from .context import company_for, ctx, job_for, principal
 from .errors import ApiError, bad_request, from_domain
 from .sse import HEADERS, RETRY_MS, comment, frame, stream_events
-from .validation import MAX_LAST_EVENT_ID
+from .validation import MAX_LAST_EVENT_ID, check_query
 
 events = Blueprint("events", __name__)
 
@@ -41,7 +41,9 @@ class Plan:
 def last_event_id() -> int | None:
     """The header wins over the query string: on a reconnect a browser sends the
     header and repeats the (stale) `?lastEventId=` it was first opened with. Both are
-    checked, as both are ids the server once gave."""
+    checked, as both are ids the server once gave; so is the query, which holds
+    nothing but these two."""
+    check_query(request.args, {"token", "lastEventId"})
     header = _event_id(request.headers.get("Last-Event-ID"))
     query = _event_id(request.args.get("lastEventId"))
     return header if header is not None else query
