@@ -56,6 +56,7 @@ class Board:
         attachment_max_bytes: int | None = None,
         database_pool_size: int | None = None,
         migrate: bool | None = None,
+        loop_stall_exit: bool | None = None,
         poll_interval: float = 2.0,
         retry_backoff: Backoff | None = None,
         progress_interval: float = 0.25,
@@ -73,6 +74,7 @@ class Board:
                 ("attachment_max_bytes", attachment_max_bytes),
                 ("database_pool_size", database_pool_size),
                 ("migrate", migrate),
+                ("loop_stall_exit", loop_stall_exit),
             )
             if value is not None
         }

@@ -52,6 +52,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     #: Seconds running jobs get to finish when the node stops.
     shutdown_grace: float = 10.0
+    #: End the process when its event loop stays blocked for half a lease (a handler
+    #: that blocks it), before another node can take its jobs; False only warns.
+    loop_stall_exit: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -159,6 +162,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "event_retention": ("CALLBOARD_EVENT_RETENTION", _duration),
     "cors_origins": ("CALLBOARD_CORS_ORIGINS", _list),
     "shutdown_grace": ("CALLBOARD_SHUTDOWN_GRACE", _duration),
+    "loop_stall_exit": ("CALLBOARD_LOOP_STALL_EXIT", _bool),
 }
 
 

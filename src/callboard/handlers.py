@@ -8,12 +8,14 @@ from __future__ import annotations
 import inspect
 import math
 import mimetypes
+import os
 import re
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+import subprocess
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -31,6 +33,8 @@ from .jobs import (
 )
 
 # --- handlers -------------------------------------------------------------------------
+
+T = TypeVar("T")
 
 Handler = Callable[["JobContext"], Awaitable[None]]
 
@@ -267,6 +271,40 @@ class JobContext:
         the asset is stored when the block ends normally (`f.asset`), and nothing is
         kept if it raises."""
         return self._asset_sink().open(filename, content_type, result=result)
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking code (CPU work, `time.sleep`, a synchronous client) in a worker
+        thread, so the event loop and this node's lease renewals keep going.
+
+        If the job is cancelled or times out, this returns at once and the thread is
+        abandoned: it runs to its end in the background and its result is dropped, as
+        a thread cannot be stopped from outside. For work that must stop, use
+        `run_process`. A handler that blocks the loop instead gets the node ended by
+        its watchdog (see the README's "Handlers must not block")."""
+        return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+
+    async def run_process(
+        self,
+        command: Sequence[str],
+        *,
+        input: bytes | None = None,
+        check: bool = True,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run a program and capture its output (stdout and stderr as bytes). If the job
+        is cancelled or times out, the program is terminated (SIGTERM, then SIGKILL
+        after five seconds) before this raises. With `check`, a non-zero exit raises
+        `CalledProcessError`, which fails the attempt with the program's exit status."""
+        return await trio.run_process(
+            list(command),
+            stdin=input,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=check,
+            cwd=cwd,
+            env=env,
+        )
 
     async def read_asset(self, asset_id: str) -> bytes:
         """The bytes of an asset of this job's company (an upload named in the input,

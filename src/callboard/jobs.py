@@ -13,6 +13,7 @@ The handler API (the registry, `JobContext`) is in `callboard.handlers`.
 from __future__ import annotations
 
 import enum
+import re
 import unicodedata
 import uuid
 from collections.abc import Mapping
@@ -242,37 +243,65 @@ MAX_SECONDS = 10 * 365 * 24 * 3600
 
 
 #: Company names and token labels: 1 to 200 characters, no control character (Unicode
-#: category Cc), not blank; kept without surrounding whitespace.
+#: category Cc), not blank; kept without surrounding blanks.
 MAX_NAME = 200
-NAME_PATTERN = (
-    "^[^\\u0000-\\u001f\\u007f-\\u009f]*"
-    "[^\\s\\u0000-\\u001f\\u007f-\\u009f]"
-    "[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+# Blank is what Python's str.isspace or JSON Schema's (ECMA-262) \s call a space,
+# spelled out in the pattern, so that every reader of it agrees with the server.
+_BLANK = (
+    " \u00a0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + ("\u2028\u2029\u202f\u205f\u3000\ufeff")
 )
+_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
+_BLANK_CLASS = "\\u0020\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
+NAME_PATTERN = f"^[^{_CONTROL}]*[^{_CONTROL}{_BLANK_CLASS}][^{_CONTROL}]*$"
 #: A caller's own reference (`sourceTaskId`, `idempotencyKey`): 1 to 200 characters,
 #: no NUL (PostgreSQL text cannot hold it).
 MAX_REFERENCE = 200
 REFERENCE_PATTERN = "^[^\\u0000]+$"
+# A lone surrogate (JSON can carry one, as "\ud800" escaped) is not text: no database
+# stores it, and no regex engine but Python's can even name it, so the patterns above
+# leave it out and the checks below refuse it.
+_NOT_TEXT = re.compile("[\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def is_text(value: str) -> bool:
+    """True when `value` is valid Unicode text (no lone surrogate)."""
+    return _NOT_TEXT.search(value) is None
+
+
+def storable_text(text: str | None) -> str | None:
+    """A message from a handler (progress, an error), made storable by every store: NUL
+    (PostgreSQL text cannot hold it) and lone surrogates become U+FFFD, so the outcome
+    is recorded whatever the handler wrote."""
+    return None if text is None else _UNSTORABLE.sub("\ufffd", text)
 
 
 def check_name(field: str, value: object) -> str:
-    """A company name or token label, stripped; InvalidRequest names the field."""
-    if not isinstance(value, str) or not value.strip():
+    """A company name or token label, stripped of blanks; InvalidRequest names the
+    field. Exactly what NAME_PATTERN and MAX_NAME say, and no lone surrogate."""
+    if not isinstance(value, str) or not value.strip(_BLANK):
         raise InvalidRequest(f"{field} is required and must be a non-empty string")
-    if len(value) > MAX_NAME or any(unicodedata.category(ch) == "Cc" for ch in value):
+    if len(value) > MAX_NAME or any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
         raise InvalidRequest(
-            f"{field} must be at most {MAX_NAME} characters, without control characters"
+            f"{field} must be at most {MAX_NAME} characters of text, without control characters"
         )
-    return value.strip()
+    return value.strip(_BLANK)
 
 
 def check_reference(field: str, value: object) -> None:
     """None, or a reference as REFERENCE_PATTERN and MAX_REFERENCE say."""
     if value is not None and (
-        not isinstance(value, str) or not value or len(value) > MAX_REFERENCE or "\0" in value
+        not isinstance(value, str)
+        or not value
+        or len(value) > MAX_REFERENCE
+        or "\0" in value
+        or not is_text(value)
     ):
         raise InvalidRequest(
-            f"{field} must be a non-empty string of at most {MAX_REFERENCE} characters, without NUL"
+            f"{field} must be a non-empty string of at most {MAX_REFERENCE} characters of "
+            "text, without NUL"
         )
 
 

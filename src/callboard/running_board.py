@@ -4,6 +4,7 @@ what `async with board.running() as rt` gives you.
 The tree `run_node` builds:
 
     root supervisor (one_for_one)
+    ├── watchdog                     ends the process if its loop stays blocked (half a lease)
     ├── broker                       fan-out of committed events
     ├── reaper                       reclaims jobs whose lease ran out
     ├── leases                       renews the leases of the jobs running here
@@ -80,6 +81,7 @@ from .jobs import (
 from .runtime import ChildSpec, Restart, Strategy, Supervisor, SupervisorStatistics
 from .runtime.clock import TrioWallClock
 from .runtime.groups import unwrap_sole
+from .runtime.watchdog import LoopWatchdog, WatchdogStatistics
 from .storage.gc import GcReport, collect_garbage
 from .storage.local import AssetStorage
 from .storage.names import UPLOADS
@@ -113,6 +115,7 @@ class RuntimeStatistics:
     dispatcher: DispatcherStatistics
     reaper: ReaperStatistics
     supervisor: SupervisorStatistics | None
+    loop: WatchdogStatistics
 
 
 class RunningBoard:
@@ -138,6 +141,7 @@ class RunningBoard:
         self._dispatcher = dispatcher
         self._reaper = reaper
         self.supervisor: Supervisor | None = None
+        self.watchdog = LoopWatchdog()
         self.lease_owner = lease_owner
         self.accepting = True
         #: Set when the node starts draining: the web server stops, streams end.
@@ -400,6 +404,10 @@ class RunningBoard:
 
     # --- the node ------------------------------------------------------------------------
 
+    def running_jobs(self) -> list[tuple[str, Job]]:
+        """(worker name, job) of every job running on this node's workers now."""
+        return [(w.name, w.current.job) for w in self._workers if w.current is not None]
+
     def worker_states(self) -> list[WorkerState]:
         now = trio.current_time()
         states = []
@@ -425,6 +433,7 @@ class RunningBoard:
             dispatcher=self._dispatcher.statistics(),
             reaper=self._reaper.statistics(),
             supervisor=self.supervisor.statistics() if self.supervisor else None,
+            loop=self.watchdog.statistics(),
         )
 
     @property
@@ -572,6 +581,9 @@ async def run_node(
         lease_owner=lease_owner,
         settings=settings,
     )
+    # First child: it watches the loop every other child runs on.
+    rt.watchdog = _loop_watchdog(settings, rt)
+    children.insert(0, ChildSpec("watchdog", rt.watchdog.run, Restart.PERMANENT))
     stats = StatsReporter(ledger, rt.node_snapshot)
     children.append(ChildSpec("stats", stats.run, Restart.PERMANENT))
     if extra_children is not None:
@@ -597,3 +609,41 @@ async def run_node(
                 with trio.CancelScope(shield=True):
                     await rt.drain(settings.shutdown_grace)
                 nursery.cancel_scope.cancel()
+
+
+def _loop_watchdog(settings: Settings, rt: RunningBoard) -> LoopWatchdog:
+    """A stall of half a lease ends the process: the lease keeper renews every third of
+    a lease, so by then at most a sixth of the lease is left before another node could
+    take a job this process may still be running. A node with no workers holds no
+    lease and only warns."""
+    fatal = settings.lease_seconds / 2 if settings.workers and settings.loop_stall_exit else None
+    warn = min(0.5, settings.lease_seconds / 4)
+
+    def running() -> str:
+        # Called from the watchdog's thread too: no trio call in here.
+        busy = rt.running_jobs()
+        if not busy:
+            return "no job was running"
+        return "running " + ", ".join(
+            f"{job.job_type} job {job.id} on {name}" for name, job in busy
+        )
+
+    def stalled(seconds: float) -> None:
+        log.warning(
+            "the event loop was blocked for %.2f s (%s): a handler must not block it; "
+            "run blocking code with ctx.run_sync or ctx.run_process",
+            seconds,
+            running(),
+        )
+
+    def fatal_stall(seconds: float) -> None:
+        log.critical(
+            "the event loop has been blocked for %.1f s, half the %g s lease (%s): "
+            "ending the process before its leases can run out, so that no job runs twice; "
+            "its jobs are reclaimed once their leases expire",
+            seconds,
+            settings.lease_seconds,
+            running(),
+        )
+
+    return LoopWatchdog(warn_after=warn, fatal_after=fatal, on_stall=stalled, on_fatal=fatal_stall)

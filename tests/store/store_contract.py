@@ -603,6 +603,17 @@ class StoreContract:
         assert after.progress == Progress(40, "laying out") and after.updated_at == at(2)
         assert after.status == JobStatus.RUNNING
 
+    async def test_a_handlers_text_is_stored_whatever_it_holds(self, store: JobStore) -> None:
+        """NUL (PostgreSQL text cannot hold it) and lone surrogates (no store can) in a
+        handler's messages become U+FFFD, the same on every store: the outcome is kept."""
+        c = await company(store)
+        job = await running(store, c)
+        event = await store.record_progress(job.id, "w1", 10, "a\x00b\ud800c", at(2))
+        assert event is not None and event.job.progress.message == "a\ufffdb\ufffdc"
+        failed = await store.fail(job.id, "w1", at(3), "boom\x00\udfff!")
+        assert failed is not None and failed.job.error_message == "boom\ufffd\ufffd!"
+        assert (await store.get_job(job.id)).error_message == "boom\ufffd\ufffd!"
+
     async def test_complete(self, store: JobStore) -> None:
         c = await company(store)
         job = await running(store, c, max_attempts=2)

@@ -51,6 +51,7 @@ async def test_statistics_describe_the_tree(make_board, autojump_clock):
         await trio.testing.wait_all_tasks_blocked()  # the worker has gone idle again
         stats = rt.statistics()
     assert [c.name for c in stats.supervisor.children] == [
+        "watchdog",
         "broker",
         "reaper",
         "leases",

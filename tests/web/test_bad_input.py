@@ -48,6 +48,13 @@ RAW_BODIES = [
     pytest.param(
         b'{"jobType": "noop", "input": {"x": NaN}}', 400, ["input", "JSON"], id="nan-in-input"
     ),
+    # JSON can carry a lone surrogate, which no database stores as text.
+    pytest.param(
+        b'{"jobType": "noop", "input": {"x": "\\ud800"}}', 400, ["input", "surrogate"], id="lone-in"
+    ),
+    pytest.param(
+        b'{"jobType": "noop", "sourceTaskId": "\\udfff"}', 400, ["sourceTaskId"], id="lone-source"
+    ),
 ]
 
 JSON_BODIES = [

@@ -67,6 +67,9 @@ def test_board(settings: Any, **kwargs: Any) -> Board:
         workers=kwargs.pop("workers", 4),
         lease_seconds=kwargs.pop("lease_seconds", 30),
         shutdown_grace=kwargs.pop("shutdown_grace", 5),
+        # In-process nodes share the test runner: a stall (a slow machine) must not end
+        # it. tests/faults/test_blocked_loop.py tests the exit with real processes.
+        loop_stall_exit=kwargs.pop("loop_stall_exit", False),
         **kwargs,
     )
 

@@ -111,8 +111,7 @@ class Ledger:
     async def progress(
         self, job_id: str, lease_owner: str, percent: int, message: str | None
     ) -> JobEvent | None:
-        event = await self.store.record_progress(job_id, lease_owner, percent, message, self.now())
-        return event
+        return await self.store.record_progress(job_id, lease_owner, percent, message, self.now())
 
     async def complete(
         self,

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from ..errors import InvalidRequest
-from ..jobs import CURSOR_PATTERN
+from ..jobs import CURSOR_PATTERN, is_text
 
 
 class Keyed(Protocol):
@@ -47,6 +47,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 def input_json(value: Mapping[str, Any]) -> str:
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"input must be JSON-serialisable: {exc}") from None
+    if not is_text(text):
+        raise InvalidRequest("input must be valid Unicode text: it holds a lone surrogate")
+    return text

@@ -44,6 +44,7 @@ from ..jobs import (
     Page,
     Progress,
     new_id,
+    storable_text,
 )
 from .base import ApiToken, CancelOutcome, JobStore, Renewal
 from .encoding import decode_cursor, encode_cursor, input_json
@@ -387,7 +388,7 @@ class MemoryStore(JobStore):
         job = self._leased(job_id, lease_owner)
         if job is None:
             return None
-        job = replace(job, progress=Progress(percent, message), updated_at=now)
+        job = replace(job, progress=Progress(percent, storable_text(message)), updated_at=now)
         event = self._save(job, EventType.PROGRESS, now)
         await self._leave()
         return event
@@ -451,7 +452,7 @@ class MemoryStore(JobStore):
             return event
         job = replace(
             job,
-            error_message=error_message,
+            error_message=storable_text(error_message),
             lease_owner=None,
             lease_expires_at=None,
             updated_at=now,

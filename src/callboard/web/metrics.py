@@ -49,6 +49,17 @@ class _NodeCollector(Collector):
             "Subscribers dropped for falling behind",
             value=broker.dropped,
         )
+        loop = self._rt.statistics().loop
+        yield CounterMetricFamily(
+            "callboard_loop_stalls",
+            "Times the event loop was blocked for longer than the watchdog's warning limit",
+            value=loop.stalls,
+        )
+        yield GaugeMetricFamily(
+            "callboard_loop_stall_longest_seconds",
+            "The longest the event loop was blocked",
+            value=loop.longest_stall,
+        )
         workers = self._rt.worker_states()
         yield GaugeMetricFamily(
             "callboard_workers_busy",

@@ -51,6 +51,7 @@ from ...jobs import (
     NewJob,
     Page,
     new_id,
+    storable_text,
 )
 from ...runtime.groups import unwrap_sole
 from ..base import ApiToken, CancelOutcome, JobStore, Renewal
@@ -91,12 +92,6 @@ def _utc(value: datetime) -> datetime:
 
 def _opt_utc(value: datetime | None) -> datetime | None:
     return None if value is None else _utc(value)
-
-
-def _storable(text: str | None) -> str | None:
-    """PostgreSQL text cannot hold NUL: a handler's error or progress message may
-    (SQLite keeps it). Replaced, so the outcome is still recorded."""
-    return None if text is None else text.replace("\x00", "\ufffd")
 
 
 def _timestamptz(value: datetime | None) -> datetime | None:
@@ -656,7 +651,7 @@ class PostgresStore(JobStore):
             job_id,
             lease_owner,
             percent,
-            _storable(message),
+            storable_text(message),
             _utc(now),
             type_=EventType.PROGRESS,
         )
@@ -740,7 +735,7 @@ class PostgresStore(JobStore):
             job_id,
             lease_owner,
             _utc(now),
-            _storable(error_message),
+            storable_text(error_message),
             _opt_utc(retry_at),
             type_=None,
         )

@@ -55,6 +55,7 @@ from ...jobs import (
     iso,
     new_id,
     parse_iso,
+    storable_text,
 )
 from ..base import ApiToken, CancelOutcome, JobStore, Renewal
 from ..encoding import decode_cursor, encode_cursor, input_json
@@ -682,7 +683,7 @@ class SqliteStore(JobStore):
             "id": job_id,
             "lease_owner": lease_owner,
             "percent": percent,
-            "message": message,
+            "message": storable_text(message),
             "now": _ts(now),
         }
         return await self._write(
@@ -731,7 +732,7 @@ class SqliteStore(JobStore):
         params = {
             "id": job_id,
             "lease_owner": lease_owner,
-            "error_message": error_message,
+            "error_message": storable_text(error_message),
             "retry_at": _opt_ts(retry_at),
             "now": _ts(now),
         }
