@@ -73,6 +73,15 @@ class AssetTooLarge(CallboardError):
         )
 
 
+class StorageFull(CallboardError):
+    """Asset storage ran out of space (or quota) while an asset was being written (HTTP
+    507). Nothing of the asset was kept."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        super().__init__(f"asset storage is out of space: the {namespace!r} asset was not kept")
+
+
 class Conflict(CallboardError):
     """The operation does not fit the current state (HTTP 409)."""
 

@@ -158,7 +158,7 @@ def test_a_blocked_node_is_ended_and_its_job_runs_once_at_a_time(pg_url, tmp_pat
     log = tmp_path / "attempts.log"
     for node in ("api", "a", "c"):
         (tmp_path / node).mkdir()
-    handlers = ("--handlers", "blocking_handlers")
+    handlers = ("--handlers", "fault_handlers")
     with serve(tmp_path / "api", "--workers", "0", *handlers) as api:
         headers = {"Authorization": f"Bearer {api.token}"}
         with httpx.Client(base_url=api.url, headers=headers, timeout=10) as client:

@@ -20,17 +20,26 @@ they are older than ORPHAN_GRACE_SECONDS. See docs/architecture.md, "Storage".
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import trio
 
-from ..errors import AssetTooLarge, InvalidRequest
+from ..errors import AssetTooLarge, InvalidRequest, StorageFull
 from ..jobs import Asset, new_id
 from .backend import BackendWriter, Buffer, StorageBackend
 from .names import (
@@ -144,7 +153,8 @@ class ObjectWriter:
         return path
 
     async def open(self) -> None:
-        self._sink = await self._backend.start_write(self.object_key, self._digest.update)
+        with self._out_of_space():
+            self._sink = await self._backend.start_write(self.object_key, self._digest.update)
         self._state = "open"
 
     async def write(self, data: Buffer) -> None:
@@ -180,7 +190,19 @@ class ObjectWriter:
 
     async def _write_out(self, data: Buffer) -> None:
         assert self._sink is not None
-        await self._sink.write(data)
+        with self._out_of_space():
+            await self._sink.write(data)
+
+    @contextmanager
+    def _out_of_space(self) -> Iterator[None]:
+        """A full disk or quota is the storage's state, not a bug: StorageFull, which
+        names no path (the message reaches clients)."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise StorageFull(self.namespace) from exc
 
     async def commit(self) -> StoredObject:
         if self._state != "open" or self._sink is None:
@@ -191,7 +213,8 @@ class ObjectWriter:
             raise trio.ClosedResourceError(f"this asset writer is {self._state}")
         await self._flush()
         self._state = "committing"
-        await self._sink.commit()
+        with self._out_of_space():
+            await self._sink.commit()
         # No checkpoint from here to the caller: a cancel cannot slip in between the
         # commit and the caller learning of the object.
         self._state = "committed"

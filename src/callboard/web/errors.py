@@ -11,6 +11,7 @@ from ..errors import (
     InvalidRequest,
     NotFound,
     ShuttingDown,
+    StorageFull,
     StoreInUse,
     StoreUnavailable,
     UnknownJobType,
@@ -50,6 +51,8 @@ def from_domain(exc: CallboardError) -> ApiError:
         return ApiError(422, "unknown_job_type", str(exc))
     if isinstance(exc, AssetTooLarge):
         return ApiError(413, "too_large", str(exc))
+    if isinstance(exc, StorageFull):
+        return ApiError(507, "insufficient_storage", str(exc))
     if isinstance(exc, InvalidRequest):
         return bad_request(str(exc))
     if isinstance(exc, NotFound):

@@ -26,6 +26,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         413: "body too large, or a file over its namespace's cap (the message names it)",
         416: "range not satisfiable",
         422: "unknown job type (the message lists the known ones)",
+        507: "asset storage is out of space; nothing was kept",
         503: "store unavailable or shutting down",
     }
     return {str(c): _json(_ERROR, text[c]) for c in codes}
@@ -419,7 +420,7 @@ def _asset_paths() -> dict[str, Any]:
                 "streamed, refused with 413 over CALLBOARD_ATTACHMENT_MAX_BYTES",
                 {
                     "201": _json(_ref("Asset"), "the asset"),
-                    **_errors(400, 401, 404, 413, 503),
+                    **_errors(400, 401, 404, 413, 503, 507),
                 },
                 params=[
                     _C,
