@@ -10,20 +10,20 @@ them.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import sys
-import threading
 import time
-from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from itertools import pairwise
 from pathlib import Path
 
-import httpx
 import pytest
+from faultkit import (
+    assert_histories_in_order,
+    assert_never_twice_at_once,
+    feed,
+    kill,
+    node_client,
+    read_attempts,
+)
 
 from integration.serve_process import ServeProcess, serve
 
@@ -34,16 +34,10 @@ JOBS = 1000
 TERMINAL = {"done", "failed", "cancelled"}
 
 
-def _client(node: ServeProcess) -> httpx.Client:
-    return httpx.Client(
-        base_url=node.url, headers={"Authorization": f"Bearer {node.token}"}, timeout=30
-    )
-
-
 def _submit(node: ServeProcess, company: str, log: Path) -> list[str]:
     job = {"jobType": "test.short", "input": {"log": str(log), "seconds": 0.05}}
     ids: list[str] = []
-    with _client(node) as client:
+    with node_client(node) as client:
         for _ in range(JOBS // 500):
             answer = client.post(
                 f"/api/companies/{company}/content-jobs/batch", json={"jobs": [job] * 500}
@@ -55,7 +49,7 @@ def _submit(node: ServeProcess, company: str, log: Path) -> list[str]:
 
 def _statuses(node: ServeProcess, company: str) -> dict[str, str]:
     out: dict[str, str] = {}
-    with _client(node) as client:
+    with node_client(node) as client:
         cursor = None
         while True:
             params = {"limit": 500, **({"cursor": cursor} if cursor else {})}
@@ -83,93 +77,6 @@ def _wait_some_done(node: ServeProcess, company: str, at_least: int) -> None:
         time.sleep(0.05)
 
 
-def _attempts(log: Path, killed_at: float) -> dict[str, list[tuple[int, float, float]]]:
-    """Per job, (attempt, start, end) of every attempt; an attempt that never ended ran
-    until its process was killed."""
-    starts: dict[tuple[str, int], float] = {}
-    ends: dict[tuple[str, int], float] = {}
-    for line in log.read_text().splitlines():
-        what, job, attempt, _pid, at = line.split()
-        key = (job, int(attempt))
-        (starts if what == "start" else ends)[key] = float(at)
-    out: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
-    for (job, attempt), start in starts.items():
-        out[job].append((attempt, start, ends.get((job, attempt), killed_at)))
-    return out
-
-
-def _assert_never_twice_at_once(attempts: dict[str, list[tuple[int, float, float]]]) -> int:
-    overlaps = 0
-    for runs in attempts.values():
-        runs.sort()
-        for (_, _, end), (_, next_start, _) in pairwise(runs):
-            overlaps += next_start < end
-    assert overlaps == 0
-    return sum(len(runs) for runs in attempts.values())
-
-
-def _assert_histories_in_order(events: list[dict]) -> None:
-    ids = [int(e["id"]) for e in events]
-    assert ids == sorted(ids) and len(ids) == len(set(ids)), "events out of order or repeated"
-    finished: set[str] = set()
-    for event in events:
-        job = event["data"]["jobId"]
-        assert job not in finished, f"an event after {job}'s terminal event"
-        if event["event"] in {"content_job.done", "content_job.failed", "content_job.cancelled"}:
-            finished.add(job)
-
-
-@contextmanager
-def _feed(node: ServeProcess, company: str, until_done: int) -> Iterator[list[dict]]:
-    """Every event of the company's feed, from its first, read live in a thread until
-    `until_done` jobs have ended (or the block is left)."""
-    events: list[dict] = []
-    stop = threading.Event()
-
-    def read() -> None:
-        done = 0
-        with (
-            _client(node) as client,
-            client.stream(
-                "GET",
-                f"/api/companies/{company}/events",
-                headers={"Last-Event-ID": "0"},
-                timeout=httpx.Timeout(10, read=30),
-            ) as response,
-        ):
-            current: dict = {}
-            for line in response.iter_lines():
-                if stop.is_set():
-                    return
-                if line.startswith("id: "):
-                    current["id"] = line[4:]
-                elif line.startswith("event: "):
-                    current["event"] = line[7:]
-                elif line.startswith("data: "):
-                    current["data"] = json.loads(line[6:])
-                elif line == "" and "data" in current:
-                    events.append(current)
-                    done += current["event"] in {"content_job.done", "content_job.failed"}
-                    current = {}
-                    if done >= until_done:
-                        return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        yield events
-        reader.join(timeout=60)
-        assert not reader.is_alive(), f"the feed stopped at {len(events)} events"
-    finally:
-        stop.set()
-
-
-def _kill(node: ServeProcess) -> float:
-    os.kill(node.proc.pid, signal.SIGKILL)
-    assert node.proc.wait(timeout=10) == -signal.SIGKILL
-    return time.time()
-
-
 @pytest.fixture
 def handlers_env(monkeypatch, tmp_path):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), *sys.path]))
@@ -182,22 +89,22 @@ def handlers_env(monkeypatch, tmp_path):
 def test_sigkill_of_the_embedded_node_loses_nothing(tmp_path, handlers_env):
     log = tmp_path / "attempts.log"
     with serve(tmp_path / "one", *handlers_env) as first:
-        with _client(first) as client:
+        with node_client(first) as client:
             company = client.post("/api/companies", json={"name": "kill"}).json()["id"]
         _submit(first, company, log)
         _wait_some_done(first, company, 100)
-        killed_at = _kill(first)
+        killed_at = kill(first)
     # The same data directory: the next start owns the file and reclaims at once.
     (tmp_path / "two" / "callboard-data").symlink_to(tmp_path / "one" / "callboard-data")
     restarted = time.monotonic()
     with serve(tmp_path / "two", *handlers_env) as second:
         statuses = _wait_all_terminal(second, company, timeout=120)
         recovery = time.monotonic() - restarted
-        with _feed(second, company, until_done=JOBS) as events:
+        with feed(second, company, until_done=JOBS) as events:
             pass
-    attempts = _attempts(log, killed_at)
-    runs = _assert_never_twice_at_once(attempts)
-    _assert_histories_in_order(events)
+    attempts = read_attempts(log, killed_at)
+    runs = assert_never_twice_at_once(attempts)
+    assert_histories_in_order(events)
     assert sorted(set(statuses.values())) == ["done"], "every job ends done (3 attempts each)"
     print(
         f"\nsqlite SIGKILL: {JOBS} jobs, lost 0, run twice at once 0, attempts {runs}, "
@@ -209,20 +116,20 @@ def test_sigkill_of_one_of_two_postgres_nodes_loses_nothing(pg_url, tmp_path, ha
     log = tmp_path / "attempts.log"
     args = ("--database", pg_url, *handlers_env)
     with serve(tmp_path / "one", *args) as doomed, serve(tmp_path / "two", *args) as survivor:
-        with _client(survivor) as client:
+        with node_client(survivor) as client:
             company = client.post("/api/companies", json={"name": "kill"}).json()["id"]
-        with _feed(survivor, company, until_done=JOBS) as events:
+        with feed(survivor, company, until_done=JOBS) as events:
             _submit(survivor, company, log)
             _wait_some_done(survivor, company, 100)
-            killed_at = _kill(doomed)
+            killed_at = kill(doomed)
             killed = time.monotonic()
             statuses = _wait_all_terminal(survivor, company, timeout=120)
             recovery = time.monotonic() - killed
-        with _feed(survivor, company, until_done=JOBS) as history:
+        with feed(survivor, company, until_done=JOBS) as history:
             pass
-    attempts = _attempts(log, killed_at)
-    runs = _assert_never_twice_at_once(attempts)
-    _assert_histories_in_order(events)
+    attempts = read_attempts(log, killed_at)
+    runs = assert_never_twice_at_once(attempts)
+    assert_histories_in_order(events)
     assert [e["id"] for e in events] == [e["id"] for e in history], "the live feed had a gap"
     assert sorted(set(statuses.values())) == ["done"]
     print(

@@ -529,6 +529,10 @@ def test_a_database_outage_fails_fast_and_recovers(pg_url, tmp_path):
             collector.join(timeout=60)
             client.close()
         assert not collector.is_alive(), "the event collector did not stop"
+    # The outage reads as two lines, not a wall of retries and tracebacks.
+    loud = [line for line in node.log if " WARNING " in line or " ERROR " in line]
+    assert [line.split(" is ", 1)[1][:11] for line in loud] == ["unreachable", "reachable a"], loud
+    assert not [line for line in node.log if "Traceback" in line]
 
     ids = [e.id for e in collector.events]
     assert all(x < y for x, y in itertools.pairwise(ids))

@@ -112,7 +112,8 @@ class Dispatcher(Actor[None]):
             except StoreUnavailable:
                 # Ride out an outage here: supervisor restarts are for bugs, and a few
                 # seconds of unreachable store must not use up the restart budget.
-                log.warning("store unavailable; retrying in %.1fs", outage, exc_info=True)
+                # The store reports the outage once; this is one of its retries.
+                log.debug("store unavailable; retrying in %.1fs", outage, exc_info=True)
                 pause, outage = outage, min(outage * 2, self._poll_interval * 4)
             with trio.move_on_after(pause):
                 await self.inbox.receive()

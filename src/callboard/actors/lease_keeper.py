@@ -87,7 +87,8 @@ class LeaseKeeper:
                 [h.running.job.id for h in due], self._owner, new_expiry
             )
         except StoreUnavailable:
-            log.warning("could not renew %d job lease(s)", len(due), exc_info=True)
+            # The store reports the outage once; a lease that would run out stops its job.
+            log.debug("could not renew %d job lease(s)", len(due), exc_info=True)
             retry_at = trio.current_time() + min(1.0, self._interval)
             for held in due:
                 held.renew_at = retry_at

@@ -76,7 +76,7 @@ class Reaper:
                     self._next_prune = trio.current_time() + self._prune_interval
             except StoreUnavailable:
                 # The next pass retries; an outage is not a crash of the reaper.
-                log.warning("store unavailable; the reaper retries next pass", exc_info=True)
+                log.debug("store unavailable; the reaper retries next pass", exc_info=True)
             await trio.sleep(self._interval)
 
     async def _prune(self, retention: float) -> None:

@@ -119,7 +119,8 @@ class _ProgressWriter:
                     job.id, self._settings.lease_owner, percent, message
                 )
             except StoreUnavailable:
-                log.warning("could not store progress of job %s", job.id, exc_info=True)
+                # The store reports the outage once; this is one of its retries.
+                log.debug("could not store progress of job %s", job.id, exc_info=True)
                 return
         if event is None:
             self._running.lease_lost = True
@@ -248,7 +249,7 @@ class JobRunner:
                         "gave up recording the outcome of job %s", running.job.id, exc_info=True
                     )
                     return _Recorded.GAVE_UP
-                log.warning(
+                log.debug(
                     "store unavailable recording job %s; retrying", running.job.id, exc_info=True
                 )
                 await trio.sleep(delay)

@@ -31,6 +31,8 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 import abc
+import logging
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -40,6 +42,40 @@ from typing import Self
 import trio
 
 from ..jobs import Asset, Company, Inserted, Job, JobEvent, JobStatus, NewJob, Page, iso
+
+log = logging.getLogger("callboard.store")
+
+
+class Reachability:
+    """Says once that a store became unreachable and once that it is back, each as one
+    line: an outage fails every statement of every actor, and a line (or a traceback)
+    for each would bury what happened. The callers log their own retries at DEBUG."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._down_since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
+    def lost(self, reason: object) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning(
+                "%s is unreachable (%s): submits answer 503 and work waits until it is back",
+                self.what,
+                reason,
+            )
+        else:
+            log.debug("%s still unreachable: %s", self.what, reason)
+
+    def reached(self) -> None:
+        if self._down_since is not None:
+            log.warning(
+                "%s is reachable again after %.1f s", self.what, time.monotonic() - self._down_since
+            )
+            self._down_since = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,7 +117,7 @@ async def stream_events(
                         yield chunk
                 return
         except StoreUnavailable:
-            log.warning("store unavailable under an SSE stream; retrying", exc_info=True)
+            log.debug("store unavailable under an SSE stream; retrying", exc_info=True)
             yield comment("store unavailable, retrying")
             with trio.move_on_after(delay):
                 await stopping.wait()

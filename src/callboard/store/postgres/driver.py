@@ -42,6 +42,7 @@ import trio
 
 from ...config import redact_url
 from ...errors import InvalidRequest, StoreUnavailable
+from ..base import Reachability
 
 log = logging.getLogger("callboard.store")
 
@@ -77,6 +78,8 @@ class PgDriver:
             raise ValueError("pool_size must be at least 1")
         self.dsn = dsn
         self.pool_size = pool_size
+        #: Reports an outage once, and the recovery once.
+        self.reachability = Reachability(f"PostgreSQL at {redact_url(dsn)}")
         self.connect_timeout = connect_timeout
         self.statement_timeout = statement_timeout
         self._loop: trio_asyncio.TrioEventLoop | None = None
@@ -145,6 +148,7 @@ class PgDriver:
                 )
             )
         except _DRIVER_ERRORS as exc:
+            self.reachability.lost(exc)
             raise StoreUnavailable(f"cannot connect to {redact_url(self.dsn)}: {exc}") from exc
         self._connections.add(conn)
         return conn
@@ -193,8 +197,11 @@ class PgDriver:
                 try:
                     if write:
                         with trio.CancelScope(shield=True):
-                            return await self._aio(_call(conn, fn, transaction))
-                    return await self._aio(_call(conn, fn, transaction))
+                            result = await self._aio(_call(conn, fn, transaction))
+                    else:
+                        result = await self._aio(_call(conn, fn, transaction))
+                    self.reachability.reached()
+                    return result
                 except _RETRYABLE:
                     if attempt + 1 == _RETRIES:
                         raise StoreUnavailable(
@@ -215,6 +222,7 @@ class PgDriver:
                     self._connections.discard(conn)
                     if not write and attempt + 1 < _RETRIES:
                         continue  # a read may run again on a fresh connection
+                    self.reachability.lost(exc)
                     raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
                 except BaseException as exc:
                     # Cancelled mid-read, lost mid-write, or confused: a connection in
@@ -231,6 +239,7 @@ class PgDriver:
                     unsent = type(exc) is asyncpg.InterfaceError
                     if (unsent or not write) and attempt + 1 < _RETRIES:
                         continue
+                    self.reachability.lost(exc)
                     if isinstance(exc, TimeoutError):
                         raise StoreUnavailable("PostgreSQL did not answer in time") from exc
                     raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
@@ -287,7 +296,7 @@ class PgDriver:
             except StoreUnavailable as exc:
                 if not started:
                     raise
-                log.warning("PostgreSQL listener: %s; retrying in %.1fs", exc, backoff)
+                log.debug("PostgreSQL listener: %s; retrying in %.1fs", exc, backoff)
                 await trio.sleep(backoff)
                 backoff = min(max_backoff, backoff * 2)
                 continue
@@ -302,6 +311,7 @@ class PgDriver:
                 for channel in channels:
                     await self._aio(conn.add_listener(channel, forward))
                 backoff = 0.05
+                self.reachability.reached()
                 on_connected()
                 if not started:
                     started = True
@@ -318,13 +328,13 @@ class PgDriver:
                     if ping.cancelled_caught:
                         break
             except _DRIVER_ERRORS as exc:
-                log.warning("PostgreSQL listener lost its connection: %s", exc)
+                self.reachability.lost(exc)
             finally:
                 conn.terminate()
                 self._connections.discard(conn)
             if not started:
                 raise StoreUnavailable("the PostgreSQL listener could not start")
-            log.warning("PostgreSQL listener reconnecting in %.1fs", backoff)
+            log.debug("PostgreSQL listener reconnecting in %.1fs", backoff)
             await trio.sleep(backoff)
             backoff = min(max_backoff, backoff * 2)
 

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from ...errors import StoreUnavailable
 from ...jobs import EventType, JobEvent
 
 log = logging.getLogger("callboard.store")
@@ -151,8 +152,13 @@ class EventFeed:
                 continue
             try:
                 await self._catch_up()
-            except Exception as exc:
-                log.warning("event feed: catching up failed (%s); retrying", exc)
+            except StoreUnavailable as exc:
+                # The driver reports the outage once; this is one of the retries.
+                log.debug("event feed: catching up failed (%s); retrying", exc)
+                self._wake.set()
+                await trio.sleep(self._poll_interval)
+            except Exception:
+                log.warning("event feed: catching up failed; retrying", exc_info=True)
                 self._wake.set()
                 await trio.sleep(self._poll_interval)
 

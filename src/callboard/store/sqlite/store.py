@@ -57,7 +57,7 @@ from ...jobs import (
     parse_iso,
     storable_text,
 )
-from ..base import ApiToken, CancelOutcome, JobStore, Renewal
+from ..base import ApiToken, CancelOutcome, JobStore, Reachability, Renewal
 from ..encoding import decode_cursor, encode_cursor, input_json
 from ..migrations import apply_sqlite
 from ..queries import load_queries
@@ -331,6 +331,7 @@ class SqliteStore(JobStore):
         if readers < 1:
             raise ValueError("readers must be at least 1")
         self.path = Path(path)
+        self._reachability = Reachability(f"the SQLite store {self.path}")
         self._synchronous = synchronous.upper()
         self._reader_count = readers
         self._checkpointer = Checkpointer(self._connect_checkpointer, Q["wal_checkpoint_passive"])
@@ -456,11 +457,15 @@ class SqliteStore(JobStore):
         except trio.ClosedResourceError:
             raise StoreUnavailable("the SQLite store is closed") from None
         try:
-            return await _run_interruptible(conn, fn)
+            result = await _run_interruptible(conn, fn)
         except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # disk, I/O, locks: not a bug
+                self._reachability.lost(exc)
             raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
         finally:
             self._pool_send.send_nowait(conn)
+        self._reachability.reached()
+        return result
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in the writer's next transaction. Once queued, the wait is shielded:
@@ -469,9 +474,13 @@ class SqliteStore(JobStore):
             await trio.lowlevel.checkpoint()
             raise StoreUnavailable("the SQLite store is not open")
         try:
-            return await self._writer.submit(fn)
+            result = await self._writer.submit(fn)
         except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # disk, I/O, locks: not a bug
+                self._reachability.lost(exc)
             raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
+        self._reachability.reached()
+        return result
 
     # --- companies ---------------------------------------------------------------------
 
