@@ -297,3 +297,38 @@ async def test_tokens_never_reach_the_logs(server, company, caplog):
         text = record.getMessage() + repr(record.args) + repr(record.__dict__)
         for secret in (own, bad, server.token):
             assert secret not in text, f"{record.name}: {record.getMessage()}"
+
+
+async def test_ids_guessed_across_companies_and_replays_stay_within_the_company(world):
+    """A company token that pairs its own company with another company's ids, or
+    replays its feed from the first event, sees nothing of the other company."""
+    rt = world.server.rt
+    theirs = await rt.submit(world.b, "noop", delay=3600)
+    their_asset = (await rt.upload_asset(world.b, "b.txt", "text/plain", b"theirs")).id
+    mine = await rt.submit(world.a, "noop", delay=3600)
+    own = world.tokens["own"]
+    guesses = [
+        ("GET", f"/api/companies/{world.a}/content-jobs/{theirs.id}"),
+        ("POST", f"/api/companies/{world.a}/content-jobs/{theirs.id}/cancel"),
+        ("POST", f"/api/companies/{world.a}/content-jobs/{theirs.id}/retry"),
+        ("GET", f"/api/companies/{world.a}/content-jobs/{theirs.id}/events"),
+        ("GET", f"/api/content-jobs/{theirs.id}"),
+        ("GET", f"/api/companies/{world.a}/assets/{their_asset}"),
+        ("GET", f"/api/companies/{world.a}/assets/{their_asset}/content"),
+        ("GET", f"/api/companies/{world.b}/content-jobs/{theirs.id}"),
+        ("GET", f"/api/companies/{world.b}/events"),
+    ]
+    async with world.server.client(token=own) as client:
+        for method, path in guesses:
+            answer = await client.request(method, path)
+            assert answer.status_code == 404, (method, path, answer.text)
+        # A replay of the whole feed: this company's events only, the other's left out.
+        async with sse(client, f"/api/companies/{world.a}/events", last_event_id=0) as stream:
+            seen = []
+            while not any(job_id == mine.id for job_id in seen):
+                frame = await stream.next()
+                if frame.id is not None and frame.data_lines:
+                    seen.append(frame.json()["jobId"])
+    assert (await rt.get(theirs.id)).status == "queued"  # the guessed cancel did nothing
+    their_jobs = {j.id for j in (await rt.list(world.b, limit=500)).items}
+    assert seen and not set(seen) & their_jobs
