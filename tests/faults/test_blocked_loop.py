@@ -8,7 +8,6 @@ and `ctx.run_process` (a program, terminated on cancel or timeout).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from faultkit import feed
 
 from callboard import Board, JobContext, JobStatus
 from callboard.runtime.watchdog import EXIT_STALLED, LoopWatchdog
@@ -183,7 +183,8 @@ def test_a_blocked_node_is_ended_and_its_job_runs_once_at_a_time(pg_url, tmp_pat
                 while client.get(f"/api/content-jobs/{job_id}").json()["status"] != "done":
                     assert time.monotonic() < deadline, "the job was not recovered"
                     time.sleep(0.2)
-            events = _sse_events(client, company)
+            with feed(api, company, until_done=1) as events:
+                pass
     attempts = _lines(log)
     assert [(what, n) for what, n, _, _ in attempts] == [("start", 1), ("start", 2), ("end", 2)]
     second_start = attempts[1][3]
@@ -201,31 +202,3 @@ def _wait_for_line(log: list[str], text: str) -> str:
     while not any(text in line for line in log) and time.monotonic() < deadline:
         time.sleep(0.05)
     return "\n".join(log)
-
-
-def _sse_events(client: httpx.Client, company: str) -> list[dict]:
-    """Every stored event of the company, read through the API node's SSE feed."""
-    events: list[dict] = []
-    with client.stream(
-        "GET",
-        f"/api/companies/{company}/events",
-        headers={"Last-Event-ID": "0"},
-        timeout=httpx.Timeout(10, read=3),
-    ) as response:
-        current: dict = {}
-        try:
-            for line in response.iter_lines():
-                if line.startswith("id: "):
-                    current["id"] = line[4:]
-                elif line.startswith("event: "):
-                    current["event"] = line[7:]
-                elif line.startswith("data: "):
-                    current["data"] = json.loads(line[6:])
-                elif line == "" and "event" in current:
-                    events.append(current)
-                    current = {}
-                    if events[-1]["event"] == "content_job.done":
-                        break
-        except httpx.ReadTimeout:
-            pass
-    return events
