@@ -48,6 +48,12 @@ RAW_BODIES = [
     pytest.param(
         b'{"jobType": "noop", "input": {"x": NaN}}', 400, ["input", "JSON"], id="nan-in-input"
     ),
+    pytest.param(
+        b'{"jobType": "noop", "priority": ' + b"1" * 5000 + b"}",
+        400,
+        ["number too long"],
+        id="5000-digits",
+    ),
     # JSON can carry a lone surrogate, which no database stores as text.
     pytest.param(
         b'{"jobType": "noop", "input": {"x": "\\ud800"}}', 400, ["input", "surrogate"], id="lone-in"
@@ -304,3 +310,15 @@ async def test_bad_company_and_token_bodies(server, company):
         assert [c["name"] for c in listed] == ["acme"]
         tokens = (await client.get(f"/api/companies/{company['id']}/tokens")).json()["items"]
         assert tokens == []
+
+
+async def test_an_event_id_too_long_to_read_is_a_400(server, company):
+    url = f"/api/companies/{company['id']}/events"
+    async with server.client() as client:
+        for headers, params in (
+            ({"Last-Event-ID": "9" * 5000}, {}),
+            ({}, {"lastEventId": "9" * 20}),
+        ):
+            answer = await client.get(url, headers=headers, params=params)
+            assert answer.status_code == 400, answer.text
+            assert "Last-Event-ID" in answer.json()["error"]["message"]

@@ -53,7 +53,9 @@ def _event_id(raw: str | None) -> int | None:
     if raw is None or raw.strip() == "":
         return None
     text = raw.strip()
-    if not (text.isascii() and text.isdigit()) or int(text) > MAX_LAST_EVENT_ID:
+    # At most 19 digits before int(): longer text is out of range anyway, and Python
+    # refuses to convert more than 4,300.
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_LAST_EVENT_ID:
         raise bad_request(
             f"Last-Event-ID must be an integer from 0 to {MAX_LAST_EVENT_ID}, got {raw!r}"
         )

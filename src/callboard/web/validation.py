@@ -31,6 +31,10 @@ def parse_json(raw: bytes) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad_request(f"the body is not valid JSON: {exc}") from None
+    except ValueError as exc:
+        # Python refuses integers of more than 4,300 digits (a guard against slow
+        # conversions): no field takes one.
+        raise bad_request(f"the body holds a number too long to read: {exc}") from None
     except RecursionError:
         # A few hundred thousand "[" fit in 1 MiB and overflow the decoder's stack.
         raise bad_request("the body is nested too deeply") from None
