@@ -10,6 +10,7 @@ import math
 import mimetypes
 import os
 import re
+import signal
 import subprocess
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import trio
+from trio.lowlevel import RunVar
 
 from .errors import InvalidRequest, UnknownJobType
 from .jobs import (
@@ -35,6 +37,19 @@ from .jobs import (
 # --- handlers -------------------------------------------------------------------------
 
 T = TypeVar("T")
+
+#: Threads of `ctx.run_sync`, per trio run (a limiter belongs to one run).
+_HANDLER_THREADS: RunVar[trio.CapacityLimiter] = RunVar("callboard_handler_threads")
+
+
+def _handler_threads() -> trio.CapacityLimiter:
+    try:
+        return _HANDLER_THREADS.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(40)
+        _HANDLER_THREADS.set(limiter)
+        return limiter
+
 
 Handler = Callable[["JobContext"], Awaitable[None]]
 
@@ -281,7 +296,11 @@ class JobContext:
         a thread cannot be stopped from outside. For work that must stop, use
         `run_process`. A handler that blocks the loop instead gets the node ended by
         its watchdog (see the README's "Handlers must not block")."""
-        return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+        # A limiter of its own: abandoned threads keep their token until they end, and
+        # must not starve trio's default one, which asset writes and the SQLite store use.
+        return await trio.to_thread.run_sync(
+            fn, *args, abandon_on_cancel=True, limiter=_handler_threads()
+        )
 
     async def run_process(
         self,
@@ -292,10 +311,14 @@ class JobContext:
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
-        """Run a program and capture its output (stdout and stderr as bytes). If the job
-        is cancelled or times out, the program is terminated (SIGTERM, then SIGKILL
-        after five seconds) before this raises. With `check`, a non-zero exit raises
-        `CalledProcessError`, which fails the attempt with the program's exit status."""
+        """Run a program and capture its output (stdout and stderr as bytes). It runs in
+        a process group of its own; if the job is cancelled or times out, the whole group
+        (the programs it started too) gets SIGTERM, then SIGKILL a second later, before
+        this raises. With `check`, a non-zero exit raises `CalledProcessError`, which
+        fails the attempt with the program's exit status. The program inherits the
+        node's environment unless `env` is given."""
+        if isinstance(command, str | bytes):
+            raise TypeError("command must be a sequence of arguments, not a string")
         return await trio.run_process(
             list(command),
             stdin=input,
@@ -304,6 +327,8 @@ class JobContext:
             check=check,
             cwd=cwd,
             env=env,
+            start_new_session=True,
+            deliver_cancel=_stop_group,
         )
 
     async def read_asset(self, asset_id: str) -> bytes:
@@ -393,3 +418,18 @@ builtins.register("noop", noop)
 builtins.register("demo.sleep", sleep)
 builtins.register("demo.fail", fail)
 builtins.register("demo.render", render)
+
+
+async def _stop_group(process: trio.Process) -> None:
+    """Cancel delivery for `run_process`: the program's whole group, SIGTERM and then,
+    a second later, SIGKILL (a lease has little time left when a job is stopped)."""
+    for sig, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        if grace is None:
+            return
+        with trio.move_on_after(grace):
+            await process.wait()
+            return

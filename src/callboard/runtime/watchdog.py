@@ -21,6 +21,7 @@ short stretches (as `time.sleep` and blocking I/O do).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import threading
@@ -71,6 +72,11 @@ class LoopWatchdog:
         return WatchdogStatistics(self._stalls, self._longest, self._last)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if _virtual_clock():
+            # Under a virtual clock (tests) the loop may rightly sit still while real
+            # time passes: it is the clock that decides when tasks wake, not the loop.
+            task_status.started()
+            await trio.sleep_forever()
         stop = threading.Event()
         watcher = threading.Thread(
             target=self._watch, args=(stop,), name="callboard-loop-watchdog", daemon=True
@@ -78,10 +84,12 @@ class LoopWatchdog:
         self._beat = time.monotonic()
         watcher.start()
         task_status.started()
+        backstop = self._arm_backstop
         try:
             while True:
                 before = time.monotonic()
                 self._beat = before
+                backstop()
                 await trio.sleep(self.interval)
                 # Real time, not trio's: under a virtual clock sleeps take no time at all.
                 late = time.monotonic() - before - self.interval
@@ -89,6 +97,17 @@ class LoopWatchdog:
                     self._stalled(late)
         finally:
             stop.set()
+            if self.fatal_after is not None and self._exit is os._exit:
+                faulthandler.cancel_dump_traceback_later()
+
+    def _arm_backstop(self) -> None:
+        """The watcher thread needs the GIL and the logging locks to report and exit;
+        a loop stuck in a long C call, or in a log call on a full pipe, holds one of
+        them. faulthandler's own C thread needs neither: re-armed on every heartbeat,
+        it dumps every thread's stack and exits one second after the watcher should
+        have acted."""
+        if self.fatal_after is not None and self._exit is os._exit:
+            faulthandler.dump_traceback_later(self.fatal_after + self.interval + 1.0, exit=True)
 
     def _stalled(self, seconds: float) -> None:
         self._stalls += 1
@@ -122,3 +141,8 @@ def _flush_logs() -> None:
     for logger in (logging.getLogger(), log):
         for handler in logger.handlers:
             handler.flush()
+
+
+def _virtual_clock() -> bool:
+    """True under a clock other than trio's own (trio.testing.MockClock in tests)."""
+    return type(trio.lowlevel.current_clock()).__module__.startswith("trio.testing")
