@@ -49,7 +49,9 @@ log = logging.getLogger("callboard.store")
 class Reachability:
     """Says once that a store became unreachable and once that it is back, each as one
     line: an outage fails every statement of every actor, and a line (or a traceback)
-    for each would bury what happened. The callers log their own retries at DEBUG."""
+    for each would bury what happened. The callers log their own retries at DEBUG. The
+    stores call `reached()` after a write only, so a store that reads but cannot write
+    stays reported as down."""
 
     def __init__(self, what: str) -> None:
         self.what = what

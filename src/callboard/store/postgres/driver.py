@@ -200,7 +200,10 @@ class PgDriver:
                             result = await self._aio(_call(conn, fn, transaction))
                     else:
                         result = await self._aio(_call(conn, fn, transaction))
-                    self.reachability.reached()
+                    if write:
+                        # Only a write says the database is back (a read-only server
+                        # after a failover still answers reads).
+                        self.reachability.reached()
                     return result
                 except _RETRYABLE:
                     if attempt + 1 == _RETRIES:
@@ -216,7 +219,10 @@ class PgDriver:
                     raise InvalidRequest(f"the database refused a value: {exc}") from exc
                 except asyncpg.PostgresError as exc:
                     if not conn.is_closed():
-                        # The server refused the statement; the connection is fine.
+                        # The server refused the statement; the connection is fine. A
+                        # refused write (a read-only server, a full disk) is an outage.
+                        if write:
+                            self.reachability.lost(exc)
                         raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
                     holder[0] = None
                     self._connections.discard(conn)

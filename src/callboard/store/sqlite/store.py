@@ -457,15 +457,13 @@ class SqliteStore(JobStore):
         except trio.ClosedResourceError:
             raise StoreUnavailable("the SQLite store is closed") from None
         try:
-            result = await _run_interruptible(conn, fn)
+            return await _run_interruptible(conn, fn)
         except sqlite3.Error as exc:
-            if isinstance(exc, sqlite3.OperationalError):  # disk, I/O, locks: not a bug
+            if not isinstance(exc, sqlite3.IntegrityError):  # disk, I/O, corruption
                 self._reachability.lost(exc)
             raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
         finally:
             self._pool_send.send_nowait(conn)
-        self._reachability.reached()
-        return result
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in the writer's next transaction. Once queued, the wait is shielded:
@@ -476,9 +474,11 @@ class SqliteStore(JobStore):
         try:
             result = await self._writer.submit(fn)
         except sqlite3.Error as exc:
-            if isinstance(exc, sqlite3.OperationalError):  # disk, I/O, locks: not a bug
+            if not isinstance(exc, sqlite3.IntegrityError):  # disk, I/O, corruption
                 self._reachability.lost(exc)
             raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
+        # Only a write says the store is back: reads can work while writes fail (a full
+        # disk), and must not make the outage flap.
         self._reachability.reached()
         return result
 
