@@ -130,3 +130,26 @@ async def test_a_405_says_which_methods_the_path_has(server: Server):
         answer = await client.delete("/healthz")
         assert answer.status_code == 405
         assert set(answer.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+
+
+async def test_http2_is_refused_on_the_plain_listener(server: Server):
+    """Hypercorn's HTTP/2 crashes on an early answer; the node speaks HTTP/1.1 only."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        # The prior-knowledge preface, then an empty SETTINGS frame.
+        await stream.send_all(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+        )
+        answer = b""
+        with trio.move_on_after(5):
+            while chunk := await stream.receive_some(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 "), answer[:40]  # not an HTTP/2 SETTINGS frame
+    async with server.client() as client:
+        assert (await client.get("/healthz")).status_code == 200
+        upgraded = await client.get(
+            "/healthz", headers={"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c"}
+        )
+        assert upgraded.status_code == 200 and upgraded.http_version == "HTTP/1.1"
+    restarts = [c.restarts for c in server.rt.statistics().supervisor.children if c.name == "web"]
+    assert restarts == [0]

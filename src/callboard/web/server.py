@@ -13,6 +13,7 @@ import logging
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.logging import Logger as HyperLogger
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio import serve
 
 from ..running_board import RunningBoard
@@ -21,6 +22,17 @@ from .auth import ensure_operator_token
 from .early_answers import EarlyAnswerGuard
 
 log = logging.getLogger("callboard.web")
+
+
+async def _http1_only(self: object, event: object) -> None:
+    """Replaces Hypercorn's switch from HTTP/1.1 to HTTP/2 on a plain (not TLS)
+    listener (an `Upgrade: h2c` request, or the `PRI *` preface of prior knowledge).
+    Its HTTP/2 code crashes on a request answered before its body arrived (hypercorn
+    issue 329, fixed in no release yet), and a crash of the web server drops every
+    stream and request of the node. Such requests are served as HTTP/1.1 or refused."""
+
+
+H11Protocol._check_protocol = _http1_only  # type: ignore[method-assign]
 
 # No query string in the access log: SSE clients may carry ?token= there.
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
