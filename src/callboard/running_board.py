@@ -130,9 +130,11 @@ class RunningBoard:
         reaper: Reaper,
         lease_owner: str,
         settings: Settings,
+        leases: LeaseKeeper | None = None,
     ) -> None:
         #: The node's configuration (the web server reads its part from here).
         self.settings = settings
+        self._leases = leases
         self._ledger = ledger
         self._store = ledger.store
         self._storage = storage
@@ -404,6 +406,11 @@ class RunningBoard:
 
     # --- the node ------------------------------------------------------------------------
 
+    def lease_stop_by(self) -> float | None:
+        """`time.monotonic()` by which the earliest running job must be stopped (read
+        from the loop watchdog's thread)."""
+        return self._leases.stop_by if self._leases is not None else None
+
     def running_jobs(self) -> list[tuple[str, Job]]:
         """(worker name, job) of every job running on this node's workers now."""
         return [(w.name, w.current.job) for w in self._workers if w.current is not None]
@@ -580,6 +587,7 @@ async def run_node(
         reaper=reaper,
         lease_owner=lease_owner,
         settings=settings,
+        leases=leases if workers else None,
     )
     # First child: it watches the loop every other child runs on.
     rt.watchdog = _loop_watchdog(settings, rt)
@@ -646,4 +654,12 @@ def _loop_watchdog(settings: Settings, rt: RunningBoard) -> LoopWatchdog:
             running(),
         )
 
-    return LoopWatchdog(warn_after=warn, fatal_after=fatal, on_stall=stalled, on_fatal=fatal_stall)
+    return LoopWatchdog(
+        warn_after=warn,
+        fatal_after=fatal,
+        on_stall=stalled,
+        on_fatal=fatal_stall,
+        # A loop blocked past a job's stop deadline cannot stop that job before its
+        # lease runs out (failing or hanging renewals had brought the deadline close).
+        must_run_by=rt.lease_stop_by if fatal is not None else None,
+    )

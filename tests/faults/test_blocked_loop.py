@@ -58,6 +58,26 @@ async def test_the_watchdog_ends_a_process_whose_loop_stays_blocked():
 
 
 @pytest.mark.trio
+async def test_a_loop_blocked_past_a_jobs_stop_deadline_ends_the_process():
+    """Renewals failing had brought a job's stop deadline close: a block far shorter
+    than half a lease, but past that deadline, is fatal (the job cannot be stopped)."""
+    exits: list[int] = []
+    stop_by = time.monotonic() + 0.3
+    watchdog = LoopWatchdog(
+        warn_after=0.1,
+        fatal_after=10.0,
+        interval=0.02,
+        exit=exits.append,
+        must_run_by=lambda: stop_by,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watchdog.run)
+        time.sleep(0.6)  # noqa: ASYNC251 - the block under test
+        assert exits == [EXIT_STALLED]
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
 async def test_a_loop_that_keeps_running_is_never_reported():
     exits: list[int] = []
     watchdog = LoopWatchdog(warn_after=0.1, fatal_after=0.3, interval=0.02, exit=exits.append)

@@ -17,6 +17,7 @@ whether a cancel was requested (from another node: the job stops and ends cancel
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -47,17 +48,30 @@ class LeaseKeeper:
         self._held: dict[int, _Held] = {}
         self._doorbell = trio.Event()
         self.rounds = 0
+        #: `time.monotonic()` by which the earliest held job must have been stopped (its
+        #: watchdog's deadline), or None. A plain float, read by the loop watchdog's
+        #: thread: a loop blocked past it cannot stop that job, so the process must end.
+        self.stop_by: float | None = None
+
+    def _publish(self) -> None:
+        deadlines = [held.watchdog.deadline for held in self._held.values()]
+        if not deadlines:
+            self.stop_by = None
+            return
+        self.stop_by = time.monotonic() + (min(deadlines) - trio.current_time())
 
     def hold(self, running: RunningJob) -> trio.CancelScope:
         """Start keeping this job's lease; the watchdog scope to run its handler in."""
         expires = self._ledger.clock.trio_deadline(running.job.lease_expires_at)
         watchdog = trio.CancelScope(deadline=expires - self.margin)
         self._held[id(running)] = _Held(running, watchdog, trio.current_time() + self._interval)
+        self._publish()
         self._doorbell.set()
         return watchdog
 
     def release(self, running: RunningJob) -> None:
         self._held.pop(id(running), None)
+        self._publish()
 
     def deadline(self, running: RunningJob) -> float:
         """The trio time by which this job must have stopped writing: the margin before
@@ -107,6 +121,7 @@ class LeaseKeeper:
                 continue
             held.watchdog.deadline = deadline
             held.renew_at = next_at
+            self._publish()
             if job_id in renewal.cancel_requested:
                 running.cancel_requested = True
                 running.scope.cancel()

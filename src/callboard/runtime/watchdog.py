@@ -54,6 +54,7 @@ class LoopWatchdog:
         on_stall: Callable[[float], None] | None = None,
         on_fatal: Callable[[float], None] | None = None,
         exit: Callable[[int], object] = os._exit,
+        must_run_by: Callable[[], float | None] | None = None,
     ) -> None:
         if fatal_after is not None and fatal_after <= warn_after:
             raise ValueError("fatal_after must be longer than warn_after")
@@ -63,6 +64,9 @@ class LoopWatchdog:
         self._on_stall = on_stall
         self._on_fatal = on_fatal
         self._exit = exit
+        #: A `time.monotonic()` by which the loop must have run (something in it has a
+        #: deadline only it can act on), or None; a loop stalled past it is fatal too.
+        self._must_run_by = must_run_by
         self._beat = time.monotonic()
         self._stalls = 0
         self._longest = 0.0
@@ -120,8 +124,11 @@ class LoopWatchdog:
         if self.fatal_after is None:
             return
         while not stop.wait(self.interval):
-            silent = time.monotonic() - self._beat - self.interval
-            if silent > self.fatal_after:
+            now = time.monotonic()
+            silent = now - self._beat - self.interval
+            due = self._must_run_by() if self._must_run_by is not None else None
+            missed = due is not None and now > due and silent > self.warn_after
+            if silent > self.fatal_after or missed:
                 try:
                     if self._on_fatal is not None:
                         self._on_fatal(silent)
