@@ -10,7 +10,10 @@ keep-alive connection: the client hangs until its timeout.
 body is unfinished, it first reads the rest of the body, up to `DRAIN_BYTES` and for
 at most `DRAIN_SECONDS`, and throws it away, so the connection can serve the next
 request. A body too big or too slow to drain gets `Connection: close` on the answer
-instead: the client gets its answer, then a closed connection, and opens a new one.
+instead, and the connection is closed after it: a client that reads while it sends
+gets the answer, then opens a new connection; one that is still pushing megabytes
+when the close comes may see a reset instead of the answer (routes that expect big
+bodies, uploads, read and drop what they refuse themselves, within their own bound).
 Either way nothing waits on a body nobody reads.
 """
 
