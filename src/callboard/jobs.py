@@ -253,7 +253,7 @@ _BLANK = (
     + ("\u2028\u2029\u202f\u205f\u3000\ufeff")
 )
 _CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
-_BLANK_CLASS = "\\u0020\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
+_BLANK_CLASS = "".join(f"\\u{ord(ch):04x}" for ch in _BLANK)
 NAME_PATTERN = f"^[^{_CONTROL}]*[^{_CONTROL}{_BLANK_CLASS}][^{_CONTROL}]*$"
 #: A caller's own reference (`sourceTaskId`, `idempotencyKey`): 1 to 200 characters,
 #: no NUL (PostgreSQL text cannot hold it).
@@ -290,15 +290,19 @@ def check_name(field: str, value: object) -> str:
     return value.strip(_BLANK)
 
 
+def is_reference(value: object) -> bool:
+    """A reference as REFERENCE_PATTERN and MAX_REFERENCE say, and no lone surrogate."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_REFERENCE
+        and "\0" not in value
+        and is_text(value)
+    )
+
+
 def check_reference(field: str, value: object) -> None:
-    """None, or a reference as REFERENCE_PATTERN and MAX_REFERENCE say."""
-    if value is not None and (
-        not isinstance(value, str)
-        or not value
-        or len(value) > MAX_REFERENCE
-        or "\0" in value
-        or not is_text(value)
-    ):
+    """None, or a reference (`is_reference`); InvalidRequest names the field."""
+    if value is not None and not is_reference(value):
         raise InvalidRequest(
             f"{field} must be a non-empty string of at most {MAX_REFERENCE} characters of "
             "text, without NUL"

@@ -88,30 +88,28 @@ class LoopWatchdog:
         self._beat = time.monotonic()
         watcher.start()
         task_status.started()
-        backstop = self._arm_backstop
+        # The watcher thread needs the GIL and the logging locks to report and exit; a
+        # loop stuck in a long C call, or in a log call on a full pipe, holds one of
+        # them. faulthandler's own C thread needs neither: re-armed on every heartbeat,
+        # it dumps every thread's stack and exits one second after the watcher should
+        # have acted. (Not when a test replaced the exit: it is process-wide.)
+        backstop = self.fatal_after is not None and self._exit is os._exit
         try:
             while True:
                 before = time.monotonic()
                 self._beat = before
-                backstop()
+                if backstop:
+                    faulthandler.dump_traceback_later(
+                        self.fatal_after + self.interval + 1.0, exit=True
+                    )
                 await trio.sleep(self.interval)
-                # Real time, not trio's: under a virtual clock sleeps take no time at all.
                 late = time.monotonic() - before - self.interval
                 if late > self.warn_after:
                     self._stalled(late)
         finally:
             stop.set()
-            if self.fatal_after is not None and self._exit is os._exit:
+            if backstop:
                 faulthandler.cancel_dump_traceback_later()
-
-    def _arm_backstop(self) -> None:
-        """The watcher thread needs the GIL and the logging locks to report and exit;
-        a loop stuck in a long C call, or in a log call on a full pipe, holds one of
-        them. faulthandler's own C thread needs neither: re-armed on every heartbeat,
-        it dumps every thread's stack and exits one second after the watcher should
-        have acted."""
-        if self.fatal_after is not None and self._exit is os._exit:
-            faulthandler.dump_traceback_later(self.fatal_after + self.interval + 1.0, exit=True)
 
     def _stalled(self, seconds: float) -> None:
         self._stalls += 1

@@ -29,7 +29,6 @@ from .validation import (
     check_fields,
     check_query,
     parse_json,
-    query_cursor,
     query_int,
     require_object,
 )
@@ -110,7 +109,7 @@ async def list_assets(company_id: str):
         source_task_id=args.get("sourceTaskId") or None,
         job_id=args.get("jobId") or None,
         limit=query_int(args, "limit", 50, 1, 500),
-        cursor=query_cursor(args),
+        cursor=args.get("cursor"),  # "" is refused, not read as the first page
     )
     return {"items": [a.to_dict() for a in page.items], "nextCursor": page.next_cursor}
 

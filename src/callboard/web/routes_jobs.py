@@ -7,7 +7,7 @@ from quart import Blueprint, request
 from ..jobs import JobStatus
 from .context import accepted_job, company_for, ctx, job_for, principal
 from .errors import bad_request
-from .validation import batch_specs, check_query, job_spec, parse_json, query_cursor, query_int
+from .validation import batch_specs, check_query, job_spec, parse_json, query_int
 
 jobs = Blueprint("jobs", __name__)
 
@@ -46,7 +46,7 @@ async def list_jobs(company_id: str):
         company,
         status=status,
         limit=query_int(args, "limit", 50, 1, 500),
-        cursor=query_cursor(args),
+        cursor=args.get("cursor"),  # "" is refused, not read as the first page
         job_type=args.get("jobType") or None,
         source_task_id=args.get("sourceTaskId") or None,
     )

@@ -17,6 +17,7 @@ from ..jobs import (
     REFERENCE_PATTERN,
     SUBMIT_OPTIONS,
     JobSpec,
+    is_reference,
 )
 from .errors import bad_request
 
@@ -88,7 +89,7 @@ def _int_in(low: int, high: int) -> OptionRule:
     )
 
 
-#: A caller's own reference: what `handlers.check_reference` accepts.
+#: A caller's own reference: what `jobs.is_reference` accepts.
 REFERENCE_SCHEMA: Mapping[str, Any] = {
     "type": "string",
     "minLength": 1,
@@ -99,8 +100,8 @@ REFERENCE_SCHEMA: Mapping[str, Any] = {
 
 def _reference() -> OptionRule:
     return OptionRule(
-        lambda v: isinstance(v, str) and 1 <= len(v) <= MAX_REFERENCE and "\0" not in v,
-        f"a string of 1 to {MAX_REFERENCE} characters without NUL",
+        is_reference,
+        f"a string of 1 to {MAX_REFERENCE} characters of text, without NUL",
         REFERENCE_SCHEMA,
     )
 
@@ -133,12 +134,6 @@ def option_schemas() -> dict[str, Any]:
         wire: {**OPTION_RULES[name].schema, "type": [OPTION_RULES[name].schema["type"], "null"]}
         for name, wire in SUBMIT_OPTIONS.items()
     }
-
-
-def query_cursor(args: Mapping[str, str]) -> str | None:
-    """A list's `cursor`: absent for the first page; present, it must be one the server
-    gave (an empty one is a mistake, not the first page)."""
-    return args.get("cursor")
 
 
 def job_spec(body: Any, where: str = "") -> JobSpec:
