@@ -19,6 +19,7 @@ from ..jobs import Asset, Inserted, Job, JobEvent, JobSpec, NewJob
 from ..runtime.clock import TrioWallClock
 from ..store.base import CancelOutcome, JobStore, Renewal
 from .broker import Broker
+from .grouped_insert import GroupedInsert
 
 
 class Ledger:
@@ -38,6 +39,8 @@ class Ledger:
         self._wake_dispatcher = wake_dispatcher
         #: Starts a lone job on an idle worker at once (Dispatcher.start_now).
         self._start_now = start_now
+        #: Concurrent submits share one store write (see grouped_insert).
+        self.grouped = GroupedInsert(store.insert_jobs, self.now)
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -68,7 +71,7 @@ class Ledger:
                 return [started]
         # No get_company() first: insert_jobs raises CompanyNotFound itself, writing
         # nothing, and a read before every submit cost a thread round trip.
-        inserted = await self.store.insert_jobs(new_jobs, now)
+        inserted = await self.grouped.insert(new_jobs)
         if any(item.created for item in inserted):
             self._wake_dispatcher()
         return inserted

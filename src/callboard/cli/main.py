@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="log every job event (handy in development; noisy under load)",
     )
     serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log one line per HTTP request (off by default: a line per request costs "
+        "about a tenth of the node's request rate; your proxy may log them already)",
+    )
+    serve.add_argument(
         "--demo",
         type=int,
         default=0,

@@ -127,6 +127,8 @@ def run_server(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not getattr(args, "access_log", False):
+        logging.getLogger("callboard.access").setLevel(logging.WARNING)
     try:
         settings = settings_from(args)
         runner: Any

@@ -10,12 +10,14 @@ from typing import Any
 from quart import current_app, request
 
 from ..config import Settings
-from ..jobs import Job
+from ..jobs import Job, iso
 from ..running_board import RunningBoard
 from .auth import Authenticator, Principal
 from .errors import not_found
 from .metrics import Metrics
 from .sse import EventEncoder
+
+_KNOWN_COMPANIES_MAX = 100_000
 
 
 @dataclass(slots=True)
@@ -25,6 +27,14 @@ class WebContext:
     settings: Settings
     metrics: Metrics
     encode: EventEncoder = field(default_factory=EventEncoder)
+    #: Companies seen to exist. A company is never deleted, so a hit needs no store
+    #: read (an operator's submit would otherwise cost one more round trip).
+    known_companies: set[str] = field(default_factory=set)
+
+    def saw_company(self, company_id: str) -> None:
+        if len(self.known_companies) >= _KNOWN_COMPANIES_MAX:
+            self.known_companies.clear()  # bounded; the next requests read them again
+        self.known_companies.add(company_id)
 
 
 def ctx() -> WebContext:
@@ -66,8 +76,12 @@ async def company_for(who: Principal, company_id: str) -> str:
     if not is_uuid(company_id):
         raise not_found(f"company {company_id!r} not found")
     who.require_company(company_id)
-    if who.is_operator and await ctx().rt.get_company(company_id) is None:
-        raise not_found(f"company {company_id!r} not found")
+    if who.is_operator:
+        web = ctx()
+        if company_id not in web.known_companies:
+            if await web.rt.get_company(company_id) is None:
+                raise not_found(f"company {company_id!r} not found")
+            web.saw_company(company_id)
     return company_id
 
 
@@ -85,4 +99,4 @@ async def job_for(who: Principal, job_id: str, company_id: str | None = None) ->
 
 
 def accepted_job(job: Job) -> dict[str, Any]:
-    return {"jobId": job.id, "status": str(job.status), "createdAt": job.to_dict()["createdAt"]}
+    return {"jobId": job.id, "status": str(job.status), "createdAt": iso(job.created_at)}
