@@ -84,7 +84,7 @@ async def gated():
 
 async def test_submits_during_a_write_share_the_next_one(gated):
     company = (await gated.store.create_company("acme", T0)).id
-    grouped = GroupedInsert(gated.insert_jobs, lambda: T0)
+    grouped = GroupedInsert(gated.insert_jobs, lambda: T0, writers=1)
     answers: dict[int, list[Inserted]] = {}
 
     async def submit(index: int, count: int) -> None:
@@ -109,7 +109,7 @@ async def test_submits_during_a_write_share_the_next_one(gated):
 
 async def test_a_group_never_exceeds_the_cap_and_keeps_each_submit_whole(gated):
     company = (await gated.store.create_company("acme", T0)).id
-    grouped = GroupedInsert(gated.insert_jobs, lambda: T0)
+    grouped = GroupedInsert(gated.insert_jobs, lambda: T0, writers=1)
     big = MAX_JOBS // 2 + 1
     async with trio.open_nursery() as nursery:
         nursery.start_soon(grouped.insert, [job(company)])
@@ -122,7 +122,7 @@ async def test_a_group_never_exceeds_the_cap_and_keeps_each_submit_whole(gated):
 
 async def test_a_refusal_reaches_only_the_submit_it_belongs_to(gated):
     company = (await gated.store.create_company("acme", T0)).id
-    grouped = GroupedInsert(gated.insert_jobs, lambda: T0)
+    grouped = GroupedInsert(gated.insert_jobs, lambda: T0, writers=1)
     results: dict[str, object] = {}
 
     async def submit(name: str, company_id: str) -> None:
@@ -147,7 +147,7 @@ async def test_a_refusal_reaches_only_the_submit_it_belongs_to(gated):
 
 async def test_an_outage_fails_every_submit_of_the_write(gated):
     company = (await gated.store.create_company("acme", T0)).id
-    grouped = GroupedInsert(gated.insert_jobs, lambda: T0)
+    grouped = GroupedInsert(gated.insert_jobs, lambda: T0, writers=1)
     errors: list[Exception] = []
 
     async def submit() -> None:
@@ -169,7 +169,7 @@ async def test_an_outage_fails_every_submit_of_the_write(gated):
 
 async def test_cancelling_the_writer_does_not_cancel_the_write_it_carries(gated):
     company = (await gated.store.create_company("acme", T0)).id
-    grouped = GroupedInsert(gated.insert_jobs, lambda: T0)
+    grouped = GroupedInsert(gated.insert_jobs, lambda: T0, writers=1)
     answers: list[list[Inserted]] = []
     own: list[list[Inserted]] = []
 
@@ -205,7 +205,7 @@ async def test_cancelling_the_writer_does_not_cancel_the_write_it_carries(gated)
 
 async def test_a_submit_cancelled_while_it_waits_writes_nothing(gated, autojump_clock):
     company = (await gated.store.create_company("acme", T0)).id
-    grouped = GroupedInsert(gated.insert_jobs, lambda: T0)
+    grouped = GroupedInsert(gated.insert_jobs, lambda: T0, writers=1)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(grouped.insert, [job(company)])
         await gated.write_started(1)
@@ -214,3 +214,32 @@ async def test_a_submit_cancelled_while_it_waits_writes_nothing(gated, autojump_
         await gated.open_all()
     assert gated.writes == [1]
     assert len((await gated.store.list_jobs(company, limit=100)).items) == 1
+
+
+async def test_with_two_writers_a_submit_taken_by_the_other_write_waits_for_it(gated):
+    company = (await gated.store.create_company("acme", T0)).id
+    grouped = GroupedInsert(gated.insert_jobs, lambda: T0, writers=2)
+    answers: dict[str, list[Inserted]] = {}
+
+    async def submit(name: str) -> None:
+        answers[name] = await grouped.insert([job(company)])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(submit, "a")
+        await gated.write_started(1)
+        nursery.start_soon(submit, "b")  # the second writer: written alone at once
+        await gated.write_started(2)
+        nursery.start_soon(submit, "c")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(submit, "d")
+        await trio.testing.wait_all_tasks_blocked()
+        gated.gates[0].set()  # "a" done: its slot goes to "c", which takes "d" along
+        await gated.write_started(3)
+        await trio.testing.wait_all_tasks_blocked()
+        gated.gates[1].set()  # "b" done: its slot goes to "d", already taken
+        await trio.testing.wait_all_tasks_blocked()
+        assert set(answers) == {"a", "b"}  # "d" waits for the write that carries it
+        gated.gates[2].set()
+    assert gated.writes == [1, 1, 2]
+    assert all(answers[name][0].created for name in "abcd")
+    assert len({answers[name][0].job.id for name in "abcd"}) == 4

@@ -33,6 +33,9 @@ from ..jobs import Inserted, NewJob
 
 #: Jobs written by one grouped write; a submit bigger than this is written on its own.
 MAX_JOBS = 1000
+#: Writes in flight at once. More than one lets the node prepare the next group while
+#: the store works on the last (the store keeps event ids in commit order either way).
+WRITERS = 4
 #: How long a shared write may run before its submits are told the store is unavailable.
 WRITE_DEADLINE = 60.0
 
@@ -40,12 +43,15 @@ InsertJobs = Callable[[Sequence[NewJob], datetime], Awaitable[list[Inserted]]]
 
 
 class _Submit:
-    __slots__ = ("error", "inserted", "jobs")
+    __slots__ = ("done", "error", "inserted", "jobs", "taken")
 
     def __init__(self, jobs: Sequence[NewJob]) -> None:
         self.jobs = jobs
         self.inserted: list[Inserted] | None = None
         self.error: Exception | None = None
+        #: A write has taken these jobs; `done` is set when it has its answer.
+        self.taken = False
+        self.done = trio.Event()
 
     @property
     def answered(self) -> bool:
@@ -59,10 +65,12 @@ class _Submit:
 
 
 class GroupedInsert:
-    def __init__(self, insert_jobs: InsertJobs, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self, insert_jobs: InsertJobs, now: Callable[[], datetime], writers: int = WRITERS
+    ) -> None:
         self._insert_jobs = insert_jobs
         self._now = now
-        self._lock = trio.Lock()
+        self._writers = trio.CapacityLimiter(writers)
         self._queue: list[_Submit] = []
         #: Writes made and jobs written (for the node's statistics and the tests).
         self.writes = 0
@@ -72,12 +80,16 @@ class GroupedInsert:
         submit = _Submit(jobs)
         self._queue.append(submit)
         try:
-            async with self._lock:
-                if not submit.answered:
+            async with self._writers:
+                while not submit.taken:
                     await self._write_queued()
         finally:
-            if not submit.answered and submit in self._queue:
+            if not submit.taken:
                 self._queue.remove(submit)  # cancelled before any write took it
+        if not submit.done.is_set():
+            # Taken by another write still in flight: wait for its answer (a cancel
+            # here only stops waiting; the jobs are written or refused all the same).
+            await submit.done.wait()
         return submit.answer()
 
     def _take(self) -> list[_Submit]:
@@ -87,7 +99,9 @@ class GroupedInsert:
             size = len(self._queue[0].jobs)
             if group and count + size > MAX_JOBS:
                 break
-            group.append(self._queue.pop(0))
+            submit = self._queue.pop(0)
+            submit.taken = True
+            group.append(submit)
             count += size
         return group
 
@@ -104,6 +118,7 @@ class GroupedInsert:
         for submit in group:
             if not submit.answered:  # the deadline cut the write short
                 submit.error = StoreUnavailable("the store did not answer a submit in time")
+            submit.done.set()
 
     async def _write(self, group: list[_Submit]) -> None:
         jobs = [job for submit in group for job in submit.jobs]
