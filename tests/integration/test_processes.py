@@ -187,6 +187,21 @@ def test_a_killed_child_is_replaced_and_ctrl_c_stops_the_group(pg_url, tmp_path)
     assert "Traceback" not in text
 
 
+def test_sigterm_to_every_process_at_once_still_drains_each_child_once(pg_url, tmp_path):
+    # systemd's default stop signals every process of the unit, and the parent passes
+    # one more SIGTERM on to each child: the second must not cut a child's drain short.
+    with group_of(tmp_path, "--processes", "2", "--database", pg_url) as group:
+        url = group.wait_ready()
+        pids = {pid_of(node) for node in group.nodes_answering(url, 2)}
+        for pid in (*pids, group.proc.pid):
+            os.kill(pid, signal.SIGTERM)
+        assert group.wait_exit() == 0, group.text()
+    text = group.text()
+    assert text.count("received SIGTERM; draining") == 2
+    assert text.count("callboard.cli: stopped") == 2
+    assert "all 2 processes stopped" in text
+
+
 def test_the_children_drain_when_the_parent_is_killed(pg_url, tmp_path):
     with group_of(tmp_path, "--processes", "2", "--database", pg_url) as group:
         url = group.wait_ready()

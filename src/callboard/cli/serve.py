@@ -10,6 +10,7 @@ them runs `serve` again on the socket the parent bound.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -91,20 +92,40 @@ async def serve(
 
         return [ChildSpec("web", serve_inherited, Restart.TRANSIENT)]
 
-    async with board.running(extra_children=web) as rt, trio.open_nursery() as nursery:
-        if log_events:
-            await nursery.start(_log_events, rt)
-        if demo > 0:
-            company = await rt.get_company_by_name("demo") or await rt.create_company("demo")
-            jobs = await rt.submit_many(company.id, demo_specs(demo))
-            log.info("submitted %d demo jobs to company 'demo'", len(jobs))
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            if child is not None:
-                child.report_ready()
-            log.info("serving; Ctrl-C or SIGTERM stops gracefully")
-            reason = await _wait_for_stop(signals, child)
-            log.info("%s; draining", reason)
-        nursery.cancel_scope.cancel()
+    with contextlib.ExitStack() as stack:
+        # A child of `--processes` listens from its start to its end: a stop that comes
+        # while it starts drains it once it is up, and a second SIGTERM (systemd signals
+        # every process of a unit, and the parent passes one on) cannot cut its drain
+        # short. A single node keeps the default: Ctrl-C while starting or draining
+        # ends it at once.
+        early = None
+        if child is not None:
+            # What the receiver restores when it closes, and redelivers a signal it got
+            # but nobody read to: ignored, not the default that would kill the child.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
+            early = stack.enter_context(trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM))
+        async with board.running(extra_children=web) as rt, trio.open_nursery() as nursery:
+            if log_events:
+                await nursery.start(_log_events, rt)
+            if demo > 0:
+                company = await rt.get_company_by_name("demo") or await rt.create_company("demo")
+                jobs = await rt.submit_many(company.id, demo_specs(demo))
+                log.info("submitted %d demo jobs to company 'demo'", len(jobs))
+            with contextlib.ExitStack() as inner:
+                signals = (
+                    early
+                    if early is not None
+                    else inner.enter_context(
+                        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+                    )
+                )
+                if child is not None:
+                    child.report_ready()
+                log.info("serving; Ctrl-C or SIGTERM stops gracefully")
+                reason = await _wait_for_stop(signals, child)
+                log.info("%s; draining", reason)
+            nursery.cancel_scope.cancel()
     log.info("stopped")
     return EXIT_OK
 
