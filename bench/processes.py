@@ -7,7 +7,9 @@ alike), on a fresh PostgreSQL database and a fresh data dir:
 1. start `python -m callboard serve --processes N --bind 127.0.0.1:0 --database URL`
    (default workers, 8 per process) and wait until every process serves;
 2. create a company with the operator token;
-3. submit: `wrk -t1 -c50 -d<--seconds>s --latency` POSTing `{"jobType":"noop"}` to
+3. `healthz req/s`: `wrk -t1 -c50 -d3s` on `/healthz` (no store behind it: how the
+   HTTP front door alone grows with the processes);
+4. submit: `wrk -t1 -c50 -d<--seconds>s --latency` POSTing `{"jobType":"noop"}` to
    `/api/companies/{id}/content-jobs` (a Lua script sets the method, body and token):
    - `submit req/s`, `p50/p99 ms`: wrk's own figures; `non-2xx`: answers other than 202;
    - `done/s under load`: jobs that reached `done` during the wrk run / its length
@@ -16,10 +18,10 @@ alike), on a fresh PostgreSQL database and a fresh data dir:
    - `nodes CPU %`: user + system CPU of the whole process tree (parent and children)
      over the wrk run, in % of one core; `host CPU %`: the whole machine's busy CPU
      (PostgreSQL and wrk included) over the same time, 100 % per core;
-4. drain: after wrk ends, the time until nothing is queued or running (capped at
+5. drain: after wrk ends, the time until nothing is queued or running (capped at
    --drain seconds); `drain jobs/s` = the backlog left when wrk ended / that time: job
-   throughput with no HTTP load;
-5. stop the server with SIGTERM (it must exit 0).
+   throughput with no HTTP load; the CPU of the nodes and of the machine over it;
+6. stop the server with SIGTERM (it must exit 0).
 
 Then the median of each figure per N over the rounds, and the ratio N / first N.
 Figures are printed, never asserted. Clients and servers share this machine (2 cores
@@ -60,7 +62,9 @@ wrk.body = '{"jobType":"noop"}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer %s"
 """
+HEALTHZ_SECONDS = 3
 FIGURES = (
+    "healthz req/s",
     "req/s",
     "p50 ms",
     "p99 ms",
@@ -69,6 +73,8 @@ FIGURES = (
     "nodes CPU %",
     "host CPU %",
     "drain jobs/s",
+    "drain nodes CPU %",
+    "drain host CPU %",
 )
 
 
@@ -193,15 +199,11 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, token: str, seconds: int, tmp: Path) -> dict[str, float]:
-    script = tmp / "submit.lua"
-    script.write_text(LUA % token)
-    out = subprocess.run(
-        ["wrk", "-t1", "-c50", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+def wrk(url: str, seconds: int, script: Path | None = None) -> dict[str, float]:
+    command = ["wrk", "-t1", "-c50", f"-d{seconds}s", "--latency", url]
+    if script is not None:
+        command[-1:-1] = ["-s", str(script)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     figures = {"req/s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
     for pct, name in (("50", "p50 ms"), ("99", "p99 ms")):
         figures[name] = _ms(re.search(rf"^\s+{pct}%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
@@ -224,13 +226,15 @@ def one_round(processes: int, args: argparse.Namespace) -> dict[str, float]:
                 def counts() -> dict[str, int]:
                     return http.get("/api/stats").json()["counts"]
 
+                healthz = wrk(f"{base}/healthz", HEALTHZ_SECONDS)["req/s"]
+                script = Path(tmp) / "submit.lua"
+                script.write_text(LUA % server.token)
                 done_before = counts()["done"]
                 cpu_before, host_before = server.cpu_seconds(), host_busy_seconds()
                 wall_before = time.perf_counter()
-                figures = wrk(
-                    f"{base}/api/companies/{company}/content-jobs", server.token, args.seconds,
-                    Path(tmp),
-                )  # fmt: skip
+                submit_url = f"{base}/api/companies/{company}/content-jobs"
+                figures = wrk(submit_url, args.seconds, script)
+                figures["healthz req/s"] = healthz
                 wall = time.perf_counter() - wall_before
                 cpu = server.cpu_seconds() - cpu_before
                 figures["host CPU %"] = 100 * (host_busy_seconds() - host_before) / wall
@@ -238,6 +242,7 @@ def one_round(processes: int, args: argparse.Namespace) -> dict[str, float]:
                 figures["done/s load"] = (after["done"] - done_before) / wall
                 figures["nodes CPU %"] = 100 * cpu / wall
                 backlog = after["queued"] + after["running"]
+                cpu_before, host_before = server.cpu_seconds(), host_busy_seconds()
                 start = time.perf_counter()
                 deadline = start + args.drain
                 while backlog and time.perf_counter() < deadline:
@@ -248,9 +253,10 @@ def one_round(processes: int, args: argparse.Namespace) -> dict[str, float]:
                 else:
                     now = counts()
                 left = now["queued"] + now["running"]
-                figures["drain jobs/s"] = (
-                    (backlog - left) / (time.perf_counter() - start) if backlog else float("nan")
-                )
+                wall = time.perf_counter() - start
+                figures["drain jobs/s"] = (backlog - left) / wall if backlog else float("nan")
+                figures["drain nodes CPU %"] = 100 * (server.cpu_seconds() - cpu_before) / wall
+                figures["drain host CPU %"] = 100 * (host_busy_seconds() - host_before) / wall
         finally:
             code = server.stop()
         if code != 0:

@@ -206,11 +206,14 @@ class ProcessGroup:
         self._listeners: list[socket.socket] = []
         self._slots: list[_Slot] = []
         self._ready = 0
+        self._address = ""
         self._nursery: trio.Nursery | None = None
 
     async def run(self) -> int:
         count = self._settings.processes
         self._listeners = open_listeners(self._settings.bind, count)
+        host, port = self._listeners[0].getsockname()[:2]
+        self._address = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         self._slots = [_Slot(i, self._listeners[i % len(self._listeners)]) for i in range(count)]
         log.info(
             "starting %d processes on one port; each a node with up to %d PostgreSQL "
@@ -303,7 +306,7 @@ class ProcessGroup:
                 env={**self._env, CHILD_ENV: info.encode()},
                 pass_fds=(slot.sock.fileno(), ready_w, lifeline_r),
                 # Its own group: a terminal's Ctrl-C reaches the parent only, which
-                # sends exactly one SIGTERM (a second signal would cut the drain short).
+                # passes exactly one SIGTERM on to each child.
                 process_group=0,
             )
         except BaseException:
@@ -326,12 +329,10 @@ class ProcessGroup:
     def _note_ready(self) -> None:
         self._ready += 1
         if self._ready == len(self._slots):
-            host, port = self._listeners[0].getsockname()[:2]
             log.info(
-                "all %d processes serve http://%s:%d; Ctrl-C or SIGTERM stops them all",
+                "all %d processes serve %s; Ctrl-C or SIGTERM stops them all",
                 self._ready,
-                f"[{host}]" if ":" in host else host,
-                port,
+                self._address,
             )
 
     def _note_stopped(self, slot: _Slot, code: int, ready: bool) -> None:
