@@ -265,7 +265,7 @@ def one_round(processes: int, args: argparse.Namespace) -> dict[str, float]:
 
 
 def show(label: str, figures: dict[str, float]) -> str:
-    return f"{label:<14}" + "".join(f"{figures[name]:>14,.1f}" for name in FIGURES)
+    return f"{label:<14}" + "".join(f"{figures[name]:>18,.1f}" for name in FIGURES)
 
 
 def main() -> int:
@@ -283,7 +283,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     counts = [int(n) for n in args.processes.split(",")]
-    print(f"{'':<14}" + "".join(f"{name:>14}" for name in FIGURES))
+    print(f"{'':<14}" + "".join(f"{name:>18}" for name in FIGURES))
     results: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
     for round_no in range(1, args.rounds + 1):
         for n in counts if round_no % 2 else reversed(counts):
