@@ -43,6 +43,8 @@ class Settings:
     migrate: bool = True
     storage_dir: Path = Path()
     workers: int = 8
+    #: Nodes `callboard serve` runs on this machine behind one port (PostgreSQL only).
+    processes: int = 1
     handlers: tuple[str, ...] = ()
     lease_seconds: float = 30.0
     generated_asset_max_bytes: int = DEFAULT_GENERATED_ASSET_MAX_BYTES
@@ -155,6 +157,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "migrate": ("CALLBOARD_MIGRATE", _bool),
     "storage_dir": ("CALLBOARD_STORAGE_DIR", lambda n, r: Path(r)),
     "workers": ("CALLBOARD_WORKERS", lambda n, r: _positive_int(n, r, minimum=0)),
+    "processes": ("CALLBOARD_PROCESSES", _positive_int),
     "handlers": ("CALLBOARD_HANDLERS", _list),
     "lease_seconds": ("CALLBOARD_LEASE_SECONDS", _positive_float),
     "generated_asset_max_bytes": ("CALLBOARD_GENERATED_ASSET_MAX_BYTES", _positive_int),
@@ -200,6 +203,10 @@ def _check(settings: Settings) -> None:
     if not _whole(settings.workers) or settings.workers < 0:
         raise SettingError(
             f"workers: must be a whole number of at least 0, got {settings.workers!r}"
+        )
+    if not _whole(settings.processes) or settings.processes < 1:
+        raise SettingError(
+            f"processes: must be a whole number of at least 1, got {settings.processes!r}"
         )
     if not _whole(settings.database_pool_size) or settings.database_pool_size < 1:
         raise SettingError(

@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--bind", help="HOST:PORT for the HTTP API (CALLBOARD_BIND, default 127.0.0.1:8000)"
     )
     serve.add_argument(
+        "--processes",
+        type=str,
+        metavar="N",
+        help="run N nodes on this machine behind the one --bind port, stopped together by "
+        "one Ctrl-C or SIGTERM; PostgreSQL only (CALLBOARD_PROCESSES, default 1)",
+    )
+    serve.add_argument(
         "--no-migrate",
         dest="migrate",
         action="store_const",

@@ -2,13 +2,17 @@
 
 This is the only command module that imports the runtime (the board, the store, the
 web server); `cli.main` imports it only when one of these two commands is asked for.
-`serve` stops gracefully on Ctrl-C or SIGTERM and exits 0.
+`serve` stops gracefully on Ctrl-C or SIGTERM and exits 0. With `--processes N` (N > 1,
+PostgreSQL only) it becomes the parent of N such nodes (`cli.processes`), and each of
+them runs `serve` again on the socket the parent bound.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -21,6 +25,7 @@ from ..errors import CallboardError, Lagged
 from ..jobs import JobEvent, JobSpec
 from ..running_board import RunningBoard
 from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .processes import ChildInfo, run_group
 
 log = logging.getLogger("callboard.cli")
 
@@ -33,6 +38,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "migrate",
         "storage_dir",
         "workers",
+        "processes",
         "lease_seconds",
         "handlers",
         "bind",
@@ -61,30 +67,88 @@ def demo_specs(count: int) -> list[JobSpec]:
     return [kinds[i % len(kinds)] for i in range(count)]
 
 
-async def serve(settings: Settings, demo: int, log_events: bool) -> int:
+async def serve(
+    settings: Settings, demo: int, log_events: bool, child: ChildInfo | None = None
+) -> int:
     from ..runtime import ChildSpec, Restart
     from ..web import WebServer
 
     board = Board.from_settings(settings)
 
     def web(rt: RunningBoard) -> list[ChildSpec]:
-        return [ChildSpec("web", WebServer(rt).run, Restart.TRANSIENT)]
+        if child is None:
+            return [ChildSpec("web", WebServer(rt).run, Restart.TRANSIENT)]
+        server = WebServer(rt, f"fd://{child.listen_fd}")
 
-    async with board.running(extra_children=web) as rt, trio.open_nursery() as nursery:
-        if log_events:
-            await nursery.start(_log_events, rt)
-        if demo > 0:
-            company = await rt.get_company_by_name("demo") or await rt.create_company("demo")
-            jobs = await rt.submit_many(company.id, demo_specs(demo))
-            log.info("submitted %d demo jobs to company 'demo'", len(jobs))
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            log.info("serving; Ctrl-C or SIGTERM stops gracefully")
-            async for signum in signals:
-                log.info("received %s; draining", signal.Signals(signum).name)
-                break
-        nursery.cancel_scope.cancel()
+        async def serve_inherited(
+            *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+        ) -> None:
+            # Hypercorn closes the socket it served: a restart of the web server must
+            # not reuse that number (it may be another file by then), so each start
+            # serves a copy of the socket the parent handed down.
+            if not rt.draining.is_set():
+                server._bind = f"fd://{os.dup(child.listen_fd)}"
+            await server.run(task_status=task_status)
+
+        return [ChildSpec("web", serve_inherited, Restart.TRANSIENT)]
+
+    with contextlib.ExitStack() as stack:
+        # A child of `--processes` listens from its start to its end: a stop that comes
+        # while it starts drains it once it is up, and a second SIGTERM (systemd signals
+        # every process of a unit, and the parent passes one on) cannot cut its drain
+        # short. A single node keeps the default: Ctrl-C while starting or draining
+        # ends it at once.
+        early = None
+        if child is not None:
+            # What the receiver restores when it closes, and redelivers a signal it got
+            # but nobody read to: ignored, not the default that would kill the child.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
+            early = stack.enter_context(trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM))
+        async with board.running(extra_children=web) as rt, trio.open_nursery() as nursery:
+            if log_events:
+                await nursery.start(_log_events, rt)
+            if demo > 0:
+                company = await rt.get_company_by_name("demo") or await rt.create_company("demo")
+                jobs = await rt.submit_many(company.id, demo_specs(demo))
+                log.info("submitted %d demo jobs to company 'demo'", len(jobs))
+            with contextlib.ExitStack() as inner:
+                signals = (
+                    early
+                    if early is not None
+                    else inner.enter_context(
+                        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+                    )
+                )
+                if child is not None:
+                    child.report_ready()
+                log.info("serving; Ctrl-C or SIGTERM stops gracefully")
+                reason = await _wait_for_stop(signals, child)
+                log.info("%s; draining", reason)
+            nursery.cancel_scope.cancel()
     log.info("stopped")
     return EXIT_OK
+
+
+async def _wait_for_stop(signals: Any, child: ChildInfo | None) -> str:
+    """Why the node stops: a signal, or (a child of `--processes`) its parent ended."""
+    reasons: list[str] = []
+    async with trio.open_nursery() as nursery:
+
+        async def on_signal() -> None:
+            async for signum in signals:
+                reasons.append(f"received {signal.Signals(signum).name}")
+                nursery.cancel_scope.cancel()
+
+        async def on_parent_exit(child: ChildInfo) -> None:
+            await child.wait_for_parent_exit()
+            reasons.append("the parent process ended")
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(on_signal)
+        if child is not None:
+            nursery.start_soon(on_parent_exit, child)
+    return reasons[0]
 
 
 async def _log_events(
@@ -121,21 +185,50 @@ async def migrate(settings: Settings) -> int:
     return EXIT_OK
 
 
+def child_command(args: argparse.Namespace, index: int, first_start: bool) -> list[str]:
+    """The command line of child `index` of `serve --processes`; its settings travel in
+    the environment. Events are logged, and demo jobs submitted, by the first only."""
+    command = [sys.executable, "-m", "callboard", *(["--debug"] if args.debug else []), "serve"]
+    if index == 0 and args.log_events:
+        command.append("--log-events")
+    if index == 0 and first_start and args.demo > 0:
+        command += ["--demo", str(args.demo)]
+    return command
+
+
 def run_server(args: argparse.Namespace) -> int:
+    child = ChildInfo.from_environment() if args.command == "serve" else None
+    try:
+        settings = settings_from(args)
+    except CallboardError as exc:
+        if args.debug:
+            raise
+        print(f"callboard: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    group = args.command == "serve" and child is None and settings.processes > 1
+    # Which process a line comes from, when several share the terminal.
+    tag = f"[{child.name}] " if child is not None else "[main] " if group else ""
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
         stream=sys.stderr,
     )
     if not getattr(args, "access_log", False):
         logging.getLogger("callboard.access").setLevel(logging.WARNING)
     try:
-        settings = settings_from(args)
         runner: Any
         if args.command == "serve":
             if args.demo < 0:
                 raise SettingError("--demo: must be 0 or more")
-            runner = (serve, settings, args.demo, args.log_events)
+            if group:
+                if not settings.database_url.startswith(("postgresql://", "postgres://")):
+                    raise SettingError(
+                        f"processes {settings.processes}: more than one process needs "
+                        "PostgreSQL (--database postgresql://...); the embedded SQLite "
+                        "store has one writer per file"
+                    )
+                return run_group(settings, lambda i, first: child_command(args, i, first))
+            runner = (serve, settings, args.demo, args.log_events, child)
         else:
             runner = (migrate, settings)
         return trio.run(*runner)
