@@ -25,6 +25,8 @@ class SettingError(CallboardError, ValueError):
 # The namespace caps of asset storage (docs/architecture.md, "Storage").
 DEFAULT_GENERATED_ASSET_MAX_BYTES = 500 * 1024 * 1024
 DEFAULT_ATTACHMENT_MAX_BYTES = 10 * 1024 * 1024
+#: The default backlog limit of a node on the embedded store (see Settings.max_queued).
+SQLITE_MAX_QUEUED = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,11 @@ class Settings:
     workers: int = 8
     #: Nodes `callboard serve` runs on this machine behind one port (PostgreSQL only).
     processes: int = 1
+    #: The front door answers submits 503 (Retry-After) while more jobs than this are
+    #: queued and due; 0 for no limit. None: 2,000 on SQLite, where the node that
+    #: accepts also runs them (an overrun queue starves its own workers), no limit on
+    #: PostgreSQL, where the queue is the buffer between API nodes and worker nodes.
+    max_queued: int | None = None
     handlers: tuple[str, ...] = ()
     lease_seconds: float = 30.0
     generated_asset_max_bytes: int = DEFAULT_GENERATED_ASSET_MAX_BYTES
@@ -64,6 +71,9 @@ class Settings:
         object.__setattr__(self, "data_dir", data_dir)
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{data_dir / 'callboard.db'}")
+        if self.max_queued is None:
+            default = SQLITE_MAX_QUEUED if self.database_url.startswith("sqlite:") else 0
+            object.__setattr__(self, "max_queued", default)
         if self.storage_dir == Path():
             object.__setattr__(self, "storage_dir", data_dir / "assets")
         object.__setattr__(self, "storage_dir", Path(self.storage_dir))
@@ -158,6 +168,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "storage_dir": ("CALLBOARD_STORAGE_DIR", lambda n, r: Path(r)),
     "workers": ("CALLBOARD_WORKERS", lambda n, r: _positive_int(n, r, minimum=0)),
     "processes": ("CALLBOARD_PROCESSES", _positive_int),
+    "max_queued": ("CALLBOARD_MAX_QUEUED", lambda n, r: _positive_int(n, r, minimum=0)),
     "handlers": ("CALLBOARD_HANDLERS", _list),
     "lease_seconds": ("CALLBOARD_LEASE_SECONDS", _positive_float),
     "generated_asset_max_bytes": ("CALLBOARD_GENERATED_ASSET_MAX_BYTES", _positive_int),
@@ -207,6 +218,10 @@ def _check(settings: Settings) -> None:
     if not _whole(settings.processes) or settings.processes < 1:
         raise SettingError(
             f"processes: must be a whole number of at least 1, got {settings.processes!r}"
+        )
+    if not _whole(settings.max_queued) or settings.max_queued < 0:  # type: ignore[operator]
+        raise SettingError(
+            f"max_queued: must be a whole number of at least 0, got {settings.max_queued!r}"
         )
     if not _whole(settings.database_pool_size) or settings.database_pool_size < 1:
         raise SettingError(

@@ -96,3 +96,13 @@ def test_a_bad_board_argument_names_it(kwargs, message):
         Board(**kwargs)
     assert str(caught.value).startswith(message)
     assert isinstance(caught.value, ValueError)
+
+
+def test_the_queue_limit_defaults_by_store():
+    from callboard.config import SQLITE_MAX_QUEUED, Settings, load_settings
+
+    assert Settings().max_queued == SQLITE_MAX_QUEUED
+    assert Settings(database_url="postgresql://u@h/db").max_queued == 0
+    assert load_settings(environ={"CALLBOARD_MAX_QUEUED": "0"}).max_queued == 0
+    with pytest.raises(ValueError, match="CALLBOARD_MAX_QUEUED"):
+        load_settings(environ={"CALLBOARD_MAX_QUEUED": "-1"})

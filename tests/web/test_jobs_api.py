@@ -8,7 +8,7 @@ import uuid
 import httpx_sse
 import pytest
 import trio
-from webkit import create_company, gate, job_url, sse, submit, wait_for_status
+from webkit import create_company, gate, job_url, serving, sse, submit, wait_for_status
 
 pytestmark = pytest.mark.trio
 
@@ -329,3 +329,33 @@ async def test_job_stream_of_a_finished_job_through_httpx_sse(server, company):
         async with sse(client, job_url(company["id"], accepted["jobId"]) + "/events") as stream:
             rest = await stream.rest()
     assert [f.event for f in rest] == ["content_job.done"]
+
+
+async def test_submits_over_the_queue_limit_get_503_and_retry_after(tmp_path, monkeypatch):
+    """Backpressure: while more due jobs are queued than CALLBOARD_MAX_QUEUED, submits
+    answer 503 with Retry-After and write nothing; delayed jobs are not due and do not
+    count, and once the queue drains submits are taken again."""
+    from callboard.web import backlog
+
+    monkeypatch.setattr(backlog, "REFRESH_SECONDS", 0.0)  # read the queue on every submit
+    async with serving(tmp_path, env={"CALLBOARD_MAX_QUEUED": "3"}, workers=0) as server:
+        company = (await create_company(server, "acme"))["id"]
+        url = f"/api/companies/{company}/content-jobs"
+        async with server.client() as client:
+            later = await submit(client, company, delaySeconds=3600)
+            queued = [await submit(client, company) for _ in range(3)]
+            for answer in (
+                await client.post(url, json={"jobType": "noop"}),
+                await client.post(f"{url}/batch", json={"jobs": [{"jobType": "noop"}]}),
+            ):
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["Retry-After"] == "1"
+                error = answer.json()["error"]
+                assert error["code"] == "queue_full"
+                assert "CALLBOARD_MAX_QUEUED" in error["message"]
+            listed = (await client.get(url, params={"limit": 50})).json()["items"]
+            assert len(listed) == 4  # nothing of the refused submits was written
+            await client.post(f"{url}/{queued[0]['jobId']}/cancel")
+            assert (await client.post(url, json={"jobType": "noop"})).status_code == 202
+        assert later["status"] == "queued"
+        assert server.app.extensions["callboard"].backlog.refused == 2

@@ -189,6 +189,8 @@ def child_command(args: argparse.Namespace, index: int, first_start: bool) -> li
     """The command line of child `index` of `serve --processes`; its settings travel in
     the environment. Events are logged, and demo jobs submitted, by the first only."""
     command = [sys.executable, "-m", "callboard", *(["--debug"] if args.debug else []), "serve"]
+    if getattr(args, "access_log", False):
+        command.append("--access-log")
     if index == 0 and args.log_events:
         command.append("--log-events")
     if index == 0 and first_start and args.demo > 0:

@@ -255,6 +255,12 @@ class JobStore(abc.ABC):
         """Jobs of every company by (job_type, status); only non-zero pairs."""
 
     @abc.abstractmethod
+    async def count_queued(self, now: datetime, at_most: int) -> int:
+        """Queued jobs due by `now` (of every company), counted up to `at_most`: a read
+        whose cost is bounded however long the queue is (the front door's backlog
+        check makes it often)."""
+
+    @abc.abstractmethod
     async def next_run_at(self, job_types: Collection[str]) -> datetime | None:
         """The earliest run_at among queued jobs of these types, or None."""
 

@@ -294,6 +294,11 @@ class MemoryStore(JobStore):
                 counts[job.status] += 1
         return counts
 
+    async def count_queued(self, now: datetime, at_most: int) -> int:
+        await self._enter()
+        due = (j for j in self._jobs.values() if j.status == JobStatus.QUEUED and j.run_at <= now)
+        return sum(1 for _ in itertools.islice(due, max(at_most, 0)))
+
     async def next_run_at(self, job_types: Collection[str]) -> datetime | None:
         await self._enter()
         types = set(job_types)

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from ..errors import CallboardError
 from ..running_board import RunningBoard
 from .auth import Authenticator
+from .backlog import Backlog
 from .body import FlowControlledConnection, FlowControlledRequest
 from .context import WebContext
 from .errors import ApiError, from_domain
@@ -58,7 +59,11 @@ def create_app(rt: RunningBoard) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["callboard"] = WebContext(
-        rt=rt, auth=Authenticator(rt.store), settings=settings, metrics=Metrics(rt)
+        rt=rt,
+        auth=Authenticator(rt.store),
+        settings=settings,
+        metrics=Metrics(rt),
+        backlog=Backlog(rt, settings.max_queued or 0),
     )
     for blueprint in (jobs, assets, admin, events, system):
         app.register_blueprint(blueprint)

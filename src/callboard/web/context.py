@@ -13,6 +13,7 @@ from ..config import Settings
 from ..jobs import Job, iso
 from ..running_board import RunningBoard
 from .auth import Authenticator, Principal
+from .backlog import Backlog
 from .errors import not_found
 from .metrics import Metrics
 from .sse import EventEncoder
@@ -26,6 +27,7 @@ class WebContext:
     auth: Authenticator
     settings: Settings
     metrics: Metrics
+    backlog: Backlog
     encode: EventEncoder = field(default_factory=EventEncoder)
     #: Companies seen to exist. A company is never deleted, so a hit needs no store
     #: read (an operator's submit would otherwise cost one more round trip).

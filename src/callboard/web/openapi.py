@@ -32,6 +32,22 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
 
+#: A submit's 503: the store, a stopping node, or backpressure (web/backlog.py).
+_BUSY = {
+    **_json(
+        _ERROR,
+        "store unavailable, shutting down, or the queue holds more due jobs than "
+        "CALLBOARD_MAX_QUEUED (code queue_full): nothing was written, retry later",
+    ),
+    "headers": {
+        "Retry-After": {
+            "description": "seconds to wait before retrying (on queue_full)",
+            "schema": {"type": "string"},
+        }
+    },
+}
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -193,7 +209,11 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
         "/api/companies/{companyId}/content-jobs": {
             "post": _op(
                 "Submit a job; answers at once",
-                {"202": _json(accepted, "queued"), **_errors(400, 401, 404, 413, 422, 503)},
+                {
+                    "202": _json(accepted, "queued"),
+                    **_errors(400, 401, 404, 413, 422),
+                    "503": _BUSY,
+                },
                 params=[_C],
                 body=job_body,
             ),
@@ -214,7 +234,8 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
                         },
                         "queued",
                     ),
-                    **_errors(400, 401, 404, 413, 422, 503),
+                    **_errors(400, 401, 404, 413, 422),
+                    "503": _BUSY,
                 },
                 params=[_C],
                 body={

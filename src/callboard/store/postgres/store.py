@@ -559,6 +559,9 @@ class PostgresStore(JobStore):
         rows = await self._driver.fetch(Q["count_by_type_and_status"])
         return {(job_type, JobStatus(status)): n for job_type, status, n in rows}
 
+    async def count_queued(self, now: datetime, at_most: int) -> int:
+        return await self._driver.fetchval(Q["count_queued"], _utc(now), max(at_most, 0))
+
     async def next_run_at(self, job_types: Collection[str]) -> datetime | None:
         return await self._driver.fetchval(Q["next_run_at"], list(job_types))
 

@@ -621,6 +621,11 @@ class SqliteStore(JobStore):
             counts[JobStatus(status)] = n
         return counts
 
+    async def count_queued(self, now: datetime, at_most: int) -> int:
+        params = {"now": _ts(now), "at_most": max(at_most, 0)}
+        [value] = await self._read(_fetch(Q["count_queued"], params, lambda r: r[0]))
+        return value
+
     async def next_run_at(self, job_types: Collection[str]) -> datetime | None:
         params = {"job_types": json.dumps(list(job_types))}
         [value] = await self._read(_fetch(Q["next_run_at"], params, lambda r: r[0]))

@@ -159,6 +159,11 @@ GROUP BY status;
 -- name: count_by_type_and_status
 SELECT job_type, status, count(*) FROM content_jobs GROUP BY job_type, status;
 
+-- name: count_queued
+SELECT count(*) FROM (
+    SELECT 1 FROM content_jobs WHERE status = 'queued' AND run_at <= $1 LIMIT $2
+) AS due;
+
 -- name: next_run_at
 SELECT min(run_at) FROM content_jobs
 WHERE status = 'queued' AND job_type = ANY($1::text[]);

@@ -146,6 +146,11 @@ SELECT status, count(*) AS n FROM content_jobs
 WHERE (:company_id IS NULL OR company_id = :company_id)
 GROUP BY status;
 
+-- name: count_queued
+SELECT count(*) FROM (
+    SELECT 1 FROM content_jobs WHERE status = 'queued' AND run_at <= :now LIMIT :at_most
+);
+
 -- name: next_run_at
 SELECT min(run_at) FROM content_jobs
 WHERE status = 'queued' AND job_type IN (SELECT value FROM json_each(:job_types));

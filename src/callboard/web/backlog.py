@@ -1,0 +1,63 @@
+"""Backpressure at the front door: submits answer 503 with `Retry-After` while the queue
+holds more due jobs than `Settings.max_queued`.
+
+Accepting is not running. A node that takes submits faster than the workers finish
+them grows a queue that only gets longer, and every job in it waits longer; on the
+embedded store the node that accepts is also the one that runs them, so the requests
+it takes eat the CPU its own workers need. Telling the client to come back (what
+HTTP's 503 with `Retry-After` is for) keeps the queue at a length the workers can
+work off, and a client that retries loses nothing: nothing of a refused submit is
+written.
+
+The queue's length is read from the store (`count_queued`, a read bounded by the
+limit) at most every `REFRESH_SECONDS`, by one request at a time; the others use the
+last figure, so the check costs no store read per request.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from ..errors import StoreUnavailable
+from ..running_board import RunningBoard
+from .errors import ApiError
+
+#: How old the queue's length may be before a submit reads it again.
+REFRESH_SECONDS = 0.25
+#: What a refused client is told to wait, in seconds.
+RETRY_AFTER_SECONDS = 1
+
+
+class Backlog:
+    def __init__(self, rt: RunningBoard, limit: int) -> None:
+        self._rt = rt
+        #: 0: no limit, no reads.
+        self.limit = limit
+        self._queued = 0
+        self._read_at = float("-inf")
+        self._reading = False
+        #: Submits refused so far (shown in the metrics).
+        self.refused = 0
+
+    async def admit(self) -> None:
+        """Return if a submit may go on; raise the 503 if the queue is over the limit."""
+        if self.limit <= 0:
+            return
+        if trio.current_time() - self._read_at >= REFRESH_SECONDS and not self._reading:
+            self._reading = True
+            try:
+                self._queued = await self._rt.store.count_queued(self._rt.now(), self.limit)
+                self._read_at = trio.current_time()
+            except StoreUnavailable:
+                pass  # the submit's own write will say so
+            finally:
+                self._reading = False
+        if self._queued >= self.limit:
+            self.refused += 1
+            raise ApiError(
+                503,
+                "queue_full",
+                f"the queue holds {self.limit} or more due jobs, this node's limit "
+                f"(CALLBOARD_MAX_QUEUED); retry after {RETRY_AFTER_SECONDS} s",
+                {"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
