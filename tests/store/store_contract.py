@@ -297,6 +297,19 @@ class StoreContract:
     async def test_get_unknown_job(self, store: JobStore) -> None:
         assert await store.get_job(new_id()) is None
 
+    async def test_count_queued_counts_due_jobs_up_to_its_bound(self, store: JobStore) -> None:
+        c = await company(store)
+        other = await company(store, "other")
+        for _ in range(3):
+            await submit(store, c)
+        await submit(store, other)
+        await submit(store, c, run_at=at(60))  # not due yet
+        await claim(store, limit=1)  # running now, not queued
+        assert await store.count_queued(at(1), 100) == 3
+        assert await store.count_queued(at(1), 2) == 2
+        assert await store.count_queued(at(60), 100) == 4
+        assert await store.count_queued(at(1), 0) == 0
+
     async def test_list_filters(self, store: JobStore) -> None:
         c = await company(store)
         other = await company(store, "other")
