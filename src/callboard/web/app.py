@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from ..errors import CallboardError
 from ..running_board import RunningBoard
 from .auth import Authenticator
-from .backlog import Backlog
+from .backlog import SUBMIT_TURNS, Backlog
 from .body import FlowControlledConnection, FlowControlledRequest
 from .context import WebContext
 from .errors import ApiError, from_domain
@@ -63,7 +63,9 @@ def create_app(rt: RunningBoard) -> QuartTrio:
         auth=Authenticator(rt.store),
         settings=settings,
         metrics=Metrics(rt),
-        backlog=Backlog(rt, settings.max_queued or 0),
+        backlog=Backlog(
+            rt, settings.max_queued or 0, turns=SUBMIT_TURNS if settings.workers > 0 else 0
+        ),
     )
     for blueprint in (jobs, assets, admin, events, system):
         app.register_blueprint(blueprint)

@@ -16,21 +16,23 @@ _LIST_QUERY = {"status", "jobType", "sourceTaskId", "limit", "cursor"}
 
 @jobs.post("/api/companies/<company_id>/content-jobs")
 async def submit(company_id: str):
-    who = await principal()
-    company = await company_for(who, company_id)
-    spec = job_spec(parse_json(await request.get_data()))
-    await ctx().backlog.admit()
-    (job,) = await ctx().rt.submit_many(company, [spec])
+    async with ctx().backlog.turn():
+        who = await principal()
+        company = await company_for(who, company_id)
+        spec = job_spec(parse_json(await request.get_data()))
+        await ctx().backlog.admit()
+        (job,) = await ctx().rt.submit_many(company, [spec])
     return accepted_job(job), 202
 
 
 @jobs.post("/api/companies/<company_id>/content-jobs/batch")
 async def submit_batch(company_id: str):
-    who = await principal()
-    company = await company_for(who, company_id)
-    specs = batch_specs(parse_json(await request.get_data()))
-    await ctx().backlog.admit()
-    submitted = await ctx().rt.submit_many(company, specs)
+    async with ctx().backlog.turn():
+        who = await principal()
+        company = await company_for(who, company_id)
+        specs = batch_specs(parse_json(await request.get_data()))
+        await ctx().backlog.admit()
+        submitted = await ctx().rt.submit_many(company, specs)
     return {"jobs": [accepted_job(job) for job in submitted]}, 202
 
 
