@@ -14,24 +14,25 @@ pytestmark = pytest.mark.trio
 
 async def test_at_most_the_turns_are_worked_on_at_once_in_arrival_order():
     backlog = Backlog(None, limit=0, turns=2)  # type: ignore[arg-type]  # turns need no node
-    inside: list[int] = []
-    entered: list[int] = []
-    release = trio.Event()
+    inside: set[int] = set()
+    done = [trio.Event() for _ in range(5)]
 
     async def submit(index: int) -> None:
         async with backlog.turn():
-            inside.append(index)
-            entered.append(index)
-            await release.wait()
+            inside.add(index)
+            await done[index].wait()
             inside.remove(index)
 
     async with trio.open_nursery() as nursery:
         for index in range(5):
             nursery.start_soon(submit, index)
             await trio.testing.wait_all_tasks_blocked()
-        assert inside == [0, 1]
-        release.set()
-    assert entered == [0, 1, 2, 3, 4]
+        assert inside == {0, 1}
+        # Each submit that finishes hands its turn to the oldest one waiting.
+        for index, expected in [(1, {0, 2}), (0, {2, 3}), (2, {3, 4}), (3, {4}), (4, set())]:
+            done[index].set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert inside == expected
 
 
 async def test_no_turns_means_no_waiting():
