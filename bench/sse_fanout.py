@@ -22,6 +22,9 @@ Printed:
 - `delivery p50/p99/max ms`: the client's receive time (`time.time()` right after the
   `recv`) minus the event's `createdAt` (the server's commit time), for every event
   received by every subscriber. Same machine, same clock.
+- `first arrival p50/p99 ms`: per event, its earliest arrival at any subscriber: the
+  part of the delay before the fan-out (the store's commit, the publish); `fan-out
+  alone p99`: each arrival minus its event's first arrival.
 - `deliveries/s`: events received by all subscribers / the time from the first submit
   to the last event received; `asked` is subscribers * 3 * jobs-per-second.
 - `delivered`: received / expected, plus events out of order or repeated and streams
@@ -93,6 +96,7 @@ def client_main(host: str, port: int, path: str, token: str, count: int, out: st
         "Accept: text/event-stream\r\n\r\n"
     ).encode()
     latencies = array.array("d")
+    event_ids = array.array("q")
     parsed: dict[bytes, float] = {}
     disorder = 0
     reads = 0
@@ -143,6 +147,7 @@ def client_main(host: str, port: int, path: str, token: str, count: int, out: st
             if created is None:
                 created = parsed[stamp] = datetime.fromisoformat(stamp.decode()).timestamp()
             latencies.append(now - created)
+            event_ids.append(event_id)
             if not first_recv:
                 first_recv = now
             last_recv = now
@@ -182,7 +187,10 @@ def client_main(host: str, port: int, path: str, token: str, count: int, out: st
         if expect is not None and all(s.count >= expect or s.ended for s in subs):
             print("DONE", flush=True)
             expect = None
-    latencies.tofile(open(out, "wb"))
+    with open(out, "wb") as file:
+        latencies.tofile(file)
+    with open(out + ".ids", "wb") as file:
+        event_ids.tofile(file)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     summary = {
         "delivered": sum(s.count for s in subs),
@@ -422,17 +430,26 @@ def fanout(
         client.stdin.flush()
     results = [json.loads(read_line(c, "RESULT").split(" ", 1)[1]) for c in clients]
     latencies: list[float] = []
+    spread: list[tuple[int, float]] = []
+    first: dict[int, float] = {}  # event id -> its earliest arrival at any subscriber
     for n in range(len(clients)):
-        values = array.array("d")
-        data = (tmp / f"lat{n}").read_bytes()
-        values.frombytes(data)
+        values, event_ids = array.array("d"), array.array("q")
+        values.frombytes((tmp / f"lat{n}").read_bytes())
+        event_ids.frombytes((tmp / f"lat{n}.ids").read_bytes())
         latencies.extend(v * 1000 for v in values)
+        spread.extend((i, v * 1000) for i, v in zip(event_ids, values, strict=True))
+        for event_id, value in zip(event_ids, values, strict=True):
+            if value * 1000 < first.get(event_id, float("inf")):
+                first[event_id] = value * 1000
     delivered = sum(r["delivered"] for r in results)
     last = max(r["last"] for r in results)
     span = max(last - wall0, 1e-9)
     wall = max(last, submitted) - wall0
     complete = sum(1 for r in results for c in r["complete"] if c >= expect)
     figures.update(
+        spread_p99=pct([v - first[i] for i, v in spread], 99),
+        first_p50=pct(list(first.values()), 50),
+        first_p99=pct(list(first.values()), 99),
         p50=pct(latencies, 50),
         p99=pct(latencies, 99),
         max=max(latencies, default=float("nan")),
@@ -445,6 +462,11 @@ def fanout(
     print(
         f"  fan-out: {jobs} jobs at {args.jobs_per_second}/s; delivery p50 {figures['p50']:.1f}"
         f" ms, p99 {figures['p99']:.1f} ms, max {figures['max']:.1f} ms"
+    )
+    print(
+        f"  first arrival of each event (commit and publish, before the fan-out): p50 "
+        f"{figures['first_p50']:.1f} ms, p99 {figures['first_p99']:.1f} ms; the fan-out "
+        f"alone (arrival minus the event's first arrival) p99 {figures['spread_p99']:.1f} ms"
     )
     print(
         f"  deliveries/s {figures['rate']:.0f} (asked {asked:.0f}); delivered "
@@ -463,6 +485,9 @@ def fanout(
 FIGURES = [
     ("open s", "open_s", "{:.2f}"),
     ("RSS KiB/idle conn", "rss_per_conn_kib", "{:.1f}"),
+    ("first arrival p50", "first_p50", "{:.1f}"),
+    ("first arrival p99", "first_p99", "{:.1f}"),
+    ("fan-out alone p99", "spread_p99", "{:.1f}"),
     ("delivery p50 ms", "p50", "{:.1f}"),
     ("delivery p99 ms", "p99", "{:.1f}"),
     ("delivery max ms", "max", "{:.1f}"),
@@ -485,6 +510,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of submits")
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--rounds", type=int, default=1, help="rounds, each a fresh server")
+    parser.add_argument("--tmp", help="where the server's data dir goes (e.g. /dev/shm)")
     parser.add_argument("--database", help="a PostgreSQL URL instead of embedded SQLite")
     parser.add_argument("--py-spy", metavar="FILE", help="profile the fan-out to FILE (raw)")
     args = parser.parse_args()
@@ -497,7 +523,7 @@ def main() -> int:
     rounds = []
     for number in range(1, args.rounds + 1):
         print(f"round {number}:")
-        with tempfile.TemporaryDirectory(prefix="callboard-sse-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="callboard-sse-", dir=args.tmp) as tmp:
             rounds.append(one_round(args, Path(tmp)))
     if len(rounds) > 1:
         print(f"median of {len(rounds)} rounds:")
