@@ -20,6 +20,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import trio
+
 from ..errors import BrokerClosed
 from ..jobs import JobEvent
 from ..store.base import JobStore
@@ -72,6 +74,24 @@ class EventStream:
                     self._replaying = False
                 continue
             event = await self._live.receive()
+            if isinstance(event, JobEvent):
+                if event.id <= self._high_water:
+                    continue
+                self._high_water = event.id
+            return event
+
+    def receive_nowait(self) -> JobEvent:
+        """The next event if one is already here, else `trio.WouldBlock` (also while a
+        replay page is still to be read: only `receive()` reads the store). Raises
+        `Lagged` and `BrokerClosed` like `receive()`, once what was buffered is out."""
+        while True:
+            if self._pending:
+                event = self._pending.popleft()
+                self._high_water = max(self._high_water, event.id)
+                return event
+            if self._replaying:
+                raise trio.WouldBlock
+            event = self._live.receive_nowait()
             if isinstance(event, JobEvent):
                 if event.id <= self._high_water:
                     continue

@@ -20,11 +20,18 @@ from ..errors import CallboardError, StoreUnavailable
 from ..jobs import JobEvent
 from ..running_board import RunningBoard
 from .context import company_for, ctx, job_for, principal
+from .direct_send import DirectStreams
 from .errors import ApiError, bad_request, from_domain
 from .sse import HEADERS, RETRY_MS, comment, frame, stream_events
 from .validation import MAX_LAST_EVENT_ID, check_query
 
 events = Blueprint("events", __name__)
+
+
+@events.record_once
+def _direct_streams(state: Any) -> None:
+    # The streams' body chunks skip most of Hypercorn's per-send work (direct_send.py).
+    state.app.asgi_app = DirectStreams(state.app.asgi_app)
 
 
 @dataclass(slots=True)

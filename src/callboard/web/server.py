@@ -19,6 +19,7 @@ from hypercorn.trio import serve
 from ..running_board import RunningBoard
 from .app import create_app
 from .auth import ensure_operator_token
+from .descriptors import quiet_accept_errors, raise_open_files_limit
 from .early_answers import EarlyAnswerGuard
 
 log = logging.getLogger("callboard.web")
@@ -107,6 +108,8 @@ class WebServer:
             task_status.started([])
             return
         try:
+            raise_open_files_limit()
+            quiet_accept_errors()
             token_file = self._settings.operator_token_file
             if await ensure_operator_token(self._rt.store, token_file, self._rt.now()):
                 log.info("the operator token is in %s", token_file)
