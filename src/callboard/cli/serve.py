@@ -78,19 +78,11 @@ async def serve(
     def web(rt: RunningBoard) -> list[ChildSpec]:
         if child is None:
             return [ChildSpec("web", WebServer(rt).run, Restart.TRANSIENT)]
-        server = WebServer(rt, f"fd://{child.listen_fd}")
-
-        async def serve_inherited(
-            *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
-        ) -> None:
-            # Hypercorn closes the socket it served: a restart of the web server must
-            # not reuse that number (it may be another file by then), so each start
-            # serves a copy of the socket the parent handed down.
-            if not rt.draining.is_set():
-                server._bind = f"fd://{os.dup(child.listen_fd)}"
-            await server.run(task_status=task_status)
-
-        return [ChildSpec("web", serve_inherited, Restart.TRANSIENT)]
+        # Hypercorn closes the socket it served: a restart of the web server must not
+        # reuse that number (it may be another file by then), so each start serves a
+        # copy of the socket the parent handed down.
+        server = WebServer(rt, lambda: f"fd://{os.dup(child.listen_fd)}")
+        return [ChildSpec("web", server.run, Restart.TRANSIENT)]
 
     with contextlib.ExitStack() as stack:
         # A child of `--processes` listens from its start to its end: a stop that comes

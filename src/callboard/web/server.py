@@ -9,6 +9,7 @@ The child is TRANSIENT: returning after a drain is its normal end, a crash resta
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 from hypercorn.config import Config as HyperConfig
@@ -89,7 +90,10 @@ def hypercorn_config(bind: str) -> HyperConfig:
 class WebServer:
     name = "web"
 
-    def __init__(self, rt: RunningBoard, bind: str | None = None) -> None:
+    def __init__(self, rt: RunningBoard, bind: str | Callable[[], str] | None = None) -> None:
+        """`bind` is HOST:PORT (default: the settings'), or a callable asked for it at
+        each start (a restart after a crash may need a fresh one: `serve --processes`
+        hands each start a copy of the inherited socket, `fd://N`)."""
         self._rt = rt
         self._settings = rt.settings
         self._bind = bind or rt.settings.bind
@@ -115,7 +119,7 @@ class WebServer:
                 log.info("the operator token is in %s", token_file)
             await serve(
                 EarlyAnswerGuard(self.app),
-                hypercorn_config(self._bind),
+                hypercorn_config(self._bind() if callable(self._bind) else self._bind),
                 shutdown_trigger=self._rt.draining.wait,
                 task_status=_ReportBinds(self, task_status),  # type: ignore[arg-type]
             )
