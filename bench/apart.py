@@ -160,9 +160,10 @@ def postgres_cpu_seconds() -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-async def wait_done(worker: WorkerProcess, ids: list[str], timeout: float = 120) -> float:
-    with trio.fail_after(timeout):
-        while not all(i in worker.done for i in ids):
+async def wait_done(worker: WorkerProcess, ids: list[str], seconds: float = 120) -> float:
+    with trio.fail_after(seconds):
+        # The reader thread fills `worker.done`: polled, so it needs no trio token.
+        while not all(i in worker.done for i in ids):  # noqa: ASYNC110
             await trio.sleep(0.01)
     if worker.failed:
         raise SystemExit(f"{len(worker.failed)} jobs did not end done, e.g. {worker.failed[0]}")
@@ -243,7 +244,8 @@ def profiled(pid: int, out: Path | None) -> Iterator[None]:
         yield
         return
     spy = subprocess.Popen(
-        [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(pid), "-f", "raw", "-o", str(out), "-r", "200"],
+        [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(pid)]
+        + ["-f", "raw", "-o", str(out), "-r", "200"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -662,7 +662,14 @@ async def test_queued_work_wakes_another_node_before_its_events_are_read(pg_url)
 
     a.on_jobs_queued = lambda: seen.append("a woken")
     b.on_jobs_queued = wake_b
-    b.on_commit = lambda events: seen.extend(f"published {e.id}" for e in events)
+    published = trio.Event()
+
+    def publish_b(events: list[Any]) -> None:
+        seen.extend(f"published {e.id}" for e in events)
+        if any(e.type is QUEUED for e in events):
+            published.set()
+
+    b.on_commit = publish_b
     async with a.opened(), b.opened():
         company = await a.create_company("acme", now)
         before = await a.last_event_id()
@@ -675,8 +682,7 @@ async def test_queued_work_wakes_another_node_before_its_events_are_read(pg_url)
         event = inserted.event
         with trio.fail_after(10):
             await woken.wait()
-            while f"published {event.id}" not in seen:
-                await trio.sleep(0.01)
+            await published.wait()
         assert seen == [
             f"published {before + 1}",
             f"published {before + 2}",
