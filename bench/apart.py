@@ -95,8 +95,10 @@ async def report_at_exit(rt: callboard.RunningBoard) -> None:
     finally:
         d = rt.statistics().dispatcher
         completions = getattr(rt.store, "_completions", None)
-        batches = "" if completions is None else (
-            f", {completions.completions} completions in {completions.batches} batches"
+        batches = (
+            ""
+            if completions is None
+            else (f", {completions.completions} completions in {completions.batches} batches")
         )
         print(
             f"worker node: {d.dispatched} jobs in {d.claims} claims{batches}",
@@ -243,9 +245,9 @@ def profiled(pid: int, out: Path | None) -> Iterator[None]:
     if out is None:
         yield
         return
+    spy_bin = str(Path(sys.executable).with_name("py-spy"))
     spy = subprocess.Popen(
-        [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(pid)]
-        + ["-f", "raw", "-o", str(out), "-r", "200"],
+        [spy_bin, "record", "-p", str(pid), "-f", "raw", "-o", str(out), "-r", "200"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -9,6 +9,7 @@ writers commit, and a node riding out the loss of every connection.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 from collections import Counter, defaultdict
@@ -663,10 +664,11 @@ async def test_queued_work_wakes_another_node_before_its_events_are_read(pg_url)
     a.on_jobs_queued = lambda: seen.append("a woken")
     b.on_jobs_queued = wake_b
     published = trio.Event()
+    queued = NewJob(new_id(), "", "t", {}, 0, 1, None, now, None, None)
 
     def publish_b(events: list[Any]) -> None:
         seen.extend(f"published {e.id}" for e in events)
-        if any(e.type is QUEUED for e in events):
+        if any(e.job_id == queued.id for e in events):
             published.set()
 
     b.on_commit = publish_b
@@ -677,7 +679,7 @@ async def test_queued_work_wakes_another_node_before_its_events_are_read(pg_url)
         assert await a.insert_running(
             started, now, lease_owner="a", lease_expires_at=now + timedelta(seconds=30)
         )
-        queued = NewJob(new_id(), company.id, "t", {}, 0, 1, None, now, None, None)
+        queued = dataclasses.replace(queued, company_id=company.id)
         [inserted] = await a.insert_jobs([queued], now)
         event = inserted.event
         with trio.fail_after(10):

@@ -349,7 +349,6 @@ class PgDriver:
             await trio.sleep(backoff)
             backoff = min(max_backoff, backoff * 2)
 
-
     def _own_backend(self, pid: int) -> bool:
         return any(conn.get_server_pid() == pid for conn in self._connections)
 
