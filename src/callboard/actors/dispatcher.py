@@ -5,10 +5,12 @@ concurrency limit still allows), highest priority first, and passes them on over
 zero-buffer channel, so a job is only ever claimed when a worker is free to take it
 (backpressure). A worker that is only recording its last outcome counts as idle
 (`Capacity.finishing`): the next claim overlaps that write instead of waiting for
-it, which on PostgreSQL takes one round trip per job out of a busy worker's cycle. It sleeps until one of: a submit or retry on this node (the wake-up
-channel, so the fast path has no polling delay), a worker freeing its slot, the
-earliest `run_at` of a delayed job, or the poll interval (which covers jobs made
-runnable by another node).
+it, which on PostgreSQL takes one round trip per job out of a busy worker's cycle.
+
+It sleeps until one of: a submit or retry on this node (the wake-up channel, so the
+fast path has no polling delay), a worker freeing its slot, the earliest `run_at` of
+a delayed job, or the poll interval (which covers jobs made runnable by another
+node).
 
 A lone submit may skip the claim (`start_now`): when this node has an idle worker
 (its type under its concurrency limit), is not claiming right now, and its last
