@@ -169,7 +169,9 @@ def run_setup(setup: str, args: argparse.Namespace) -> None:
 
 
 async def _migrate(url: str) -> None:
-    async with callboard.board.open_store(url).opened():
+    from callboard.store import open_store
+
+    async with open_store(url).opened():  # type: ignore[attr-defined]
         pass
 
 

@@ -9,6 +9,7 @@ writers commit, and a node riding out the loss of every connection.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 from collections import Counter, defaultdict
@@ -643,3 +644,51 @@ async def test_commits_notify_the_other_nodes_only_while_there_are_any(pg_url):
         assert ears_a.heard == [marker]
         nodes = await _in_asyncio(_sql(pg_url, "SELECT node_id FROM callboard_nodes"))
         assert [r["node_id"] for r in nodes] == [a.node_id]
+
+
+async def test_queued_work_wakes_another_node_before_its_events_are_read(pg_url):
+    """A commit that queues work notifies `callboard_queued` first: the other node's
+    dispatcher hook runs before that node has read (and published) the queued event,
+    so its claim does not wait for the read. The writer's own node is not woken by its
+    own notification (its submit woke its dispatcher already), and a job inserted
+    straight into running wakes nobody: there is nothing to claim."""
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    seen: list[str] = []
+    woken = trio.Event()
+
+    def wake_b() -> None:
+        seen.append(f"wake at {b._feed.published}")
+        woken.set()
+
+    a.on_jobs_queued = lambda: seen.append("a woken")
+    b.on_jobs_queued = wake_b
+    published = trio.Event()
+    queued = NewJob(new_id(), "", "t", {}, 0, 1, None, now, None, None)
+
+    def publish_b(events: list[Any]) -> None:
+        seen.extend(f"published {e.id}" for e in events)
+        if any(e.job_id == queued.id for e in events):
+            published.set()
+
+    b.on_commit = publish_b
+    async with a.opened(), b.opened():
+        company = await a.create_company("acme", now)
+        before = await a.last_event_id()
+        started = NewJob(new_id(), company.id, "t", {}, 0, 1, None, now, None, None)
+        assert await a.insert_running(
+            started, now, lease_owner="a", lease_expires_at=now + timedelta(seconds=30)
+        )
+        queued = dataclasses.replace(queued, company_id=company.id)
+        [inserted] = await a.insert_jobs([queued], now)
+        event = inserted.event
+        with trio.fail_after(10):
+            await woken.wait()
+            await published.wait()
+        assert seen == [
+            f"published {before + 1}",
+            f"published {before + 2}",
+            f"wake at {before + 2}",
+            f"published {event.id}",
+        ]
+        assert b._feed.queued_through == event.id

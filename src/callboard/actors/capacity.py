@@ -3,6 +3,14 @@
 The dispatcher reserves a slot for each job it claims (so it never claims more than
 the idle workers can take), the worker releases it when the job ends. Jobs running
 here can be cancelled through it.
+
+A worker whose handler has returned and which is only recording the outcome (one
+write, usually one round trip) counts as idle for the next claim (`finishing`): the
+claim then runs while the outcome commits instead of after it, and its jobs reach
+that worker as soon as it is free. Its slot stays reserved until the outcome is
+recorded, so a node that drains still waits for it. A claimed job that waited too
+long for a worker (the store slowed down the recording) is not started: see
+`JobRunner.run`.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ class Capacity:
         # still unwinding is another reservation, not the same one.
         self._reserved: dict[tuple[str, int], str] = {}
         self._running: dict[tuple[str, int], RunningJob] = {}
+        # Reserved, with the handler returned: the outcome is being recorded.
+        self._finishing: set[tuple[str, int]] = set()
         # Cancels that arrive between the claim's commit and the handler's start.
         self._cancel_pending: set[str] = set()
         self._emptied: trio.Event | None = None
@@ -50,6 +60,11 @@ class Capacity:
         return len(self._reserved)
 
     def idle(self) -> int:
+        """Workers free now or as soon as they have recorded an outcome."""
+        return self.size - len(self._reserved) + len(self._finishing)
+
+    def free_now(self) -> int:
+        """Workers free this moment (a finishing one is not yet)."""
         return self.size - len(self._reserved)
 
     def type_caps(self) -> dict[str, int | None]:
@@ -72,6 +87,13 @@ class Capacity:
         self._by_type[job_type] += 1
         return True
 
+    def finishing(self, job: Job) -> None:
+        """The job's handler returned; its worker only records the outcome now."""
+        key = (job.id, job.attempt)
+        if key in self._reserved and key not in self._finishing:
+            self._finishing.add(key)
+            self._on_release()
+
     def release(self, job: Job) -> None:
         self.release_slot(job.id, job.attempt)
 
@@ -81,6 +103,7 @@ class Capacity:
         if job_type is not None:
             self._by_type[job_type] -= 1
         self._running.pop(key, None)
+        self._finishing.discard(key)
         if job_id in self._cancel_pending and not any(
             reserved_id == job_id for reserved_id, _ in self._reserved
         ):

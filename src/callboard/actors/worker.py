@@ -29,6 +29,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 import trio
 
@@ -156,13 +157,21 @@ class JobRunner:
         self._settings = settings
         self._storage = storage
 
-    async def run(self, running: RunningJob) -> None:
+    async def run(self, running: RunningJob, finishing: Callable[[], None] = lambda: None) -> None:
+        """`finishing()` is called once the handler has returned, before the outcome
+        is recorded (the dispatcher may claim this worker's next job meanwhile)."""
         job = running.job
         spec = self._registry.get(job.job_type)
         progress = _ProgressWriter(self._ledger, running, self._settings)
         assets = JobAssets(self._storage, self._ledger.store, job, self._ledger.now)
         outcome = _Outcome()
         watchdog = self._leases.hold(running)
+        if trio.current_time() >= watchdog.deadline:
+            # Claimed, then kept waiting for a free worker until its lease is nearly
+            # out: starting it now could overlap the reaper's next attempt.
+            log.warning("job %s waited too long for a worker; leaving it to the reaper", job.id)
+            self._leases.release(running)
+            return
         try:
             with running.scope:
                 with watchdog:
@@ -181,6 +190,7 @@ class JobRunner:
                         "job %s: lease about to run out without a renewal; stopping it", job.id
                     )
                     running.lease_lost = True
+            finishing()
             # The lease is still renewed while the outcome is written (a slow store
             # does not lose it); `_write` stops retrying before it can run out.
             await self._record(running, outcome, assets)
@@ -339,7 +349,7 @@ class Worker:
                 )
             )
             try:
-                await self._runner.run(running)
+                await self._runner.run(running, partial(self._capacity.finishing, job))
                 self.completed += 1
             finally:
                 self.current = None

@@ -286,13 +286,16 @@ class PgDriver:
         channels: Mapping[str, Callable[[str], None]],
         on_connected: Callable[[], None],
         *,
+        not_from_self: frozenset[str] = frozenset(),
         health_interval: float = 5.0,
         max_backoff: float = 5.0,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Forward notifications on `channels` to their callbacks (in the trio thread)
         until cancelled. `on_connected()` runs after every (re)connection, once the
-        channels are listened to: anything sent before then may have been missed."""
+        channels are listened to: anything sent before then may have been missed.
+        Notifications on the `not_from_self` channels sent by this driver's own
+        connections are dropped (the caller knows of those already)."""
         backoff = 0.05
         started = False
         while True:
@@ -309,8 +312,10 @@ class PgDriver:
             try:
 
                 def forward(
-                    _conn: object, _pid: int, channel: str, payload: str
+                    _conn: object, pid: int, channel: str, payload: str
                 ) -> None:  # asyncpg's listener signature
+                    if channel in not_from_self and self._own_backend(pid):
+                        return
                     channels[channel](payload)
 
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
@@ -343,6 +348,9 @@ class PgDriver:
             log.debug("PostgreSQL listener reconnecting in %.1fs", backoff)
             await trio.sleep(backoff)
             backoff = min(max_backoff, backoff * 2)
+
+    def _own_backend(self, pid: int) -> bool:
+        return any(conn.get_server_pid() == pid for conn in self._connections)
 
 
 async def _call(

@@ -17,7 +17,11 @@ N+1 onwards. Two sources feed it:
   most gaps are their events, and then nothing needs reading.
 
 Events of other nodes that queue work wake this node's dispatcher
-(`on_jobs_queued`), since no local submit did.
+(`on_jobs_queued`), since no local submit did: at once on the NOTIFY
+`callboard_queued` (`queued()`), sent before the events' own notification, so the
+claim does not wait for the events to be read back; and, for queued events no such
+notification announced (the listener was down, or the writer is an older node),
+when the catch-up reads them.
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ class EventFeed:
         self._recheck = False
         self.publish: Callable[[list[JobEvent]], None] | None = None
         self.on_jobs_queued: Callable[[], None] | None = None
+        #: The highest head a `callboard_queued` notification announced: queued events
+        #: at or below it woke the dispatcher already.
+        self.queued_through = 0
         self.catch_ups = 0
 
     def start_at(self, head: int) -> None:
@@ -103,6 +110,13 @@ class EventFeed:
         if self.head > self.published:
             self._wake.set()
 
+    def queued(self, head: int) -> None:
+        """Another node committed events up to `head`, some of which queue work."""
+        if head > self.queued_through:
+            self.queued_through = head
+        if self.on_jobs_queued is not None:
+            self.on_jobs_queued()
+
     def reconnected(self) -> None:
         """The listener (re)connected: notifications may have been missed."""
         self._recheck = True
@@ -121,7 +135,10 @@ class EventFeed:
         if remote and self.on_jobs_queued is not None:
             # A job started on submit comes with its running event: nothing to claim.
             started = {e.job_id for e in events if e.type is EventType.RUNNING}
-            if any(e.type in _QUEUEING and e.job_id not in started for e in events):
+            if any(
+                e.type in _QUEUEING and e.job_id not in started and e.id > self.queued_through
+                for e in events
+            ):
                 self.on_jobs_queued()
 
     def _drain_pending(self) -> None:

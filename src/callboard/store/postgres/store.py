@@ -9,8 +9,9 @@
 - Completions without assets are batched: while one batch commits, the next
   collects (`_Completions`), so a busy node commits many jobs per round trip.
 - `EventFeed` publishes every node's events to this node's broker in id order;
-  NOTIFY `callboard_events` carries the new head, `callboard_cancel` a job id whose
-  cancel this node may have to carry out.
+  NOTIFY `callboard_events` carries the new head, `callboard_queued` the same head
+  when the commit queued work (the dispatcher wakes on it without reading the
+  events), `callboard_cancel` a job id whose cancel this node may have to carry out.
 - Migrations run under `pg_advisory_lock`, so nodes starting together apply each
   one once. `migrate=False` refuses to start on an older schema instead.
 - Times are timestamptz; job input is `json` (kept as written).
@@ -25,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import trio
@@ -75,6 +77,8 @@ EVENTS_CHANNEL = "callboard_events"
 #: How often a node refreshes its row in callboard_nodes (thought gone after 15 s).
 NODE_BEAT_SECONDS = 5.0
 CANCEL_CHANNEL = "callboard_cancel"
+#: Another node queued work (see 0003_queued_notify.sql): wake the dispatcher.
+QUEUED_CHANNEL = "callboard_queued"
 
 
 class SchemaOutdated(StoreUnavailable):
@@ -265,6 +269,14 @@ class PostgresStore(JobStore):
             return
         self._feed.notified(head)
 
+    def _queued_notified(self, payload: str) -> None:
+        try:
+            head = int(payload)
+        except ValueError:
+            log.warning("ignoring a malformed %s notification: %r", QUEUED_CHANNEL, payload)
+            return
+        self._feed.queued(head)
+
     # --- lifecycle ---------------------------------------------------------------------
 
     @asynccontextmanager
@@ -282,12 +294,17 @@ class PostgresStore(JobStore):
                     self._feed.start_at(await self.last_event_id())
                     await nursery.start(self._completions.run)
                     await nursery.start(
-                        self._driver.listen,
-                        {
-                            EVENTS_CHANNEL: self._events_notified,
-                            CANCEL_CHANNEL: self._cancel_notified,
-                        },
-                        self._feed.reconnected,
+                        partial(
+                            self._driver.listen,
+                            {
+                                QUEUED_CHANNEL: self._queued_notified,
+                                EVENTS_CHANNEL: self._events_notified,
+                                CANCEL_CHANNEL: self._cancel_notified,
+                            },
+                            self._feed.reconnected,
+                            # This node's own submits woke its dispatcher already.
+                            not_from_self=frozenset({QUEUED_CHANNEL}),
+                        )
                     )
                     await nursery.start(self._feed.run)
                     try:

@@ -185,7 +185,8 @@ RETURN json_build_object(
 -- none. Called last in a statement, after its job rows are changed (and locked):
 -- the event id lock is then taken last and held only to commit, so two writers
 -- cannot deadlock on it. Notifies the other nodes of the new head, when there are
--- any (callboard_nodes): a node's own commits reach its broker without one.
+-- any (callboard_nodes): a node's own commits reach its broker without one; and,
+-- before it, of queued work (callboard_queued), so their dispatchers claim at once.
 CREATE FUNCTION callboard_append_events(
     job_ids text[], company_ids text[], types text[], payloads text[], created_ats timestamptz[]
 ) RETURNS bigint
@@ -209,6 +210,13 @@ BEGIN
     FROM unnest(job_ids, company_ids, types, payloads, created_ats)
         WITH ORDINALITY AS e (job_id, company_id, type, payload, created_at, ord);
     IF others THEN
+        -- Work to claim first, on its own channel: worker nodes wake their dispatcher
+        -- on it at once, without reading the events (older nodes do not listen to it).
+        -- Not for a job inserted straight into running (insert_running).
+        IF types && ARRAY['content_job.queued', 'content_job.retrying']
+           AND NOT 'content_job.running' = ANY(types) THEN
+            PERFORM pg_notify('callboard_queued', last::text);
+        END IF;
         PERFORM pg_notify('callboard_events', last::text);
     END IF;
     RETURN last;
