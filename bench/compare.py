@@ -1,7 +1,7 @@
 """callboard beside its peers, on the same PostgreSQL, in one table anyone can re-run.
 
     .venv/bin/pip install -e '.[bench]'      # the peers: never runtime dependencies
-    .venv/bin/python bench/compare.py [--rounds 3] [--quick] [--lock /tmp/cb-bench.lock]
+    .venv/bin/python bench/compare.py [--rounds 3] [--quick] [--lock FILE] [--json FILE]
         [--systems callboard,saq-pg,procrastinate,saq-redis,arq]
         [--scenarios burst10,burst100,paced,io100,http]
 
@@ -489,6 +489,7 @@ def measure(
         return
     for key, value in figures.items():
         results[(key, system.name)].append(value)
+    save(args.json, results)
     units = {row.key: row.unit for row in ROWS}
     shown = ", ".join(f"{k} {fmt(v, units[k])}" for k, v in figures.items())
     print(
@@ -503,17 +504,20 @@ def fmt(value: float, unit: str) -> str:
     return f"{value:,.0f}"
 
 
-def cell(values: list[float], unit: str) -> str:
+def cell(values: list[float], unit: str, rounds: int) -> str:
     if not values:
         return "n/a"
-    median = statistics.median(values)
+    median = fmt(statistics.median(values), unit)
+    # A round whose measurement failed or never ran (Ctrl-C) is left out: say so.
+    short = f" [{len(values)} of {rounds}]" if len(values) < rounds else ""
     if len(values) == 1:
-        return fmt(median, unit)
-    return f"{fmt(median, unit)} ({fmt(min(values), unit)}{DASH}{fmt(max(values), unit)})"
+        return median + short
+    return f"{median} ({fmt(min(values), unit)}{DASH}{fmt(max(values), unit)}){short}"
 
 
-def table(results: dict[tuple[str, str], list], systems: list[System], rounds: int) -> str:
+def table(results: dict[tuple[str, str], list], systems: list[System]) -> str:
     peers = [s for s in systems if s.name != "callboard"]
+    rounds = max((len(v) for v in results.values()), default=0)
     head = [f"figure (median of {rounds} rounds, min{DASH}max)", "callboard"]
     for peer in peers:
         head += [peer.label, f"callboard / {peer.label}"]
@@ -522,13 +526,13 @@ def table(results: dict[tuple[str, str], list], systems: list[System], rounds: i
         ours = results.get((row.key, "callboard"), [])
         if not ours and not any(results.get((row.key, p.name)) for p in peers):
             continue
-        cells = [row.label, cell(ours, row.unit)]
+        cells = [row.label, cell(ours, row.unit, rounds)]
         for peer in peers:
             theirs = results.get((row.key, peer.name), [])
             ratio = DASH
             if ours and theirs:
                 ratio = f"{statistics.median(ours) / statistics.median(theirs):.2f}x"
-            cells += [cell(theirs, row.unit) if theirs else DASH, ratio]
+            cells += [cell(theirs, row.unit, rounds) if theirs else DASH, ratio]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -568,23 +572,30 @@ def main() -> int:
     print(f"systems: {', '.join(s.name for s in systems)}; scenarios: {', '.join(scenarios)}")
     results: dict[tuple[str, str], list] = defaultdict(list)
     started = time.monotonic()
-    for number in range(args.rounds):
-        print(f"round {number + 1} of {args.rounds}", flush=True)
-        for scenario in scenarios:
-            if scenario == "http":
-                if any(s.name == "callboard" for s in systems):
-                    measure(args, scenario, SYSTEMS[0], results)
-                continue
-            shift = number % len(systems)
-            for system in systems[shift:] + systems[:shift]:
-                measure(args, scenario, system, results)
+    try:
+        for number in range(args.rounds):
+            print(f"round {number + 1} of {args.rounds}", flush=True)
+            for scenario in scenarios:
+                if scenario == "http":
+                    if any(s.name == "callboard" for s in systems):
+                        measure(args, scenario, SYSTEMS[0], results)
+                    continue
+                shift = number % len(systems)
+                for system in systems[shift:] + systems[:shift]:
+                    measure(args, scenario, system, results)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the table of what was measured so far")
     print(f"\n{time.monotonic() - started:.0f} s in all\n")
-    print(table(results, systems, args.rounds))
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({f"{k}/{s}": v for (k, s), v in sorted(results.items())}, indent=1)
-        )
+    print(table(results, systems))
+    save(args.json, results)
     return 0
+
+
+def save(path: str | None, results: dict[tuple[str, str], list]) -> None:
+    """Every figure so far, rewritten after each measurement (a long run can be cut)."""
+    if path:
+        data = {f"{k}/{s}": v for (k, s), v in sorted(results.items())}
+        Path(path).write_text(json.dumps(data, indent=1))
 
 
 if __name__ == "__main__":
