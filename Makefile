@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-compare clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/noop_throughput.py
+
+# callboard beside SAQ, Procrastinate and arq (docs/benchmarks.md); the peers come from
+# the `bench` extra only, never from `make test`'s install.
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@
+
+bench-compare: $(VENV)/.bench-installed
+	$(BIN)/python bench/compare.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) callboard-data .pytest_cache
