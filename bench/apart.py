@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import benchkit
 import trio
 from noop_throughput import check_event_sequences
 from store_nodes import database
@@ -135,16 +136,10 @@ class WorkerProcess:
                 self.failed.append(job_id)
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return benchkit.cpu_seconds(self.pid)
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        benchkit.stop(self.proc)
 
 
 def postgres_cpu_seconds() -> float:
@@ -211,8 +206,8 @@ async def produce(url: str, worker: WorkerProcess, args: argparse.Namespace) -> 
                 next_at += 1 / args.rate
             await wait_done(worker, list(submitted))
             latencies = sorted(worker.done[i] - at for i, at in submitted.items())
-            results["p50"] = latencies[len(latencies) // 2] * 1000
-            results["p99"] = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+            results["p50"] = benchkit.floor_rank(latencies, 50) * 1000
+            results["p99"] = benchkit.floor_rank(latencies, 99) * 1000
             ids += list(submitted)
             results.update(await breakdown(rt, worker, submitted))
         await check_event_sequences(rt, ids)
@@ -305,7 +300,7 @@ def main() -> int:
     parser.add_argument("--paced", type=int, default=1_000, help="jobs of the paced run")
     parser.add_argument("--rate", type=float, default=100.0, help="paced submits per second")
     parser.add_argument("--only", default="burst,paced")
-    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--pg", default=benchkit.PG_ADMIN)
     parser.add_argument("--profile", default=None, help="py-spy raw profiles into this dir")
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]

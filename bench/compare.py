@@ -59,15 +59,11 @@ and slower for a latency. Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import fcntl
 import json
-import os
 import queue
-import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -75,14 +71,14 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
+from benchkit import PG_ADMIN, Failed, Serve, fresh_database, nearest_rank, post_script, wrk
 
 HERE = Path(__file__).resolve().parent
 SIDE = HERE / "peers" / "side.py"
@@ -129,36 +125,13 @@ ROWS = [
 ]
 
 
-class Failed(Exception):
-    """One measurement went wrong; the round's figure is left out."""
-
-
 # --- stores ------------------------------------------------------------------------------
-
-
-async def _pg_admin(url: str, statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url, timeout=5)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-def _with_path(url: str, path: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=path))
 
 
 @contextlib.contextmanager
 def fresh_pg(admin_url: str, system: str) -> Iterator[str]:
-    name = f"cb_compare_{system.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_pg_admin(admin_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield _with_path(admin_url, "/" + name)
-    finally:
-        asyncio.run(_pg_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database(admin_url, f"cb_compare_{system.replace('-', '_')}") as url:
+        yield url
 
 
 def redis_command(url: str, *words: str) -> str:
@@ -362,64 +335,18 @@ def paced(args: argparse.Namespace, system: System, url: str) -> tuple[float, fl
     latencies = sorted(
         1000 * (rec["done"][job] - t) for job, t in produced["submitted"].items() if job not in skip
     )
-    return pct(latencies, 50), pct(latencies, 99), f"max {latencies[-1]:.1f} ms"
-
-
-def pct(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
+    return nearest_rank(latencies, 50), nearest_rank(latencies, 99), f"max {latencies[-1]:.1f} ms"
 
 
 # --- callboard over HTTP -----------------------------------------------------------------
 
-SERVING = re.compile(r"serving the API on (http://\S+)")
-WRK_SCRIPT = """wrk.method = "POST"
-wrk.body = '{body}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {token}"
-"""
-
-
-def wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=True,
-    ).stdout
-    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not found:
-        raise Failed(f"wrk printed no rate:\n{out}")
-    figures = {"rps": float(found.group(1))}
-    for q in ("50", "99"):
-        line = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        if line:
-            scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[line.group(2)]
-            figures[f"p{q}"] = float(line.group(1)) * scale
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    figures["non2xx"] = float(bad.group(1)) if bad else 0.0
-    if errors:
-        figures["socket_errors"] = 1.0
-    return figures
-
 
 def http(args: argparse.Namespace, url: str) -> tuple[dict[str, float], str]:
     with tempfile.TemporaryDirectory() as tmp:
-        data, log = Path(tmp) / "data", Path(tmp) / "serve.log"
-        env = {**os.environ, "CALLBOARD_DATA_DIR": str(data)}
-        command = ["serve", "--workers", "0", "--database", url, "--bind", "127.0.0.1:0"]
-        with open(log, "w") as out:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "callboard", *command],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=tmp,
-            )
+        server = Serve(Path(tmp) / "data", ["--workers", "0", "--database", url])
         try:
-            base = _wait_serving(server, log)
-            token = (data / "operator.token").read_text().strip()
+            base = server.wait_started(fail=Failed)
+            token = server.token
             answer = httpx.post(
                 f"{base}/api/companies",
                 json={"name": "bench"},
@@ -428,40 +355,23 @@ def http(args: argparse.Namespace, url: str) -> tuple[dict[str, float], str]:
             )
             answer.raise_for_status()
             jobs = f"{base}/api/companies/{answer.json()['id']}/content-jobs"
-            single, batch = Path(tmp) / "single.lua", Path(tmp) / "batch.lua"
-            single.write_text(WRK_SCRIPT.format(body='{"jobType":"noop"}', token=token))
+            single = post_script(Path(tmp) / "single.lua", '{"jobType":"noop"}', token)
             body = json.dumps({"jobs": [{"jobType": "noop"}] * args.batch}, separators=(",", ":"))
-            batch.write_text(WRK_SCRIPT.format(body=body, token=token))
-            one = wrk(jobs, single, 50, args.http_seconds)
-            many = wrk(jobs + "/batch", batch, 4, args.http_seconds)
+            batch = post_script(Path(tmp) / "batch.lua", body, token)
+            timeout = args.http_seconds + 60
+            one = wrk(jobs, args.http_seconds, single, 50, timeout)
+            many = wrk(jobs + "/batch", args.http_seconds, batch, 4, timeout)
         finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            server.stop()
     figures = {
-        "http_single_rps": one["rps"],
-        "http_single_p50": one.get("p50", float("nan")),
-        "http_single_p99": one.get("p99", float("nan")),
-        "http_batch_rps": many["rps"],
-        "http_batch_jobs": many["rps"] * args.batch,
+        "http_single_rps": one.rps,
+        "http_single_p50": one.p50,
+        "http_single_p99": one.p99,
+        "http_batch_rps": many.rps,
+        "http_batch_jobs": many.rps * args.batch,
     }
-    note = f"non-202 answers: single {one['non2xx']:.0f}, batch {many['non2xx']:.0f}"
+    note = f"non-202 answers: single {one.non2xx:.0f}, batch {many.non2xx:.0f}"
     return figures, note
-
-
-def _wait_serving(server: subprocess.Popen[bytes], log: Path) -> str:
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        found = SERVING.search(log.read_text())
-        if found:
-            return found.group(1)
-        if server.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise Failed("callboard serve did not start:\n" + log.read_text()[-2000:])
 
 
 # --- rounds and the table ----------------------------------------------------------------
@@ -548,7 +458,7 @@ def main() -> int:
     parser.add_argument("--http-seconds", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=500, help="jobs per HTTP batch")
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds per worker run")
-    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--pg", default=PG_ADMIN)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--systems", default="", help="comma-separated; default: all reachable")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import shutil
 import socket
 import sqlite3
@@ -40,6 +38,8 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+
+import benchkit
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -75,12 +75,13 @@ def http(method: str, url: str, token: str, body: object | None = None) -> dict:
 
 
 class Server:
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    """A server that takes its bind address on the command line (bare_app.py)."""
+
+    def __init__(self, args: list[str]) -> None:
         self.port = free_port()
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [a.replace("{port}", str(self.port)) for a in args],
-            env={**os.environ, **(env or {})},
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -91,25 +92,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def callboard(data_dir: Path, *extra: str) -> Server:
-    server = Server(
-        [PYTHON, "-m", "callboard", "serve", "--bind", "127.0.0.1:{port}", *extra],
-        {"CALLBOARD_DATA_DIR": str(data_dir)},
-    )
-    token_file = data_dir / "operator.token"
-    deadline = time.monotonic() + 10
-    while not token_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    server.token = token_file.read_text().strip()  # type: ignore[attr-defined]
-    return server
+        benchkit.stop(self.proc, 20)
 
 
 def lua_script(directory: Path, name: str, body: str, token: str | None) -> Path:
@@ -125,43 +108,11 @@ def lua_script(directory: Path, name: str, body: str, token: str | None) -> Path
     return path
 
 
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-
-
 def wrk(url: str, seconds: int, script: Path | None = None) -> dict[str, float]:
-    cmd = ["wrk", "-t1", "-c50", f"-d{seconds:g}s", "--latency", url]
-    if script is not None:
-        cmd[1:1] = ["-s", str(script)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    figures = {"rps": rps}
-    for label in ("50", "99"):
-        match = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out)
-        if match:
-            figures[f"p{label}"] = float(match.group(1)) * _UNITS[match.group(2)]
-    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    figures["non2xx"] = float(errors.group(1)) if errors else 0.0
-    sockets = re.search(r"Socket errors:.*", out)
-    if sockets:
-        print(f"  wrk: {sockets.group(0)}", file=sys.stderr)
-    return figures
-
-
-def pg_database(admin_url: str) -> str:
-    """A fresh database on the server of `admin_url`; its URL."""
-    name = f"callboard_front_{uuid.uuid4().hex[:8]}"
-    subprocess.run(
-        ["psql", admin_url, "-qc", f"CREATE DATABASE {name}"], check=True, capture_output=True
-    )
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_database(admin_url: str, url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    subprocess.run(
-        ["psql", admin_url, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
-        capture_output=True,
-    )
+    run = benchkit.wrk(url, seconds, script)
+    if run.socket_errors:
+        print(f"  wrk: {run.socket_errors}", file=sys.stderr)
+    return {"rps": run.rps, "p50": run.p50, "p99": run.p99, "non2xx": run.non2xx}
 
 
 def one_round(work: Path, seconds: int, pg_admin: str) -> dict[str, float]:
@@ -177,28 +128,29 @@ def one_round(work: Path, seconds: int, pg_admin: str) -> dict[str, float]:
     finally:
         bare.stop()
 
-    url = pg_database(pg_admin)
-    data_dir = work / f"web-{uuid.uuid4().hex[:6]}"
-    node = callboard(data_dir, "--database", url, "--workers", "0")
-    try:
-        company = http("POST", f"{node.base}/api/companies", node.token, {"name": "acme"})["id"]
-        jobs = f"{node.base}/api/companies/{company}/content-jobs"
-        result = wrk(jobs, seconds, lua_script(work, "single", single, node.token))
-        out.update({"web_rps": result["rps"], "web_p99": result["p99"]})
-        out["web_non2xx"] = result["non2xx"]
-        out["healthz_rps"] = wrk(f"{node.base}/healthz", seconds)["rps"]
-        result = wrk(f"{jobs}/batch", seconds, lua_script(work, "batch", batch, node.token))
-        out["batch_jobs_s"] = result["rps"] * BATCH
-        out["batch_p99"] = result["p99"]
-    finally:
-        node.stop()
-        drop_database(pg_admin, url)
+    with benchkit.fresh_database(pg_admin, "callboard_front") as url:
+        data_dir = work / f"web-{uuid.uuid4().hex[:6]}"
+        node = benchkit.Serve(data_dir, ["--database", url, "--workers", "0"])
+        try:
+            base = node.wait_started()
+            company = http("POST", f"{base}/api/companies", node.token, {"name": "acme"})["id"]
+            jobs = f"{base}/api/companies/{company}/content-jobs"
+            result = wrk(jobs, seconds, lua_script(work, "single", single, node.token))
+            out.update({"web_rps": result["rps"], "web_p99": result["p99"]})
+            out["web_non2xx"] = result["non2xx"]
+            out["healthz_rps"] = wrk(f"{base}/healthz", seconds)["rps"]
+            result = wrk(f"{jobs}/batch", seconds, lua_script(work, "batch", batch, node.token))
+            out["batch_jobs_s"] = result["rps"] * BATCH
+            out["batch_p99"] = result["p99"]
+        finally:
+            node.stop()
 
     data_dir = work / f"embedded-{uuid.uuid4().hex[:6]}"
-    node = callboard(data_dir)
+    node = benchkit.Serve(data_dir)
     try:
-        company = http("POST", f"{node.base}/api/companies", node.token, {"name": "acme"})["id"]
-        jobs = f"{node.base}/api/companies/{company}/content-jobs"
+        base = node.wait_started()
+        company = http("POST", f"{base}/api/companies", node.token, {"name": "acme"})["id"]
+        jobs = f"{base}/api/companies/{company}/content-jobs"
         result = wrk(jobs, seconds, lua_script(work, "single", single, node.token))
         counts = job_counts(data_dir / "callboard.db")
         accepted = sum(counts.values())
@@ -249,7 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--pg", default=benchkit.PG_ADMIN)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")

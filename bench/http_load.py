@@ -57,23 +57,19 @@ import contextlib
 import json
 import os
 import re
-import resource
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import benchkit
 import httpx
 import trio
 from httpx_sse import aconnect_sse
 
-SERVING = re.compile(r"serving the API on (http://\S+)")
 SSE_BATCH = 50
 JOB_SPACING = 0.1
 EVENTS_PER_JOB = 3  # queued, running, done
@@ -81,84 +77,16 @@ DELIVERY_DEADLINE = 60.0  # seconds after the last job was submitted
 API_TIMEOUT = httpx.Timeout(30.0)
 
 
-def raise_fd_limit() -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (the server subprocess inherits
-    it): 1,000 subscribers need 1,000 sockets on each side."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
 # --- the server subprocess ---------------------------------------------------------
 
+SERVER_ERRORS = re.compile(r' ERROR |Traceback|" 5\d\d ')
 
-class Server:
-    """`callboard serve` on a free loopback port; its output is drained by a thread
-    (an undrained pipe would block the server once access logs fill it)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.url: str | None = None
-        self.tail: collections.deque[str] = collections.deque(maxlen=200)
-        self.errors: list[str] = []  # the first few ERROR / Traceback / 5xx lines
-        self.error_count = 0
-        self._found = threading.Event()
-        env = {**os.environ, "CALLBOARD_DATA_DIR": str(data_dir)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "callboard", "serve", "--bind", "127.0.0.1:0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=data_dir.parent,
-        )
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.rstrip("\n")
-            self.tail.append(line)
-            if self.url is None:
-                found = SERVING.search(line)
-                if found:
-                    self.url = found.group(1)
-                    self._found.set()
-            if " ERROR " in line or "Traceback" in line or re.search(r'" 5\d\d ', line):
-                self.error_count += 1
-                if len(self.errors) < 10:
-                    self.errors.append(line)
-        self._found.set()  # EOF: the process ended
-
-    def wait_started(self, timeout: float = 30.0) -> str:
-        self._found.wait(timeout)
-        if self.url is None:
-            self.stop()
-            raise SystemExit("serve did not start:\n" + "\n".join(self.tail))
-        return self.url
-
-    @property
-    def token(self) -> str:
-        return (self.data_dir / "operator.token").read_text().strip()
-
-    def stop(self) -> tuple[float, int | None]:
-        """SIGTERM, wait up to 30 s, then SIGKILL. Returns (seconds, exit code)."""
-        start = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return time.monotonic() - start, self.proc.returncode
+def stop_server(server: benchkit.Serve) -> tuple[float, int]:
+    """SIGTERM, wait up to 30 s, then SIGKILL. Returns (seconds, exit code)."""
+    start = time.monotonic()
+    code = server.stop()
+    return time.monotonic() - start, code
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -166,10 +94,9 @@ def cpu_seconds(pid: int | None = None) -> float:
     if pid is None:
         return time.process_time()
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return benchkit.cpu_seconds(pid)
     except OSError:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:
@@ -541,7 +468,7 @@ async def fanout_phase(
 async def one_round(args: argparse.Namespace, number: int) -> Round:
     r = Round()
     with tempfile.TemporaryDirectory(prefix="callboard-http-load-") as tmp:
-        server = Server(Path(tmp) / "data")
+        server = benchkit.Serve(Path(tmp) / "data", errors=SERVER_ERRORS, tail=200)
         try:
             url = await trio.to_thread.run_sync(server.wait_started)
             token = server.token
@@ -558,7 +485,7 @@ async def one_round(args: argparse.Namespace, number: int) -> Round:
                 await wait_drained(api, args.requests, r)
                 await fanout_phase(api, url, token, company, args.subscribers, args.jobs, pid, r)
         finally:
-            stop_s, code = await trio.to_thread.run_sync(server.stop)
+            stop_s, code = await trio.to_thread.run_sync(stop_server, server)
         r.figures["stop_s"] = stop_s
         print(f"  server stopped by SIGTERM in {stop_s:.2f} s, exit code {code}")
         if code != 0:
@@ -595,7 +522,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20, help="jobs submitted during fan-out")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each on a fresh server")
     args = parser.parse_args()
-    soft, hard = raise_fd_limit()
+    soft, hard = benchkit.raise_fd_limit()
     print(
         f"callboard HTTP load: {args.requests} submits by {args.concurrency} clients, "
         f"{args.subscribers} SSE subscribers x {args.jobs} jobs, {args.rounds} rounds"

@@ -12,58 +12,26 @@ on a fresh database.
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+import benchkit
 from store_nodes import database
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmRSS:\s+(\d+) kB", status)
-    assert match is not None
-    return int(match.group(1)) / 1024
-
-
 def measure(url: str, tmp: Path, args: argparse.Namespace) -> tuple[float, float]:
-    env = {**os.environ, "CALLBOARD_DATA_DIR": str(tmp / "node")}
-    command = [sys.executable, "-m", "callboard", "serve", "--bind", "127.0.0.1:0"]
-    command += ["--database", url, "--workers", str(args.workers)]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
+    node = benchkit.Serve(tmp / "node", ["--database", url, "--workers", str(args.workers)])
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "serving the API on" in line:
-                break
-        else:
-            raise SystemExit("the node did not start")
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        node.wait_started()
         time.sleep(args.settle)
-        before = cpu_seconds(proc.pid)
+        before = benchkit.cpu_seconds(node.pid)
         time.sleep(args.seconds)
-        used = cpu_seconds(proc.pid) - before
-        return rss_mb(proc.pid), 100 * used / args.seconds
+        used = benchkit.cpu_seconds(node.pid) - before
+        return benchkit.rss_kib(node.pid) / 1024, 100 * used / args.seconds
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        node.stop()
 
 
 def main() -> int:
@@ -71,7 +39,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--settle", type=float, default=3.0)
     parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--pg", default=benchkit.PG_ADMIN)
     parser.add_argument("--only", default="sqlite,pg")
     args = parser.parse_args()
     for setup in args.only.split(","):

@@ -36,32 +36,19 @@ Command (from the repo root; wrap it in `flock /tmp/cb-bench.lock` on a shared b
 from __future__ import annotations
 
 import argparse
-import asyncio
-import collections
+import contextlib
 import os
 import re
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+import benchkit
 import httpx
 
-ONE = re.compile(r"serving the API on (http://\S+)")
 ALL = re.compile(r"all \d+ processes serve (http://\S+);")
-LUA = """wrk.method = "POST"
-wrk.body = '{"jobType":"noop"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %s"
-"""
 HEALTHZ_SECONDS = 3
 FIGURES = (
     "healthz req/s",
@@ -78,94 +65,16 @@ FIGURES = (
 )
 
 
-# --- the database and the server ---------------------------------------------------
+# --- the server ----------------------------------------------------------------------
 
 
-async def _admin(url: str, statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url, timeout=5)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-@contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    name = f"callboard_bench_procs_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{admin_url.rpartition('/')[0]}/{name}"
-    finally:
-        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-class Server:
-    """`callboard serve --processes N`; its output (the children's too) is drained by a
-    thread, or a full pipe would block the nodes once access logs fill it."""
-
-    def __init__(self, processes: int, url: str, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.tail: collections.deque[str] = collections.deque(maxlen=100)
-        self.url: str | None = None
-        self._ready = ONE if processes == 1 else ALL
-        self._found = threading.Event()
-        env = {**os.environ, "CALLBOARD_DATA_DIR": str(data_dir)}
-        command = [sys.executable, "-m", "callboard", "serve", "--bind", "127.0.0.1:0"]
-        command += ["--processes", str(processes), "--database", url]
-        self.proc = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=data_dir.parent,
-            process_group=0,
-        )
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.tail.append(line.rstrip("\n"))
-            found = self._ready.search(line)
-            if found and self.url is None:
-                self.url = found.group(1)
-                self._found.set()
-        self._found.set()
-
-    def wait_started(self) -> str:
-        self._found.wait(60)
-        if self.url is None:
-            self.stop()
-            raise SystemExit("serve did not start:\n" + "\n".join(self.tail))
-        return self.url
-
-    @property
-    def token(self) -> str:
-        return (self.data_dir / "operator.token").read_text().strip()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the parent and its children (Linux /proc)."""
-        total = 0.0
-        for pid in [self.proc.pid, *_children(self.proc.pid)]:
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of `pid` and its children (Linux /proc)."""
+    total = 0.0
+    for one in [pid, *_children(pid)]:
+        with contextlib.suppress(OSError):
+            total += benchkit.cpu_seconds(one)
+    return total
 
 
 def _children(pid: int) -> list[int]:
@@ -194,29 +103,24 @@ def host_busy_seconds() -> float:
 # --- one measurement ---------------------------------------------------------------
 
 
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
 def wrk(url: str, seconds: int, script: Path | None = None) -> dict[str, float]:
-    command = ["wrk", "-t1", "-c50", f"-d{seconds}s", "--latency", url]
-    if script is not None:
-        command[-1:-1] = ["-s", str(script)]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    figures = {"req/s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
-    for pct, name in (("50", "p50 ms"), ("99", "p99 ms")):
-        figures[name] = _ms(re.search(rf"^\s+{pct}%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
-    non = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    figures["non-2xx"] = float(non.group(1)) if non else 0.0
-    return figures
+    run = benchkit.wrk(url, seconds, script)
+    return {"req/s": run.rps, "p50 ms": run.p50, "p99 ms": run.p99, "non-2xx": run.non2xx}
 
 
 def one_round(processes: int, args: argparse.Namespace) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp, fresh_database(args.pg) as url:
-        server = Server(processes, url, Path(tmp) / "data")
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        benchkit.fresh_database(args.pg, "callboard_bench_procs") as url,
+    ):
+        server = benchkit.Serve(
+            Path(tmp) / "data",
+            ["--processes", str(processes), "--database", url],
+            ready=benchkit.SERVING if processes == 1 else ALL,
+            group=True,
+        )
         try:
-            base = server.wait_started()
+            base = server.wait_started(60)
             http = httpx.Client(
                 base_url=base, headers={"Authorization": f"Bearer {server.token}"}, timeout=30
             )
@@ -227,22 +131,23 @@ def one_round(processes: int, args: argparse.Namespace) -> dict[str, float]:
                     return http.get("/api/stats").json()["counts"]
 
                 healthz = wrk(f"{base}/healthz", HEALTHZ_SECONDS)["req/s"]
-                script = Path(tmp) / "submit.lua"
-                script.write_text(LUA % server.token)
+                script = benchkit.post_script(
+                    Path(tmp) / "submit.lua", '{"jobType":"noop"}', server.token
+                )
                 done_before = counts()["done"]
-                cpu_before, host_before = server.cpu_seconds(), host_busy_seconds()
+                cpu_before, host_before = tree_cpu_seconds(server.pid), host_busy_seconds()
                 wall_before = time.perf_counter()
                 submit_url = f"{base}/api/companies/{company}/content-jobs"
                 figures = wrk(submit_url, args.seconds, script)
                 figures["healthz req/s"] = healthz
                 wall = time.perf_counter() - wall_before
-                cpu = server.cpu_seconds() - cpu_before
+                cpu = tree_cpu_seconds(server.pid) - cpu_before
                 figures["host CPU %"] = 100 * (host_busy_seconds() - host_before) / wall
                 after = counts()
                 figures["done/s load"] = (after["done"] - done_before) / wall
                 figures["nodes CPU %"] = 100 * cpu / wall
                 backlog = after["queued"] + after["running"]
-                cpu_before, host_before = server.cpu_seconds(), host_busy_seconds()
+                cpu_before, host_before = tree_cpu_seconds(server.pid), host_busy_seconds()
                 start = time.perf_counter()
                 deadline = start + args.drain
                 while backlog and time.perf_counter() < deadline:
@@ -255,10 +160,12 @@ def one_round(processes: int, args: argparse.Namespace) -> dict[str, float]:
                 left = now["queued"] + now["running"]
                 wall = time.perf_counter() - start
                 figures["drain jobs/s"] = (backlog - left) / wall if backlog else float("nan")
-                figures["drain nodes CPU %"] = 100 * (server.cpu_seconds() - cpu_before) / wall
+                figures["drain nodes CPU %"] = (
+                    100 * (tree_cpu_seconds(server.pid) - cpu_before) / wall
+                )
                 figures["drain host CPU %"] = 100 * (host_busy_seconds() - host_before) / wall
         finally:
-            code = server.stop()
+            code = server.stop(60)
         if code != 0:
             raise SystemExit(f"serve exited {code}:\n" + "\n".join(server.tail))
         return figures
@@ -276,9 +183,9 @@ def main() -> int:
     parser.add_argument("--drain", type=float, default=30.0, help="most seconds to drain")
     parser.add_argument(
         "--pg",
-        default=os.environ.get("CALLBOARD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        default=os.environ.get("CALLBOARD_BENCH_PG_URL", benchkit.PG_ADMIN),
         help="a maintenance database URL; a fresh database is made next to it each round",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")

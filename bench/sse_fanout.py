@@ -41,11 +41,9 @@ from __future__ import annotations
 
 import argparse
 import array
-import collections
 import concurrent.futures
 import contextlib
 import json
-import os
 import re
 import resource
 import selectors
@@ -60,9 +58,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import benchkit
 import httpx
 
-SERVING = re.compile(r"serving the API on (http://\S+)")
 BATCH = 50
 SUBMITTERS = 8  # threads: submits go out on schedule even while answers are slow
 EVENTS_PER_JOB = 3
@@ -210,81 +208,7 @@ def client_main(host: str, port: int, path: str, token: str, count: int, out: st
 # --- the server -------------------------------------------------------------------------
 
 
-def raise_fd_limit() -> tuple[int, int]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-class Server:
-    def __init__(self, data_dir: Path, extra: list[str]) -> None:
-        self.data_dir = data_dir
-        self.url: str | None = None
-        self.tail: collections.deque[str] = collections.deque(maxlen=100)
-        self.errors = 0
-        self._found = threading.Event()
-        env = {**os.environ, "CALLBOARD_DATA_DIR": str(data_dir)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "callboard", "serve", "--bind", "127.0.0.1:0", *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=data_dir.parent,
-        )
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.tail.append(line.rstrip("\n"))
-            if self.url is None and (found := SERVING.search(line)):
-                self.url = found.group(1)
-                self._found.set()
-            if " ERROR " in line or "Traceback" in line:
-                self.errors += 1
-        self._found.set()
-
-    def wait_started(self) -> str:
-        self._found.wait(30)
-        if self.url is None:
-            self.stop()
-            raise SystemExit("serve did not start:\n" + "\n".join(self.tail))
-        return self.url
-
-    def token(self) -> str:
-        return (self.data_dir / "operator.token").read_text().strip()
-
-    def cpu(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 # --- one round ----------------------------------------------------------------------------
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round((len(ordered) - 1) * q / 100))]
 
 
 def read_line(proc: subprocess.Popen[str], want: str) -> str:
@@ -303,19 +227,19 @@ def subscribers_seen(api: httpx.Client) -> int:
 
 def one_round(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     extra = ["--database", args.database] if args.database else []
-    server = Server(tmp / "data", extra)
+    server = benchkit.Serve(tmp / "data", extra)
     figures: dict[str, float] = {}
     clients: list[subprocess.Popen[str]] = []
     try:
         url = server.wait_started()
         host, port = url.removeprefix("http://").rsplit(":", 1)
         api = httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {server.token()}"}, timeout=30
+            base_url=url, headers={"Authorization": f"Bearer {server.token}"}, timeout=30
         )
         company = api.post("/api/companies", json={"name": "fanout"}).json()["id"]
         baseline = subscribers_seen(api)
         time.sleep(0.5)
-        rss_before = server.rss_kib()
+        rss_before = benchkit.rss_kib(server.pid)
         started = time.perf_counter()
         shares = [args.subscribers // args.clients] * args.clients
         shares[0] += args.subscribers - sum(shares)
@@ -323,7 +247,7 @@ def one_round(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
             clients.append(
                 subprocess.Popen(
                     [sys.executable, __file__, "--client", host, port,
-                     f"/api/companies/{company}/events", server.token(), str(share),
+                     f"/api/companies/{company}/events", server.token, str(share),
                      str(tmp / f"lat{n}")],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                 )
@@ -334,7 +258,7 @@ def one_round(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
             time.sleep(0.05)
         figures["open_s"] = time.perf_counter() - started
         time.sleep(1.0)
-        rss_open = server.rss_kib()
+        rss_open = benchkit.rss_kib(server.pid)
         figures["rss_kib"] = rss_open
         figures["rss_per_conn_kib"] = (rss_open - rss_before) / args.subscribers
         print(
@@ -356,15 +280,15 @@ def one_round(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
             if client.poll() is None:
                 client.kill()
         server.stop()
-    if server.errors:
-        print(f"  !! the server logged {server.errors} error lines; last lines:")
+    if server.error_count:
+        print(f"  !! the server logged {server.error_count} error lines; last lines:")
         print("\n".join("     " + line for line in list(server.tail)[-10:]))
     return figures
 
 
 def fanout(
     args: argparse.Namespace,
-    server: Server,
+    server: benchkit.Serve,
     api: httpx.Client,
     company: str,
     clients: list[subprocess.Popen[str]],
@@ -382,7 +306,7 @@ def fanout(
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(1.0)
-    cpu0, wall0 = server.cpu(), time.time()
+    cpu0, wall0 = benchkit.cpu_seconds(server.pid), time.time()
     late: list[float] = []
 
     def submit(n: int) -> None:
@@ -420,7 +344,7 @@ def fanout(
     for client in clients:
         threading.Thread(target=wait_done, args=(client,), daemon=True).start()
     done.wait(DELIVERY_DEADLINE)
-    cpu1 = server.cpu()
+    cpu1 = benchkit.cpu_seconds(server.pid)
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(30)
@@ -447,11 +371,11 @@ def fanout(
     wall = max(last, submitted) - wall0
     complete = sum(1 for r in results for c in r["complete"] if c >= expect)
     figures.update(
-        spread_p99=pct([v - first[i] for i, v in spread], 99),
-        first_p50=pct(list(first.values()), 50),
-        first_p99=pct(list(first.values()), 99),
-        p50=pct(latencies, 50),
-        p99=pct(latencies, 99),
+        spread_p99=benchkit.nearest_rank([v - first[i] for i, v in spread], 99),
+        first_p50=benchkit.nearest_rank(list(first.values()), 50),
+        first_p99=benchkit.nearest_rank(list(first.values()), 99),
+        p50=benchkit.nearest_rank(latencies, 50),
+        p99=benchkit.nearest_rank(latencies, 99),
         max=max(latencies, default=float("nan")),
         rate=delivered / span,
         delivered_pct=100 * delivered / (expect * args.subscribers),
@@ -501,7 +425,7 @@ FIGURES = [
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         host, port, path, token, count, out = sys.argv[2:8]
-        raise_fd_limit()
+        benchkit.raise_fd_limit()
         client_main(host, int(port), path, token, int(count), out)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -514,7 +438,7 @@ def main() -> int:
     parser.add_argument("--database", help="a PostgreSQL URL instead of embedded SQLite")
     parser.add_argument("--py-spy", metavar="FILE", help="profile the fan-out to FILE (raw)")
     args = parser.parse_args()
-    soft, _ = raise_fd_limit()
+    soft, _ = benchkit.raise_fd_limit()
     print(
         f"SSE fan-out: {args.subscribers} subscribers over {args.clients} client processes, "
         f"{args.jobs_per_second} noop jobs/s for {args.duration} s, "

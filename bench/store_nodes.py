@@ -22,35 +22,19 @@ round and the medians.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import benchkit
 import trio
 from noop_throughput import check_event_sequences, submit_and_finish
 
 import callboard
-
-
-async def _admin(url: str, statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url, timeout=5)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @contextmanager
@@ -58,44 +42,19 @@ def database(setup: str, admin_url: str, tmp: Path) -> Iterator[str]:
     if setup == "sqlite":
         yield f"sqlite:///{tmp / 'bench.db'}"
         return
-    name = f"callboard_bench_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{admin_url.rpartition('/')[0]}/{name}"
-    finally:
-        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with benchkit.fresh_database(admin_url, "callboard_bench") as url:
+        yield url
 
 
 @contextmanager
 def second_node(url: str, workers: int, tmp: Path) -> Iterator[None]:
     """`callboard serve` on the same database, until the block ends."""
-    env = {**os.environ, "CALLBOARD_DATA_DIR": str(tmp / "node-b")}
-    command = [sys.executable, "-m", "callboard", "serve", "--bind", "127.0.0.1:0"]
-    command += ["--database", url, "--workers", str(workers)]
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    node = benchkit.Serve(tmp / "node-b", ["--database", url, "--workers", str(workers)])
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if re.search(r"serving the API on", line):
-                break
-        else:
-            raise SystemExit("node B did not start")
-        # Keep reading its log, so a full pipe never blocks it.
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        node.wait_started()
         yield
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        node.stop()
 
 
 async def one_round(url: str, args: argparse.Namespace) -> tuple[float, float, float, int]:
@@ -130,8 +89,8 @@ async def one_round(url: str, args: argparse.Namespace) -> tuple[float, float, f
         started = rt.statistics().dispatcher.started_on_submit - started_before
         await check_event_sequences(rt, ids)
     latencies.sort()
-    p50 = latencies[len(latencies) // 2] * 1000
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    p50 = benchkit.floor_rank(latencies, 50) * 1000
+    p99 = benchkit.floor_rank(latencies, 99) * 1000
     return rate, p50, p99, started
 
 
@@ -183,7 +142,7 @@ def main() -> int:
     parser.add_argument("--paced", type=int, default=1_000, help="jobs of the paced run")
     parser.add_argument("--rate", type=float, default=100.0, help="paced submits per second")
     parser.add_argument("--workers", type=int, default=128, help="workers per node")
-    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--pg", default=benchkit.PG_ADMIN)
     parser.add_argument("--only", default="sqlite,pg1,pg2")
     args = parser.parse_args()
     for setup in args.only.split(","):

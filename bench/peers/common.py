@@ -8,9 +8,11 @@ submit. bench/compare.py joins the two by job id.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable
+from argparse import Namespace
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,57 @@ def schedule(count: int, rate: float, start: float) -> list[float]:
     """Open-loop pacing: the i-th submit is due at start + i / rate whatever the
     previous ones cost, so a slow submit does not push the rest later."""
     return [start + i / rate for i in range(count)]
+
+
+async def submit_batches(
+    sub: Submitted, count: int, size: int, enqueue: Callable[[int], Awaitable[Iterable[object]]]
+) -> None:
+    """`count` jobs, `size` at a time: `enqueue(n)` submits n jobs and gives their ids;
+    each job's time is the one just before its batch (works on asyncio and trio)."""
+    left = count
+    while left:
+        n = min(size, left)
+        t = time.time()
+        for job_id in await enqueue(n):
+            sub.add(job_id, t)
+        left -= n
+
+
+async def paced_asyncio(
+    sub: Submitted, args: Namespace, enqueue: Callable[[], Awaitable[object]]
+) -> None:
+    """--warmup then --count submits at --rate on asyncio, open loop: `enqueue()`
+    submits one job and gives its id."""
+
+    async def one(index: int) -> None:
+        t = time.time()
+        job_id = await enqueue()
+        sub.add(job_id, t, warmup=index < args.warmup)
+
+    pending = []
+    for index, due in enumerate(schedule(args.warmup + args.count, args.rate, time.time())):
+        await asyncio.sleep(max(0.0, due - time.time()))
+        pending.append(asyncio.create_task(one(index)))
+    await asyncio.gather(*pending)
+
+
+async def wait_and_dump(rec: Recorder, everything: asyncio.Event, args: Namespace) -> None:
+    """Wait (on asyncio) until `everything` is set or --deadline passed, then write the
+    record to --out."""
+    timed_out = False
+    try:
+        await asyncio.wait_for(everything.wait(), args.deadline)
+    except TimeoutError:
+        timed_out = True
+    rec.dump(args.out, timed_out)
+
+
+async def cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 
 
 def write(path: str, data: dict[str, Any]) -> None:

@@ -9,14 +9,21 @@ job is recorded as a success (noop and a sleep never fail).
 from __future__ import annotations
 
 import asyncio
-import time
 from argparse import Namespace
 from typing import Any
 
 from arq import create_pool
 from arq.connections import RedisSettings
 from arq.worker import Worker
-from common import IO_SECONDS, Recorder, Submitted, schedule
+from common import (
+    IO_SECONDS,
+    Recorder,
+    Submitted,
+    cancel,
+    paced_asyncio,
+    submit_batches,
+    wait_and_dump,
+)
 
 ENQUEUE_AT_ONCE = 100
 
@@ -46,17 +53,8 @@ async def _work(args: Namespace) -> None:
     )
     task = asyncio.create_task(worker.async_run())
     rec.started()
-    timed_out = False
-    try:
-        await asyncio.wait_for(everything.wait(), args.deadline)
-    except TimeoutError:
-        timed_out = True
-    rec.dump(args.out, timed_out)
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    await wait_and_dump(rec, everything, args)
+    await cancel(task)
     await worker.close()
 
 
@@ -65,27 +63,21 @@ async def _produce(args: Namespace) -> None:
     pool = await create_pool(RedisSettings.from_dsn(args.db))
     print("connected", flush=True)
     if args.mode == "batch":
-        left = args.count
-        while left:
-            n = min(ENQUEUE_AT_ONCE, left)
-            t = time.time()
-            for job in await asyncio.gather(*(pool.enqueue_job(args.job) for _ in range(n))):
-                assert job is not None
-                sub.add(job.job_id, t)
-            left -= n
+
+        async def many(n: int) -> list[str]:
+            jobs = await asyncio.gather(*(pool.enqueue_job(args.job) for _ in range(n)))
+            assert all(job is not None for job in jobs)
+            return [job.job_id for job in jobs]  # type: ignore[union-attr]
+
+        await submit_batches(sub, args.count, ENQUEUE_AT_ONCE, many)
     else:
 
-        async def one(index: int) -> None:
-            t = time.time()
+        async def one() -> str:
             job = await pool.enqueue_job(args.job)
             assert job is not None
-            sub.add(job.job_id, t, warmup=index < args.warmup)
+            return job.job_id
 
-        pending = []
-        for index, due in enumerate(schedule(args.warmup + args.count, args.rate, time.time())):
-            await asyncio.sleep(max(0.0, due - time.time()))
-            pending.append(asyncio.create_task(one(index)))
-        await asyncio.gather(*pending)
+        await paced_asyncio(sub, args, one)
     await pool.aclose()
     sub.dump(args.out)
 

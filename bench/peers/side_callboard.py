@@ -14,7 +14,7 @@ import time
 from argparse import Namespace
 
 import trio
-from common import IO_SECONDS, Recorder, Submitted, schedule
+from common import IO_SECONDS, Recorder, Submitted, schedule, submit_batches
 
 import callboard
 from callboard.jobs import TERMINAL_EVENTS, EventType, JobEvent, JobSpec
@@ -60,13 +60,12 @@ async def _produce(args: Namespace) -> None:
             company = await rt.create_company("bench")
             print("connected", flush=True)
             if args.mode == "batch":
-                left = args.count
-                while left:
-                    n = min(args.batch, left)
-                    t = time.time()
-                    for job in await rt.submit_many(company.id, [JobSpec(job_type)] * n):
-                        sub.add(job.id, t)
-                    left -= n
+
+                async def many(n: int) -> list[str]:
+                    jobs = await rt.submit_many(company.id, [JobSpec(job_type)] * n)
+                    return [job.id for job in jobs]
+
+                await submit_batches(sub, args.count, args.batch, many)
             else:
 
                 async def one(index: int) -> None:

@@ -10,12 +10,19 @@ autocommit).
 from __future__ import annotations
 
 import asyncio
-import time
 from argparse import Namespace
 from typing import Any
 
 import procrastinate
-from common import IO_SECONDS, Recorder, Submitted, schedule
+from common import (
+    IO_SECONDS,
+    Recorder,
+    Submitted,
+    cancel,
+    paced_asyncio,
+    submit_batches,
+    wait_and_dump,
+)
 from procrastinate.jobs import Status
 
 
@@ -46,22 +53,13 @@ async def _work(args: Namespace) -> None:
         rec.record(job.id, status == Status.SUCCEEDED, str(status.value))
 
     manager.finish_job = finish_and_record  # type: ignore[method-assign]
-    timed_out = False
     async with app.open_async():
         task = asyncio.create_task(
             app.run_worker_async(concurrency=args.workers, install_signal_handlers=False)
         )
         rec.started()
-        try:
-            await asyncio.wait_for(everything.wait(), args.deadline)
-        except TimeoutError:
-            timed_out = True
-        rec.dump(args.out, timed_out)
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        await wait_and_dump(rec, everything, args)
+        await cancel(task)
 
 
 async def setup(url: str) -> None:
@@ -78,25 +76,13 @@ async def _produce(args: Namespace) -> None:
     async with app.open_async():
         print("connected", flush=True)
         if args.mode == "batch":
-            left = args.count
-            while left:
-                n = min(args.batch, left)
-                t = time.time()
-                for job_id in await task.batch_defer_async(*([{}] * n)):
-                    sub.add(job_id, t)
-                left -= n
+
+            async def many(n: int) -> list[int]:
+                return await task.batch_defer_async(*([{}] * n))
+
+            await submit_batches(sub, args.count, args.batch, many)
         else:
-
-            async def one(index: int) -> None:
-                t = time.time()
-                job_id = await task.defer_async()
-                sub.add(job_id, t, warmup=index < args.warmup)
-
-            pending = []
-            for index, due in enumerate(schedule(args.warmup + args.count, args.rate, time.time())):
-                await asyncio.sleep(max(0.0, due - time.time()))
-                pending.append(asyncio.create_task(one(index)))
-            await asyncio.gather(*pending)
+            await paced_asyncio(sub, args, task.defer_async)
     sub.dump(args.out)
 
 

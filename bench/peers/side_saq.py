@@ -8,11 +8,10 @@ the status recorded is the job's own (`complete` counts as success).
 from __future__ import annotations
 
 import asyncio
-import time
 from argparse import Namespace
 from typing import Any
 
-from common import IO_SECONDS, Recorder, Submitted, schedule
+from common import IO_SECONDS, Recorder, Submitted, paced_asyncio, submit_batches, wait_and_dump
 from saq import Queue, Worker
 from saq.job import Status
 
@@ -46,12 +45,7 @@ async def _work(args: Namespace) -> None:
     worker.SIGNALS = []
     task = asyncio.create_task(worker.start())
     rec.started()
-    timed_out = False
-    try:
-        await asyncio.wait_for(everything.wait(), args.deadline)
-    except TimeoutError:
-        timed_out = True
-    rec.dump(args.out, timed_out)
+    await wait_and_dump(rec, everything, args)
     await worker.stop()
     await task
     await queue.disconnect()
@@ -65,25 +59,18 @@ async def _produce(args: Namespace) -> None:
     print("connected", flush=True)
     if args.mode == "batch":
         # SAQ has no batch enqueue: many single ones at once, on its connection pool.
-        left = args.count
-        while left:
-            n = min(ENQUEUE_AT_ONCE, left)
-            t = time.time()
-            for job in await asyncio.gather(*(queue.enqueue(name) for _ in range(n))):
-                sub.add(job.key, t)
-            left -= n
+
+        async def many(n: int) -> list[str]:
+            jobs = await asyncio.gather(*(queue.enqueue(name) for _ in range(n)))
+            return [job.key for job in jobs]
+
+        await submit_batches(sub, args.count, ENQUEUE_AT_ONCE, many)
     else:
 
-        async def one(index: int) -> None:
-            t = time.time()
-            job = await queue.enqueue(name)
-            sub.add(job.key, t, warmup=index < args.warmup)
+        async def one() -> str:
+            return (await queue.enqueue(name)).key
 
-        tasks = []
-        for index, due in enumerate(schedule(args.warmup + args.count, args.rate, time.time())):
-            await asyncio.sleep(max(0.0, due - time.time()))
-            tasks.append(asyncio.create_task(one(index)))
-        await asyncio.gather(*tasks)
+        await paced_asyncio(sub, args, one)
     await queue.disconnect()
     sub.dump(args.out)
 
