@@ -59,9 +59,7 @@ class EventStream:
         again to retry: the position is kept)."""
         while True:
             if self._pending:
-                event = self._pending.popleft()
-                self._high_water = max(self._high_water, event.id)
-                return event
+                return self._next_pending()
             if self._replaying:
                 assert self._after is not None
                 page = await self._store.events_after(
@@ -74,11 +72,8 @@ class EventStream:
                     self._replaying = False
                 continue
             event = await self._live.receive()
-            if isinstance(event, JobEvent):
-                if event.id <= self._high_water:
-                    continue
-                self._high_water = event.id
-            return event
+            if self._fresh(event):
+                return event
 
     def receive_nowait(self) -> JobEvent:
         """The next event if one is already here, else `trio.WouldBlock` (also while a
@@ -86,17 +81,25 @@ class EventStream:
         `Lagged` and `BrokerClosed` like `receive()`, once what was buffered is out."""
         while True:
             if self._pending:
-                event = self._pending.popleft()
-                self._high_water = max(self._high_water, event.id)
-                return event
+                return self._next_pending()
             if self._replaying:
                 raise trio.WouldBlock
             event = self._live.receive_nowait()
-            if isinstance(event, JobEvent):
-                if event.id <= self._high_water:
-                    continue
-                self._high_water = event.id
-            return event
+            if self._fresh(event):
+                return event
+
+    def _next_pending(self) -> JobEvent:
+        event = self._pending.popleft()
+        self._high_water = max(self._high_water, event.id)
+        return event
+
+    def _fresh(self, event: object) -> bool:
+        """False for a live event the replay has delivered already."""
+        if isinstance(event, JobEvent):
+            if event.id <= self._high_water:
+                return False
+            self._high_water = event.id
+        return True
 
     def __aiter__(self) -> EventStream:
         return self
