@@ -73,14 +73,19 @@ def serve(tmp_path: Path, *args: str) -> Iterator[ServeProcess]:
         drain.start()
         yield ServeProcess(proc, url, data_dir, log)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         proc.stdout.close()
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL if it has not ended within `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _drain(proc: subprocess.Popen[str], log: list[str]) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from callboard.web.descriptors import LOW_OPEN_FILES
+from integration.serve_process import stop_process
 
 LIMIT = 96
 CONNECTIONS = 150  # more than the limit leaves room for; the rest wait in the backlog
@@ -65,13 +65,7 @@ def _serve(tmp_path: Path, soft: int, hard: int) -> Iterator[Served]:
     try:
         yield proc, lines
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         reader.join(timeout=5)
         if proc.stdout is not None:
             proc.stdout.close()
