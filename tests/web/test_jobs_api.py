@@ -359,3 +359,33 @@ async def test_submits_over_the_queue_limit_get_503_and_retry_after(tmp_path, mo
             assert (await client.post(url, json={"jobType": "noop"})).status_code == 202
         assert later["status"] == "queued"
         assert server.app.extensions["callboard"].backlog.refused == 2
+
+
+async def test_clients_slow_to_send_their_bodies_hold_no_submit_turn(tmp_path):
+    """Submits take turns on a node with workers, but a turn is taken only once the
+    body has arrived: clients that announce a body and stall cannot block others."""
+    from callboard.web.backlog import SUBMIT_TURNS
+
+    async with serving(tmp_path, workers=2) as server:
+        company = (await create_company(server, "acme"))["id"]
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        request = (
+            f"POST /api/companies/{company}/content-jobs HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {server.token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: 100\r\n\r\n" + '{"jobType":'
+        ).encode()
+        stalled = []
+        try:
+            for _ in range(SUBMIT_TURNS + 2):
+                stream = await trio.open_tcp_stream(host, int(port))
+                stalled.append(stream)
+                await stream.send_all(request)  # and never the rest of the body
+            async with server.client() as client:
+                with trio.fail_after(10):
+                    answer = await client.post(
+                        f"/api/companies/{company}/content-jobs", json={"jobType": "noop"}
+                    )
+            assert answer.status_code == 202, answer.text
+        finally:
+            for stream in stalled:
+                await stream.aclose()

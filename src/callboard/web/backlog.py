@@ -18,7 +18,8 @@ workers got about one round in ten: measured on the embedded store, the node acc
 runs jobs, at most `SUBMIT_TURNS` submits are worked on at once; the others wait
 their turn, parked, taking no rounds, and accepting and running share the core:
 accepting slows to the rate the node finishes jobs, and the queue stays short. A
-node without workers (an API node in front of worker nodes) takes no turns.
+submit takes its turn once its body has arrived, so clients slow to send theirs hold
+none. A node without workers (an API node in front of worker nodes) takes no turns.
 
 The limit is the guard behind it, for queues that grow anyway (slow jobs, few
 workers, several API nodes in front of one store). The queue's length is read from

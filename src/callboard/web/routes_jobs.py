@@ -16,10 +16,11 @@ _LIST_QUERY = {"status", "jobType", "sourceTaskId", "limit", "cursor"}
 
 @jobs.post("/api/companies/<company_id>/content-jobs")
 async def submit(company_id: str):
+    who = await principal()
+    company = await company_for(who, company_id)
+    body = await request.get_data()  # before the turn: a slow client must not hold one
     async with ctx().backlog.turn():
-        who = await principal()
-        company = await company_for(who, company_id)
-        spec = job_spec(parse_json(await request.get_data()))
+        spec = job_spec(parse_json(body))
         await ctx().backlog.admit()
         (job,) = await ctx().rt.submit_many(company, [spec])
     return accepted_job(job), 202
@@ -27,10 +28,11 @@ async def submit(company_id: str):
 
 @jobs.post("/api/companies/<company_id>/content-jobs/batch")
 async def submit_batch(company_id: str):
+    who = await principal()
+    company = await company_for(who, company_id)
+    body = await request.get_data()
     async with ctx().backlog.turn():
-        who = await principal()
-        company = await company_for(who, company_id)
-        specs = batch_specs(parse_json(await request.get_data()))
+        specs = batch_specs(parse_json(body))
         await ctx().backlog.admit()
         submitted = await ctx().rt.submit_many(company, specs)
     return {"jobs": [accepted_job(job) for job in submitted]}, 202
