@@ -72,12 +72,17 @@ class Settings:
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{data_dir / 'callboard.db'}")
         if self.max_queued is None:
-            default = SQLITE_MAX_QUEUED if self.database_url.startswith("sqlite:") else 0
+            default = SQLITE_MAX_QUEUED if self.embedded else 0
             object.__setattr__(self, "max_queued", default)
         if self.storage_dir == Path():
             object.__setattr__(self, "storage_dir", data_dir / "assets")
         object.__setattr__(self, "storage_dir", Path(self.storage_dir))
         _check(self)
+
+    @property
+    def embedded(self) -> bool:
+        """The embedded SQLite store: one process, one writer."""
+        return self.database_url.startswith("sqlite:///")
 
     @property
     def operator_token_file(self) -> Path:

@@ -357,6 +357,8 @@ async def test_submits_over_the_queue_limit_get_503_and_retry_after(tmp_path, mo
             assert len(listed) == 4  # nothing of the refused submits was written
             await client.post(f"{url}/{queued[0]['jobId']}/cancel")
             assert (await client.post(url, json={"jobType": "noop"})).status_code == 202
+            metrics = (await client.get("/metrics")).text
+            assert "callboard_submits_refused_total 2.0" in metrics
         assert later["status"] == "queued"
         assert server.app.extensions["callboard"].backlog.refused == 2
 

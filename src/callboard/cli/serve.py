@@ -227,7 +227,7 @@ def run_server(args: argparse.Namespace) -> int:
             if args.demo < 0:
                 raise SettingError("--demo: must be 0 or more")
             if group:
-                if not settings.database_url.startswith(("postgresql://", "postgres://")):
+                if settings.embedded:
                     raise SettingError(
                         f"processes {settings.processes}: more than one process needs "
                         "PostgreSQL (--database postgresql://...); the embedded SQLite "

@@ -58,14 +58,15 @@ def create_app(rt: RunningBoard) -> QuartTrio:
     app.asgi_http_class = FlowControlledConnection  # type: ignore[assignment]
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    backlog = Backlog(
+        rt, settings.max_queued or 0, turns=SUBMIT_TURNS if settings.workers > 0 else 0
+    )
     app.extensions["callboard"] = WebContext(
         rt=rt,
         auth=Authenticator(rt.store),
         settings=settings,
-        metrics=Metrics(rt),
-        backlog=Backlog(
-            rt, settings.max_queued or 0, turns=SUBMIT_TURNS if settings.workers > 0 else 0
-        ),
+        metrics=Metrics(rt, backlog),
+        backlog=backlog,
     )
     for blueprint in (jobs, assets, admin, events, system):
         app.register_blueprint(blueprint)

@@ -56,7 +56,7 @@ class Backlog:
         self._queued = 0
         self._read_at = float("-inf")
         self._reading = False
-        #: Submits refused so far (shown in the metrics).
+        #: Submits refused so far (`callboard_submits_refused` on /metrics).
         self.refused = 0
 
     @contextlib.asynccontextmanager

@@ -15,13 +15,15 @@ from prometheus_client.registry import Collector
 
 from ..jobs import JobEvent, JobStatus
 from ..running_board import RunningBoard
+from .backlog import Backlog
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _NodeCollector(Collector):
-    def __init__(self, rt: RunningBoard) -> None:
+    def __init__(self, rt: RunningBoard, backlog: Backlog) -> None:
         self._rt = rt
+        self._backlog = backlog
         self.job_counts: dict[tuple[str, JobStatus], int] = {}
 
     def collect(self) -> Iterator[Any]:
@@ -60,6 +62,11 @@ class _NodeCollector(Collector):
             "The longest the event loop was blocked",
             value=loop.longest_stall,
         )
+        yield CounterMetricFamily(
+            "callboard_submits_refused",
+            "Submits answered 503 queue_full (the queue over CALLBOARD_MAX_QUEUED)",
+            value=self._backlog.refused,
+        )
         workers = self._rt.worker_states()
         yield GaugeMetricFamily(
             "callboard_workers_busy",
@@ -72,10 +79,10 @@ class _NodeCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, rt: RunningBoard) -> None:
+    def __init__(self, rt: RunningBoard, backlog: Backlog) -> None:
         self._rt = rt
         self.registry = CollectorRegistry(auto_describe=True)
-        self._node = _NodeCollector(rt)
+        self._node = _NodeCollector(rt, backlog)
         self.registry.register(self._node)
         self.duration = Histogram(
             "callboard_job_duration_seconds",
