@@ -63,6 +63,7 @@ from dataclasses import dataclass
 import trio
 
 from ..config import _FIELDS, SettingError, Settings
+from ..web.server import LISTEN_BACKLOG
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 log = logging.getLogger("callboard.processes")
@@ -74,7 +75,6 @@ MAX_BACKOFF = 30.0
 STEADY_SECONDS = 60.0
 #: Beyond `shutdown_grace`: the web server's own graceful close, and start-up time.
 STOP_MARGIN = 15.0
-BACKLOG = 1024
 
 #: (child index, first start of that child) -> the child's command line.
 Command = Callable[[int, bool], list[str]]
@@ -159,7 +159,7 @@ def open_listeners(bind: str, count: int) -> list[socket.socket]:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(address)
             address = sock.getsockname()  # port 0: the others take the port this one got
-            sock.listen(BACKLOG)
+            sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         for sock in sockets:
             sock.close()

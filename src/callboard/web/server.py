@@ -75,6 +75,14 @@ class _AccessLogger(HyperLogger):
         }
 
 
+#: Connections the kernel holds for us until we accept them. Hypercorn's default of 100
+#: overflows when many SSE clients reconnect at once (after a restart, every dashboard
+#: and browser does): the kernel then drops handshakes, falls back to SYN cookies and
+#: resets connections whose request it has already acknowledged. Linux caps this at
+#: net.core.somaxconn.
+LISTEN_BACKLOG = 4096
+
+
 def hypercorn_config(bind: str) -> HyperConfig:
     config = HyperConfig()
     config.logger_class = _AccessLogger
@@ -84,6 +92,7 @@ def hypercorn_config(bind: str) -> HyperConfig:
     config.errorlog = logging.getLogger("callboard.web")
     config.graceful_timeout = 5.0
     config.keep_alive_timeout = 30.0
+    config.backlog = LISTEN_BACKLOG
     return config
 
 

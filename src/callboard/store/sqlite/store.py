@@ -385,6 +385,7 @@ class SqliteStore(JobStore):
             for _ in range(self._reader_count):
                 conn = self._connect()
                 conn.execute(Q["query_only"])
+                conn.execute(Q["open_wal"]).fetchone()
                 readers.append(conn)
         except BaseException:
             for conn in readers:

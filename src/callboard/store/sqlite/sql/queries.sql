@@ -36,6 +36,11 @@ PRAGMA wal_checkpoint(PASSIVE);
 -- name: query_only
 PRAGMA query_only = ON;
 
+-- name: open_wal
+-- A connection opens the WAL file at its first read: readers do it at start, so the
+-- node's descriptors stay the same from then on whichever readers a load happens to use.
+SELECT count(*) FROM sqlite_master;
+
 -- name: ping
 SELECT 1;
 
