@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+import s3kit
 from store import pgkit
 
 # Every JobStore implementation the contract suite runs against. A new store adds
@@ -33,6 +34,24 @@ def pg_empty_url():
     name = pgkit.create_database()
     yield pgkit.url_for(name)
     pgkit.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server, started once per session (tests/s3kit.py)."""
+    with s3kit.moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_url(s3_endpoint, monkeypatch):
+    """`s3://<fresh bucket>/assets`, with the standard AWS settings pointing at the
+    test server in this process's environment (so in the nodes it starts, too)."""
+    for name, value in s3kit.environment(s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return f"s3://{s3kit.new_bucket(s3_endpoint)}/assets"
 
 
 @pytest.fixture(params=STORE_KINDS)

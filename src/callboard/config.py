@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from .errors import CallboardError
 
@@ -25,8 +26,81 @@ class SettingError(CallboardError, ValueError):
 # The namespace caps of asset storage (docs/architecture.md, "Storage").
 DEFAULT_GENERATED_ASSET_MAX_BYTES = 500 * 1024 * 1024
 DEFAULT_ATTACHMENT_MAX_BYTES = 10 * 1024 * 1024
+#: Connections the kernel holds for us until we accept them. Hypercorn's default of 100
+#: overflows when many SSE clients reconnect at once (after a restart, every dashboard
+#: and browser does): the kernel then drops handshakes, falls back to SYN cookies and
+#: resets connections whose request it has already acknowledged. Linux caps this at
+#: net.core.somaxconn.
+LISTEN_BACKLOG = 4096
 #: The default backlog limit of a node on the embedded store (see Settings.max_queued).
 SQLITE_MAX_QUEUED = 2000
+
+
+# --- storage URLs (storage/location.py opens them) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    bucket: str
+    prefix: str  # "" or "some/prefix" (no slash at either end)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+def parse_s3_url(url: str) -> S3Location:
+    """`s3://bucket` or `s3://bucket/prefix`; credentials never go in the URL."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3":
+        raise ValueError(f"expected s3://bucket/prefix, got a {parts.scheme or 'bare'} URL")
+    if "@" in parts.netloc or parts.password is not None:
+        # Not echoed: it may hold a secret.
+        raise ValueError(
+            "an s3:// storage URL carries no credentials: use AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or the shared AWS credentials file"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(
+            "an s3:// storage URL is s3://bucket/prefix only; the endpoint and region come "
+            "from AWS_ENDPOINT_URL_S3 (or AWS_ENDPOINT_URL) and AWS_REGION"
+        )
+    bucket = parts.netloc
+    if not bucket or not all(c.isalnum() or c in "-._" for c in bucket) or len(bucket) > 63:
+        raise ValueError(f"not a bucket name: {bucket!r} (letters, digits, '-', '.', '_')")
+    prefix = parts.path.strip("/")
+    if any(segment in ("", ".", "..") for segment in prefix.split("/")) and prefix:
+        raise ValueError(f"the prefix {prefix!r} has an empty, '.' or '..' segment")
+    return S3Location(bucket, prefix)
+
+
+def file_url(path: Path) -> str:
+    return Path(path).absolute().as_uri()
+
+
+def check_storage_url(url: str) -> str:
+    """`url` if it names a backend, else ValueError with what to write instead (the
+    message never repeats what may be a secret)."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme == "file":
+        local_path(url)
+    elif scheme == "s3":
+        parse_s3_url(url)
+    else:
+        raise ValueError(
+            "expected file:///absolute/path or s3://bucket/prefix, got "
+            + (f"a {scheme}:// URL" if scheme else repr(url))
+        )
+    return url
+
+
+def local_path(url: str) -> Path:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        raise ValueError(f"expected file:///absolute/path (three slashes), got {url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"a file:// storage URL is a path only, got {url!r}")
+    return Path(unquote(parts.path))
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +118,9 @@ class Settings:
     #: Apply pending migrations at start; False refuses to start on an older schema.
     migrate: bool = True
     storage_dir: Path = Path()
+    #: Where assets live: file:///path or s3://bucket/prefix (storage/location.py); empty
+    #: for `storage_dir`. A file:// URL sets `storage_dir` to its path.
+    storage_url: str = ""
     workers: int = 8
     #: Nodes `callboard serve` runs on this machine behind one port (PostgreSQL only).
     processes: int = 1
@@ -74,6 +151,8 @@ class Settings:
         if self.max_queued is None:
             default = SQLITE_MAX_QUEUED if self.embedded else 0
             object.__setattr__(self, "max_queued", default)
+        if self.storage_url.startswith("file://"):
+            object.__setattr__(self, "storage_dir", _local_path("storage_url", self.storage_url))
         if self.storage_dir == Path():
             object.__setattr__(self, "storage_dir", data_dir / "assets")
         object.__setattr__(self, "storage_dir", Path(self.storage_dir))
@@ -83,6 +162,11 @@ class Settings:
     def embedded(self) -> bool:
         """The embedded SQLite store: one process, one writer."""
         return self.database_url.startswith("sqlite:///")
+
+    @property
+    def storage_location(self) -> str:
+        """The storage URL in effect: `storage_url`, else the file:// URL of `storage_dir`."""
+        return self.storage_url or file_url(self.storage_dir)
 
     @property
     def operator_token_file(self) -> Path:
@@ -140,6 +224,20 @@ def _database_url(name: str, raw: str) -> str:
     )
 
 
+def _storage_url(name: str, raw: str) -> str:
+    try:
+        return check_storage_url(raw)
+    except ValueError as exc:
+        raise SettingError(f"{name}: {exc}") from None
+
+
+def _local_path(name: str, raw: str) -> Path:
+    try:
+        return local_path(raw)
+    except ValueError as exc:
+        raise SettingError(f"{name}: {exc}") from None
+
+
 def _bool(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -171,6 +269,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "database_pool_size": ("CALLBOARD_DATABASE_POOL_SIZE", _positive_int),
     "migrate": ("CALLBOARD_MIGRATE", _bool),
     "storage_dir": ("CALLBOARD_STORAGE_DIR", lambda n, r: Path(r)),
+    "storage_url": ("CALLBOARD_STORAGE_URL", _storage_url),
     "workers": ("CALLBOARD_WORKERS", lambda n, r: _positive_int(n, r, minimum=0)),
     "processes": ("CALLBOARD_PROCESSES", _positive_int),
     "max_queued": ("CALLBOARD_MAX_QUEUED", lambda n, r: _positive_int(n, r, minimum=0)),

@@ -82,6 +82,11 @@ class StorageFull(CallboardError):
         super().__init__(f"asset storage is out of space: the {namespace!r} asset was not kept")
 
 
+class StorageUnavailable(CallboardError):
+    """Asset storage (the object store) could not be reached or failed (HTTP 503); the
+    client's error is the __cause__. The message names the storage, never a credential."""
+
+
 class Conflict(CallboardError):
     """The operation does not fit the current state (HTTP 409)."""
 

@@ -83,9 +83,9 @@ from .runtime.clock import TrioWallClock
 from .runtime.groups import unwrap_sole
 from .runtime.watchdog import LoopWatchdog, WatchdogStatistics
 from .storage.gc import GcReport, collect_garbage
-from .storage.local import AssetStorage
+from .storage.location import open_storage
 from .storage.names import UPLOADS
-from .storage.writer import Chunks
+from .storage.writer import AssetStorage, Chunks
 from .store.base import JobStore
 
 if TYPE_CHECKING:
@@ -540,7 +540,7 @@ async def run_node(
         backoff=board.retry_backoff,
         progress_interval=board.progress_interval,
     )
-    storage = AssetStorage(settings.storage_dir, board.asset_caps)
+    storage = open_storage(settings.storage_location, board.asset_caps)
     leases = LeaseKeeper(ledger, lease_owner, settings.lease_seconds)
     runner = JobRunner(ledger, registry, worker_settings, storage, leases)
     workers = [

@@ -17,7 +17,7 @@ import pytest
 import trio
 from faultkit import node_client
 
-from callboard.web.server import LISTEN_BACKLOG
+from callboard.config import LISTEN_BACKLOG
 from integration.serve_process import ServeProcess, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

@@ -31,9 +31,8 @@ from ..errors import AssetNotFound, InvalidRequest
 from ..handlers import AssetData
 from ..jobs import Asset, Job
 from ..sizes import human_bytes
-from ..storage.local import AssetStorage
 from ..storage.names import GENERATED, ORPHAN_GRACE_SECONDS, UPLOADS
-from ..storage.writer import ObjectWriter, write_chunks
+from ..storage.writer import AssetStorage, ObjectWriter, write_chunks
 from ..store.base import JobStore
 
 log = logging.getLogger("callboard.worker")
@@ -164,10 +163,9 @@ class JobAssets:
         nursery, so it ends with the job)."""
         while True:
             await trio.sleep(KEEP_FRESH_SECONDS)
-            paths = [self._storage.path_of(a.object_key) for a in self._pending]
-            paths += [w.temp_path for w in self._writing]
-            if paths:
-                await self._storage.touch(paths)
+            await self._storage.keep_young(
+                [a.object_key for a in self._pending], list(self._writing)
+            )
 
     async def aclose(self) -> None:
         """Delete the files no row will point at (see the module docstring)."""

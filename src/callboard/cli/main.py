@@ -40,6 +40,12 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
         help="where assets are stored (CALLBOARD_STORAGE_DIR, default <data dir>/assets)",
     )
     parser.add_argument(
+        "--storage-url",
+        help="file:///path or s3://bucket/prefix: where assets are stored; nodes sharing a "
+        "PostgreSQL queue need one they all reach (CALLBOARD_STORAGE_URL, default the "
+        "--storage-dir)",
+    )
+    parser.add_argument(
         "--workers",
         type=str,
         help="worker actors on this node, 0 for none (CALLBOARD_WORKERS, default 8)",

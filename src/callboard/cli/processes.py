@@ -62,8 +62,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ..config import _FIELDS, SettingError, Settings
-from ..web.server import LISTEN_BACKLOG
+from ..config import _FIELDS, LISTEN_BACKLOG, SettingError, Settings
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 log = logging.getLogger("callboard.processes")

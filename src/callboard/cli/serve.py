@@ -38,6 +38,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "database_pool_size",
         "migrate",
         "storage_dir",
+        "storage_url",
         "workers",
         "processes",
         "lease_seconds",

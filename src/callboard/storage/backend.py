@@ -15,7 +15,9 @@ object's sha256) with the bytes it writes: it knows where the bytes go off the e
 loop, and hashing in that same worker-thread hop measured 10-15% faster than a hop of
 its own (2 cores: the two hops serialise anyway and each costs a thread handoff).
 
-`local.LocalDisk` is the backend of a node's storage directory.
+`local.LocalDisk` is the backend of a node's storage directory, `s3.S3Backend` that of
+a bucket in an S3-compatible object store; `location.open_storage` picks one from a
+storage URL.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ class BackendWriter(Protocol):
         when cancelled; it logs, rather than raises, what it cannot delete (gc will)."""
         ...
 
+    async def touch(self) -> None:
+        """Make what was written so far look young to gc (a write that idles for a
+        long time between chunks must not lose its beginning)."""
+        ...
+
 
 class StorageBackend(Protocol):
     """Where the bytes of objects live. Every `key` given is an object key of the
@@ -79,6 +86,17 @@ class StorageBackend(Protocol):
         ...
 
     async def exists(self, key: str) -> bool: ...
+
+    async def touch(self, keys: Sequence[str]) -> None:
+        """Make committed objects look young to gc: a running job's assets wait for
+        their rows until the job is done, which may be hours (`JobAssets.keep_fresh`).
+        Missing keys are skipped."""
+        ...
+
+    def presigned_url(self, key: str, *, filename: str, content_type: str) -> str | None:
+        """A short-lived URL a client can download the object from without going
+        through the node, or None when the backend has no such thing."""
+        ...
 
     async def delete(self, key: str) -> None:
         """Delete a committed object: no error if it is gone, and like `abort` it gives

@@ -13,8 +13,9 @@ only a disk needs it:
 - gc's listing walks only directories of the layout and reads each in batches from an
   open `scandir` iterator, so memory stays flat and a root pointed at the wrong
   directory loses nothing that is not ours.
-A write in progress touches its temporary file with every buffer, and `touch` lets a
-running job keep its not-yet-committed files young, so gc's grace keeps off them.
+A write in progress touches its temporary file with every buffer, and `touch` (of a
+writer, or of committed objects) lets a running job keep its files young until their
+rows are written, so gc's grace keeps off them.
 """
 
 from __future__ import annotations
@@ -94,6 +95,14 @@ async def _discard_in_thread(fd: int | None, paths: list[Path]) -> None:
     await trio.to_thread.run_sync(_discard, fd, paths, abandon_on_cancel=True)
 
 
+def _touch_all(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            pass
+
+
 def _temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.part")
 
@@ -116,6 +125,9 @@ class LocalWriter:
         assert fd is not None
         self._committing = True
         await trio.to_thread.run_sync(_finish, fd, self.temp_path, self.path)
+
+    async def touch(self) -> None:
+        await trio.to_thread.run_sync(_touch_all, [self.temp_path])
 
     async def abort(self) -> None:
         fd, self._fd = self._fd, None
@@ -237,17 +249,13 @@ class LocalDisk:
     async def delete(self, key: str) -> None:
         await _discard_in_thread(None, [self.path_of(key)])
 
-    async def touch(self, paths: Iterable[Path]) -> None:
-        """Set the modification time of files to now, so gc sees them as young."""
+    async def touch(self, keys: Sequence[str]) -> None:
+        """Set the modification time of objects to now, so gc sees them as young."""
+        await trio.to_thread.run_sync(_touch_all, [self.path_of(key) for key in keys])
 
-        def touch_all(paths: list[Path]) -> None:
-            for path in paths:
-                try:
-                    os.utime(path)
-                except FileNotFoundError:
-                    pass
-
-        await trio.to_thread.run_sync(touch_all, list(paths))
+    def presigned_url(self, key: str, *, filename: str, content_type: str) -> None:
+        """The node is the only way to a file on its disk."""
+        return None
 
     async def scan(self, batch: int) -> AsyncGenerator[list[Candidate], None]:
         for prefix in await trio.to_thread.run_sync(_day_dirs, self.root):
@@ -273,8 +281,8 @@ class LocalDisk:
 class AssetStorage(writer.AssetStorage):
     """`writer.AssetStorage` on a `LocalDisk` at `root`: what a node builds from its
     storage directory. It adds what only a disk has (`root`, `path_of`, `touch` of
-    paths), which `JobAssets.keep_fresh`, the tests and the bench use; code meant for
-    any backend takes `writer.AssetStorage`."""
+        paths), which the tests and the bench use; code meant for any backend takes
+    `writer.AssetStorage`."""
 
     backend: LocalDisk
 
@@ -287,6 +295,3 @@ class AssetStorage(writer.AssetStorage):
 
     def path_of(self, object_key: str) -> Path:
         return self.backend.path_of(object_key)
-
-    async def touch(self, paths: Iterable[Path]) -> None:
-        await self.backend.touch(paths)

@@ -143,10 +143,15 @@ class ObjectWriter:
         """Bytes accepted so far."""
         return self._size
 
+    async def touch(self) -> None:
+        """Keep what was written so far young for gc (`JobAssets.keep_fresh`)."""
+        if self._state == "open" and self._sink is not None:
+            await self._sink.touch()
+
     @property
     def temp_path(self) -> Path:
-        """The local disk's temporary file, which `JobAssets.keep_fresh` touches so gc
-        leaves an idle write alone; other backends have none (AttributeError)."""
+        """The local disk's temporary file (tests look at it); other backends have none
+        (AttributeError)."""
         path: Path | None = getattr(self._sink, "temp_path", None)
         if path is None:
             raise AttributeError(f"{type(self._sink).__name__} writes no temporary file")
@@ -361,3 +366,17 @@ class AssetStorage:
 
     async def exists(self, object_key: str) -> bool:
         return await self.backend.exists(check_object_key(object_key))
+
+    async def keep_young(self, object_keys: Iterable[str], writers: Iterable[ObjectWriter]) -> None:
+        """Make committed objects and writes in progress look young to gc."""
+        keys = [check_object_key(key) for key in object_keys]
+        if keys:
+            await self.backend.touch(keys)
+        for writer in list(writers):
+            await writer.touch()
+
+    def presigned_url(self, object_key: str, *, filename: str, content_type: str) -> str | None:
+        """A short-lived download URL that bypasses the node, if the backend has them."""
+        return self.backend.presigned_url(
+            check_object_key(object_key), filename=filename, content_type=content_type
+        )

@@ -3,6 +3,8 @@ into `{"error": {"code", "message"}}` in one place (`app.py`)."""
 
 from __future__ import annotations
 
+import logging
+
 from ..errors import (
     AssetTooLarge,
     CallboardError,
@@ -12,10 +14,13 @@ from ..errors import (
     NotFound,
     ShuttingDown,
     StorageFull,
+    StorageUnavailable,
     StoreInUse,
     StoreUnavailable,
     UnknownJobType,
 )
+
+log = logging.getLogger("callboard.web")
 
 
 class ApiError(Exception):
@@ -63,6 +68,9 @@ def from_domain(exc: CallboardError) -> ApiError:
         return ApiError(409, "conflict", str(exc))
     if isinstance(exc, ShuttingDown):
         return ApiError(503, "shutting_down", str(exc))
+    if isinstance(exc, StorageUnavailable):
+        log.warning("asset storage failed: %s", exc)
+        return ApiError(503, "storage_unavailable", "asset storage is unavailable; try again")
     if isinstance(exc, StoreUnavailable | StoreInUse):
         return ApiError(503, "store_unavailable", "the job store is unavailable; try again")
     return ApiError(500, "internal", str(exc))

@@ -17,6 +17,7 @@ from hypercorn.logging import Logger as HyperLogger
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio import serve
 
+from ..config import LISTEN_BACKLOG
 from ..running_board import RunningBoard
 from .app import create_app
 from .auth import ensure_operator_token
@@ -73,14 +74,6 @@ class _AccessLogger(HyperLogger):
             "b": size,
             "L": f"{request_time:.6f}",
         }
-
-
-#: Connections the kernel holds for us until we accept them. Hypercorn's default of 100
-#: overflows when many SSE clients reconnect at once (after a restart, every dashboard
-#: and browser does): the kernel then drops handshakes, falls back to SYN cookies and
-#: resets connections whose request it has already acknowledged. Linux caps this at
-#: net.core.somaxconn.
-LISTEN_BACKLOG = 4096
 
 
 def hypercorn_config(bind: str) -> HyperConfig:
