@@ -1,6 +1,8 @@
-"""Asset storage on a real disk (tmp_path): streamed writes, caps, names, cleanup, gc;
-and handlers' assets through the whole runtime on the in-memory store (real time:
-storage works in threads, which virtual time would skip over)."""
+"""Asset storage on a real disk (tmp_path): names, what only a disk has (paths that stay
+inside the root, temporary files, files gc must not touch); and handlers' assets
+through the whole runtime on the in-memory store (real time: storage works in threads,
+which virtual time would skip over). What every backend promises is the storage
+contract, tests/storage/test_storage_contract.py."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 import trio
 
 from callboard import JobContext, JobStatus
-from callboard.errors import AssetNotFound, AssetTooLarge, InvalidRequest, StoreUnavailable
+from callboard.errors import AssetNotFound, AssetTooLarge, StoreUnavailable
 from callboard.jobs import Asset, EventType, new_id
 from callboard.sizes import human_bytes
 from callboard.storage.gc import collect_garbage
@@ -93,77 +95,6 @@ async def test_cap_messages_name_the_cap_in_words_and_bytes():
 
 
 # --- writing ----------------------------------------------------------------------------
-
-
-async def test_put_streams_into_the_layout(storage):
-    async def gen():
-        yield b"hello "
-        yield bytearray(b"big ")
-        yield memoryview(b"world")
-
-    for chunks in (b"hello big world", [b"hello ", b"big ", b"world"], gen()):
-        stored = await storage.put(COMPANY, "uploads", "Hi.txt", "text/plain", chunks, now=WHEN)
-        assert stored.byte_size == 15
-        assert stored.sha256 == hashlib.sha256(b"hello big world").hexdigest()
-        assert stored.content_type == "text/plain" and stored.original_filename == "Hi.txt"
-        prefix = f"{COMPANY}/uploads/2031/02/03/"
-        assert stored.object_key.startswith(prefix) and stored.object_key.endswith("-Hi.txt")
-        assert storage.path_of(stored.object_key).read_bytes() == b"hello big world"
-    assert len(files_under(storage.root)) == 3  # one file each, no temporary left
-
-
-async def test_big_chunks_and_many_small_ones_hash_alike(storage):
-    big = AssetStorage(storage.root, {"generated": 10 * FLUSH_BYTES, "uploads": 1})
-    data = os.urandom(3 * FLUSH_BYTES + 7)
-    whole = await big.put(COMPANY, "generated", "a", "application/octet-stream", data)
-    pieces = [data[i : i + 1000] for i in range(0, len(data), 1000)]
-    small = await big.put(COMPANY, "generated", "b", "application/octet-stream", pieces)
-    assert whole.sha256 == small.sha256 == hashlib.sha256(data).hexdigest()
-    assert big.path_of(small.object_key).read_bytes() == data
-    chunks = [c async for c in big.read_chunks(small.object_key, start=10, length=300_000)]
-    assert b"".join(chunks) == data[10:300_010]
-
-
-async def test_the_cap_is_checked_while_streaming(storage):
-    exactly = await storage.put(COMPANY, "uploads", "full", "text/plain", [b"x" * 60, b"y" * 40])
-    assert exactly.byte_size == 100
-    closed = []
-
-    async def over():
-        try:
-            yield b"x" * 60
-            yield b"y" * 41
-            yield b"never asked for"
-        finally:
-            closed.append(True)
-
-    with pytest.raises(AssetTooLarge) as info:
-        await storage.put(COMPANY, "uploads", "over", "text/plain", over())
-    assert str(info.value) == (
-        "asset exceeds the 100 bytes (100 bytes) limit for namespace 'uploads'"
-    )
-    assert (info.value.namespace, info.value.limit) == ("uploads", 100)
-    assert closed == [True]
-    assert files_under(storage.root) == [storage.path_of(exactly.object_key)]
-
-
-@pytest.mark.parametrize(
-    ("args", "error", "words"),
-    [
-        (("videos", "a", "text/plain", b"x"), InvalidRequest, "unknown asset namespace"),
-        (("uploads", "a", "text\r\nX-Evil: 1", b"x"), InvalidRequest, "media type"),
-        (("uploads", "a", "", b"x"), InvalidRequest, "media type"),
-        (("uploads", 7, "text/plain", b"x"), InvalidRequest, "filename"),
-        (("uploads", "a", "text/plain", "text"), TypeError, "not str"),
-        (("uploads", "a", "text/plain", [b"ok", 12]), TypeError, "not int"),
-    ],
-)
-async def test_bad_arguments_leave_nothing(storage, args, error, words):
-    with pytest.raises(error, match=words):
-        await storage.put(COMPANY, *args)
-    with pytest.raises(InvalidRequest, match="uuid"):
-        await storage.put("../../etc", "uploads", "a", "text/plain", b"x")
-    assert files_under(storage.root) == []
 
 
 async def test_hostile_filenames_stay_inside_their_directory(storage):

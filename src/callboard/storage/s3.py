@@ -121,12 +121,12 @@ class S3Writer:
         with self._lock:
             self._update(data)
             self._buffer += data
-            while len(self._buffer) >= PART_BYTES:
-                part = bytes(self._buffer[:PART_BYTES])
-                del self._buffer[:PART_BYTES]
+            if len(self._buffer) >= PART_BYTES:
+                # The whole buffer is the part (parts may differ in size): no copy.
+                part, self._buffer = self._buffer, bytearray()
                 self._send_part(part)
 
-    def _send_part(self, part: bytes) -> None:
+    def _send_part(self, part: bytes | bytearray) -> None:
         b = self._backend
         if self._upload_id is None:
             answer = b.call("create_multipart_upload", Key=b.full_key(self._key))
@@ -149,10 +149,10 @@ class S3Writer:
         with self._lock:
             b = self._backend
             if self._upload_id is None:
-                b.call("put_object", Key=b.full_key(self._key), Body=bytes(self._buffer))
+                b.call("put_object", Key=b.full_key(self._key), Body=self._buffer)
                 return
             if self._buffer or not self._parts:
-                part, self._buffer = bytes(self._buffer), bytearray()
+                part, self._buffer = self._buffer, bytearray()
                 self._send_part(part)
             b.call(
                 "complete_multipart_upload",
@@ -335,12 +335,7 @@ class S3Backend:
         uploads = self._pages("list_multipart_uploads", "Uploads")
         try:
             while (page := await self.run(next, uploads, None)) is not None:
-                found = []
-                for item in page:
-                    key = self._layout_key(item["Key"])
-                    if key is not None:
-                        name = f"{key}{UPLOAD_MARK}{item['UploadId']}"
-                        found.append(Candidate(name, 0, item["Initiated"].timestamp(), True))
+                found = await self.run(self._upload_candidates, page)
                 for start in range(0, len(found), batch):
                     yield found[start : start + batch]
         finally:
@@ -361,6 +356,24 @@ class S3Backend:
                     f"object storage {self.location.url}: listing failed: {_describe(exc)}"
                 ) from exc
             yield page.get(field, [])
+
+    def _upload_candidates(self, page: list[dict[str, Any]]) -> list[Candidate]:
+        found = []
+        for item in page:
+            key = self._layout_key(item["Key"])
+            if key is None:
+                continue
+            # Aged by its last part as well as its start: a long write keeps uploading
+            # parts (and some services report no useful start time).
+            try:
+                active = self._upload_active_since(key, item["UploadId"])
+            except StorageUnavailable as exc:
+                if _is_missing(exc.__cause__ or exc):
+                    continue  # finished or aborted since the listing
+                raise
+            mtime = max(item["Initiated"].timestamp(), active)
+            found.append(Candidate(f"{key}{UPLOAD_MARK}{item['UploadId']}", 0, mtime, True))
+        return found
 
     async def remove(
         self, candidates: Sequence[Candidate], cutoff: float
