@@ -541,6 +541,9 @@ async def run_node(
         progress_interval=board.progress_interval,
     )
     storage = open_storage(settings.storage_location, board.asset_caps)
+    check = getattr(storage.backend, "check_at_start", None)
+    if check is not None:
+        await check()
     leases = LeaseKeeper(ledger, lease_owner, settings.lease_seconds)
     runner = JobRunner(ledger, registry, worker_settings, storage, leases)
     workers = [

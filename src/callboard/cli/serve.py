@@ -220,6 +220,10 @@ def run_server(args: argparse.Namespace) -> int:
         format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # boto3's own lines (where it found credentials, its retries) are noise at INFO, and
+    # at DEBUG it logs signed request headers: never, even with --debug.
+    for name in ("boto3", "botocore", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     if not getattr(args, "access_log", False):
         logging.getLogger("callboard.access").setLevel(logging.WARNING)
     try:

@@ -90,7 +90,9 @@ def make_client() -> Any:
         max_pool_connections=32,
         connect_timeout=10,
         read_timeout=60,
-        retries={"mode": "standard", "max_attempts": 4},
+        # Three tries in about two seconds: an upload against a store that is down
+        # answers 503 promptly instead of holding its client for the full backoff.
+        retries={"mode": "standard", "max_attempts": 3},
         # Checksums only where the service requires them: several S3-compatible stores
         # refuse the newer default trailing checksums, and sha256 is ours anyway.
         request_checksum_calculation="when_required",
@@ -232,6 +234,22 @@ class S3Backend:
     async def check(self) -> None:
         """Fail now, with the service's reason, if the bucket cannot be reached."""
         await self.run(lambda: self.call("head_bucket"))
+
+    async def check_at_start(self) -> None:
+        """A node's first look at its bucket. A bucket that does not exist or refuses
+        these credentials is a mistake in the settings: StorageUnavailable, so the node
+        does not start. An endpoint that does not answer may be a passing outage: a
+        warning, and the node starts (uploads answer 503 until the store is back, and
+        jobs that write assets fail their attempt and are retried)."""
+        try:
+            await self.check()
+        except StorageUnavailable as exc:
+            code = _error_code(exc.__cause__) if exc.__cause__ is not None else None
+            if code is not None:
+                raise StorageUnavailable(
+                    f"{exc} (check the bucket name in --storage-url and the AWS_* settings)"
+                ) from exc.__cause__
+            log.warning("%s; starting anyway, assets are unavailable until it answers", exc)
 
     # --- the StorageBackend protocol ---------------------------------------------------
 
