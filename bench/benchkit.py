@@ -15,14 +15,18 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+MIB = 1 << 20
 
 #: The maintenance database the scripts make their fresh databases next to.
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -253,3 +257,25 @@ def nearest_rank(values: Sequence[float], q: float) -> float:
 def floor_rank(ordered: Sequence[float], q: float) -> float:
     """The q-th percentile (0-100) of sorted values: the value at rank floor(q% of n)."""
     return ordered[min(len(ordered) - 1, int(len(ordered) * (q / 100)))]
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    """moto's standalone S3 server (the `bench` extra) on a free loopback port, in its
+    own process so its CPU is not the measured process's; (process, endpoint URL)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("moto's server did not start")

@@ -32,40 +32,15 @@ import argparse
 import hashlib
 import os
 import resource
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
+import benchkit
 import trio
 
 MIB = 1024 * 1024
 BUCKET = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_moto(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("moto's server did not start")
 
 
 def cpu_seconds() -> float:
@@ -236,9 +211,7 @@ def main() -> None:
     parser.add_argument("--part-mib", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    port = free_port()
-    moto = start_moto(port)
-    endpoint = f"http://127.0.0.1:{port}"
+    moto, endpoint = benchkit.start_moto()
     try:
         clients = [Boto3Threads(endpoint), ObstoreThreads(endpoint), AiobotocoreAsyncio(endpoint)]
         clients[0].client.create_bucket(Bucket=BUCKET)
