@@ -6,8 +6,10 @@ its own process, so its CPU is not counted), a `--mib` MiB asset of random bytes
 written from an async generator of 1 MiB chunks (cap checked per chunk, sha256 as it
 streams), then read back through `read_chunks` and checked by sha256. Printed: MiB/s
 and this process's CPU seconds per GiB (all threads), alternated rounds and their
-medians, and, in one more write per backend with tracemalloc on, the most memory the
-write held at once (what "memory stays bounded whatever the size" means).
+medians; and, from one more write and read per backend of an asset made of one reused
+chunk, the most memory the write held at once (tracemalloc) and how far the process's
+peak RSS rose over the write and the read: what "memory stays bounded whatever the
+size" means.
 
     pip install -e '.[bench]'      # moto's server (boto3 comes with the dev extra)
     .venv/bin/python bench/s3_storage.py [--mib 500] [--rounds 3]
@@ -63,7 +65,23 @@ async def read(storage, key: str, expected: str) -> tuple[float, float]:
     return elapsed, spent
 
 
-async def peak_of_write(storage, size: int) -> int:
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise SystemExit(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # VmHWM, the peak RSS, starts again from the RSS now
+
+
+async def peaks(storage, size: int) -> tuple[int, int]:
+    """(most bytes the write held at once by tracemalloc, peak RSS growth in KiB over
+    the write and the read): a `size` asset from one reused 1 MiB chunk, so the source
+    itself holds nothing."""
     chunk = os.urandom(MIB)
 
     async def chunks():
@@ -73,11 +91,19 @@ async def peak_of_write(storage, size: int) -> int:
     tracemalloc.start()
     try:
         stored = await storage.put(COMPANY, "generated", "peak.bin", "video/mp4", chunks())
-        peak = tracemalloc.get_traced_memory()[1]
+        traced = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     await storage.delete(stored.object_key)
-    return peak
+    _reset_peak_rss()
+    before = _status_kib("VmRSS")
+    stored = await storage.put(COMPANY, "generated", "peak.bin", "video/mp4", chunks())
+    async with aclosing(storage.read_chunks(stored.object_key)) as read:
+        async for _ in read:
+            pass
+    grown = _status_kib("VmHWM") - before
+    await storage.delete(stored.object_key)
+    return traced, grown
 
 
 def main() -> None:
@@ -102,6 +128,8 @@ def main() -> None:
                 "s3://": open_storage("s3://bench/assets", caps),
             }
             stores["s3://"].backend.call("create_bucket")
+            # Peaks first, before the random data of the timed rounds is in memory.
+            peak = {name: trio.run(peaks, stores[name], args.mib * MIB) for name in stores}
             data = os.urandom(args.mib * MIB)
             expected = hashlib.sha256(data).hexdigest()
             results: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in stores}
@@ -118,15 +146,20 @@ def main() -> None:
                     )
             gib = args.mib / 1024
             print(f"\nmedians of {args.rounds} rounds, {args.mib} MiB streamed in 1 MiB chunks:")
-            heads = ("write MiB/s", "CPU s/GiB", "read MiB/s", "CPU s/GiB", "write peak")
+            heads = ("write MiB/s", "CPU s/GiB", "read MiB/s", "CPU s/GiB", "held", "peak RSS+")
             print(f"  {'backend':<8} " + " ".join(f"{head:>11}" for head in heads))
             for name, rounds in results.items():
                 w, wc, r, rc = (statistics.median(f[i] for f in rounds) for i in range(4))
-                peak = trio.run(peak_of_write, stores[name], args.mib * MIB)
+                traced, grown = peak[name]
                 print(
                     f"  {name:<8} {args.mib / w:>11.1f} {wc / gib:>11.2f} "
-                    f"{args.mib / r:>11.1f} {rc / gib:>11.2f} {peak / MIB:>7.1f} MiB"
+                    f"{args.mib / r:>11.1f} {rc / gib:>11.2f} {traced / MIB:>7.1f} MiB "
+                    f"{grown / 1024:>7.1f} MiB"
                 )
+            print(
+                "  held: the most the write held at once (tracemalloc); peak RSS+: how far "
+                "the process's peak RSS rose over the RSS before a write and read"
+            )
     finally:
         benchkit.stop(moto)
 
