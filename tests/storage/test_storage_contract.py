@@ -308,3 +308,28 @@ async def test_gc_deletes_old_orphans_and_unfinished_writes_and_keeps_the_rest(m
     with pytest.raises((OSError, StorageUnavailable)):
         await crashed.commit()
     assert not await storage.exists(key)
+
+
+# --- what only S3 does ----------------------------------------------------------------
+
+
+async def test_keep_young_renews_objects_on_s3_by_copying_them_onto_themselves(s3_url, s3_endpoint):
+    import s3kit
+
+    storage = open_storage(s3_url, {"generated": 4 * s3.PART_BYTES, "uploads": 100})
+    data = os.urandom(s3.PART_BYTES + 5)
+    stored = await storage.put(COMPANY, "generated", "kept.bin", "text/plain", data)
+    bucket, _, prefix = s3_url.removeprefix("s3://").partition("/")
+    client = s3kit.client(s3_endpoint)
+    full_key = f"{prefix}/{stored.object_key}"
+    assert client.head_object(Bucket=bucket, Key=full_key)["Metadata"] == {}
+    async with storage.open_writer(COMPANY, "generated", "w.bin", "text/plain") as writer:
+        await writer.write(b"w" * FLUSH_BYTES)
+        await storage.keep_young([stored.object_key], [writer])
+    head = client.head_object(Bucket=bucket, Key=full_key)
+    assert abs(int(head["Metadata"]["touched"]) - time.time()) < 60
+    assert await read(storage, stored.object_key) == data  # the same bytes
+    # A key that is gone is skipped, not an error.
+    await storage.delete(stored.object_key)
+    await storage.keep_young([stored.object_key], [])
+    assert not await storage.exists(stored.object_key)
