@@ -1090,6 +1090,32 @@ class StoreContract:
         with pytest.raises(InvalidRequest):
             await store.list_assets(a, limit=0)
 
+    async def test_list_all_assets_pages_every_company_by_id(self, store: JobStore) -> None:
+        assert await store.list_all_assets(None, 10) == []
+        a = await company(store)
+        b = await company(store, "globex")
+        job = await submit(store, a)
+        # Newer rows get older created_at: the order must be the id's, not the time's.
+        made = [
+            await store.insert_asset(make_asset(a if i % 2 else b, created_at=at(-i)))
+            for i in range(7)
+        ]
+        made.append(await store.insert_asset(make_asset(a, job_id=job.id, created_at=at(5))))
+        by_id = sorted(made, key=lambda x: x.id)
+        seen: list[Asset] = []
+        after = None
+        while page := await store.list_all_assets(after, 3):
+            assert len(page) <= 3
+            seen.extend(page)
+            after = page[-1].id
+        assert seen == by_id
+        assert await store.list_all_assets(by_id[2].id, 2) == by_id[3:5]
+        assert await store.list_all_assets(by_id[-1].id, 10) == []
+        # A page may start after an id that is not (or no longer) a row's.
+        assert await store.list_all_assets(by_id[3].id + "~", 1) == [by_id[4]]
+        with pytest.raises(InvalidRequest):
+            await store.list_all_assets(None, 0)
+
     async def test_existing_asset_keys(self, store: JobStore) -> None:
         c = await company(store)
         kept = await store.insert_asset(make_asset(c))

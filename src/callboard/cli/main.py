@@ -1,7 +1,7 @@
 """The `callboard` command line: the parser of every command, and the dispatch to them.
 
-`serve` and `migrate` run in `cli.serve` (the only module here that loads the
-runtime); the client commands (submit, jobs, show, cancel, retry, events, assets,
+`serve`, `migrate` and `storage copy` run in `cli.serve` (the only module here that
+loads the runtime); the client commands (submit, jobs, show, cancel, retry, events, assets,
 companies, tokens, gc, dashboard) are in `cli.jobs`, `cli.events`, `cli.assets`,
 `cli.admin` and `cli.dashboard`, over `callboard.client`.
 
@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from . import admin, assets, common, dashboard, events, jobs
 
 
-def _server_flags(parser: argparse.ArgumentParser) -> None:
+def _location_flags(parser: argparse.ArgumentParser) -> None:
+    """Where a node keeps its store and its assets."""
     parser.add_argument(
         "--data-dir",
         help="holds the SQLite database, assets and operator.token "
@@ -31,11 +32,6 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
         help="sqlite:///path.db or postgresql://user@host:port/db (CALLBOARD_DATABASE_URL)",
     )
     parser.add_argument(
-        "--database-pool-size",
-        type=str,
-        help="PostgreSQL connections of this node (CALLBOARD_DATABASE_POOL_SIZE, default 10)",
-    )
-    parser.add_argument(
         "--storage-dir",
         help="where assets are stored (CALLBOARD_STORAGE_DIR, default <data dir>/assets)",
     )
@@ -44,6 +40,15 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
         help="file:///path or s3://bucket/prefix: where assets are stored; nodes sharing a "
         "PostgreSQL queue need one they all reach (CALLBOARD_STORAGE_URL, default the "
         "--storage-dir)",
+    )
+
+
+def _server_flags(parser: argparse.ArgumentParser) -> None:
+    _location_flags(parser)
+    parser.add_argument(
+        "--database-pool-size",
+        type=str,
+        help="PostgreSQL connections of this node (CALLBOARD_DATABASE_POOL_SIZE, default 10)",
     )
     parser.add_argument(
         "--workers",
@@ -125,6 +130,59 @@ def build_parser() -> argparse.ArgumentParser:
         "Example: callboard migrate --data-dir ./callboard-data",
     )
     _server_flags(migrate)
+
+    storage = common.add_command(
+        commands,
+        "storage",
+        "move asset storage: copy every asset to another backend",
+        "Work on the node's asset storage directly (not over the API), with the settings "
+        "`serve` reads: --data-dir, --database, --storage-dir, --storage-url.",
+        [
+            "callboard storage copy --to s3://my-bucket/callboard --dry-run",
+            "callboard storage copy --to s3://my-bucket/callboard",
+        ],
+    )
+    storage_actions = storage.add_subparsers(dest="action", metavar="ACTION", required=True)
+    copy = common.add_command(
+        storage_actions,
+        "copy",
+        "copy every asset to another storage URL, verified by sha256",
+        "Copy every asset (of every company) from the node's storage to --to, under the "
+        "same keys. Each copy is hashed as it streams and kept only if its size and "
+        "sha256 match the asset's row; an object already in the target is read back and "
+        "kept if it matches, written again if not, so running the command again resumes "
+        "an interrupted copy. Prints each asset it copies or cannot, then a report. Exit 0 "
+        "when every asset is in the target and verified, 1 otherwise, 2 for bad input or "
+        "storage that cannot be reached. The embedded SQLite store is locked by a running "
+        "node: stop it first. On PostgreSQL it may run beside the nodes. Credentials, "
+        "region and endpoint of s3:// come from the standard AWS_* settings.",
+        [
+            "callboard storage copy --to s3://my-bucket/callboard --dry-run",
+            "callboard storage copy --to s3://my-bucket/callboard",
+            "callboard storage copy --data-dir /srv/callboard --to file:///mnt/shared/assets",
+            "callboard storage copy --storage-url s3://my-bucket/callboard "
+            "--to file:///srv/callboard/assets",
+        ],
+    )
+    _location_flags(copy)
+    copy.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="where to copy: file:///absolute/path or s3://bucket/prefix",
+    )
+    copy.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only count what would be copied (looks at each object, reads none)",
+    )
+    copy.add_argument(
+        "--parallel",
+        type=int,
+        default=4,
+        metavar="N",
+        help="assets copied at once (default 4; each holds up to about 10 MiB)",
+    )
     jobs.add_commands(commands)
     events.add_commands(commands)
     assets.add_commands(commands)
@@ -140,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     if getattr(args, "handler", None) is not None:
         return common.run(args)
-    # Only `serve` and `migrate` load the runtime, and only once they are asked for.
+    # Only `serve`, `migrate` and `storage` load the runtime, and only once asked for.
     from .serve import run_server
 
     return run_server(args)

@@ -1,7 +1,9 @@
-"""`callboard serve` and `callboard migrate`: the commands that run a node or its store.
+"""`callboard serve`, `callboard migrate` and `callboard storage copy`: the commands that
+run a node, or work on its store and storage directly.
 
 This is the only command module that imports the runtime (the board, the store, the
-web server); `cli.main` imports it only when one of these two commands is asked for.
+storage, the web server); `cli.main` imports it only when one of these commands is
+asked for.
 `serve` stops gracefully on Ctrl-C or SIGTERM and exits 0. With `--processes N` (N > 1,
 PostgreSQL only) it becomes the parent of N such nodes (`cli.processes`), and each of
 them runs `serve` again on the socket the parent bound.
@@ -16,19 +18,35 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..board import Board
-from ..config import SettingError, Settings, load_settings, redact_url
-from ..errors import CallboardError, Lagged
+from ..config import (
+    SettingError,
+    Settings,
+    check_storage_url,
+    load_settings,
+    redact_url,
+    sqlite_path,
+)
+from ..errors import CallboardError, Lagged, StoreInUse
 from ..jobs import JobEvent, JobSpec
 from ..running_board import RunningBoard
-from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from ..sizes import human_bytes
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .processes import ChildInfo, run_group
 
+if TYPE_CHECKING:
+    from ..storage.copy import CopyReport
+
 log = logging.getLogger("callboard.cli")
+
+#: `storage copy` prints a line at least this often while it keeps objects it checked.
+PROGRESS_SECONDS = 5.0
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -190,6 +208,128 @@ async def migrate(settings: Settings) -> int:
     return EXIT_OK
 
 
+async def copy_storage(settings: Settings, args: argparse.Namespace) -> int:
+    """`callboard storage copy`: every asset from the storage of `settings` to `--to`,
+    a line for each asset copied (or missing, or failed), then the counts. Ctrl-C or
+    SIGTERM stops it (writes in progress are aborted); running it again resumes."""
+    from ..runtime.groups import unwrap_sole
+    from ..storage.copy import AssetCopy, CopyEvent, Outcome
+    from ..storage.location import open_backend, same_place
+    from ..store import open_store
+
+    source_url = settings.storage_location
+    try:
+        target_url = check_storage_url(args.to)
+    except ValueError as exc:
+        raise SettingError(f"--to: {exc}") from None
+    if same_place(source_url, target_url):
+        raise SettingError(f"--to: the assets are in {target_url} already")
+    if args.parallel < 1:
+        raise SettingError("--parallel: must be at least 1")
+    database = sqlite_path(settings.database_url) if settings.embedded else None
+    if database is not None and not database.exists():
+        raise SettingError(f"no database at {database}: --data-dir or --database names the node's")
+    source, target = open_backend(source_url), open_backend(target_url)
+    # Never migrate: a copy may run beside nodes that expect the schema they have.
+    store = open_store(settings.database_url, pool_size=1, migrate=False)
+
+    last_line = time.monotonic()
+
+    def show(event: CopyEvent) -> None:
+        nonlocal last_line
+        if event.outcome in (Outcome.ALREADY_THERE, Outcome.PRESENT):
+            # A resumed run may check many objects in a row that it keeps: say it lives.
+            if time.monotonic() - last_line >= PROGRESS_SECONDS:
+                print(f"{run.report.checked} assets checked so far", flush=True)
+                last_line = time.monotonic()
+            return
+        last_line = time.monotonic()
+        what = event.outcome.value
+        if event.outcome is Outcome.REPLACED:
+            what = "copied (over one that did not match its row)"
+        detail = f": {event.detail}" if event.detail else ""
+        print(f"{what} {event.asset.object_key}{detail}", flush=True)
+
+    run = AssetCopy(
+        store, source, target, dry_run=args.dry_run, parallel=args.parallel, progress=show
+    )
+    try:
+        with unwrap_sole():
+            async with store.opened():
+                print(f"{'dry run: ' if args.dry_run else ''}{source_url} -> {target_url}")
+                interrupted = await _until_signal(run.run)
+    except StoreInUse as exc:
+        raise StoreInUse(f"stop the node first: {exc}") from None
+    _print_copy_report(run.report)
+    if interrupted:
+        print("callboard: interrupted; run the same command to go on", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if run.report.stopped:
+        print(f"callboard: {run.report.stopped}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.dry_run:
+        if run.report.missing:
+            print(
+                f"callboard: {run.report.missing} missing at the source (listed above): a copy "
+                "would leave them out",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        return EXIT_OK
+    if not run.report.complete:
+        left = run.report.missing + run.report.failed
+        print(
+            f"callboard: {left} asset{'s' if left != 1 else ''} not in {target_url} (listed "
+            "above), the others are; once the source has them, running the command again "
+            "keeps what is there and copies the rest",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    print(f"every asset is in {target_url}, verified by sha256")
+    return EXIT_OK
+
+
+async def _until_signal(fn: Callable[[], Awaitable[object]]) -> bool:
+    """Run `fn` to its end or until SIGINT or SIGTERM cancels it: whether a signal did."""
+    interrupted = False
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def on_signal() -> None:
+                nonlocal interrupted
+                async for _ in signals:
+                    interrupted = True
+                    nursery.cancel_scope.cancel()
+
+            async def run() -> None:
+                await fn()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(on_signal)
+            nursery.start_soon(run)
+    return interrupted
+
+
+def _print_copy_report(report: CopyReport) -> None:
+    size = human_bytes(report.bytes_copied)
+    if report.dry_run:
+        rows = [
+            ("would copy", f"{report.copied} ({size})"),
+            ("in the target", f"{report.already_there} (not read back by a dry run)"),
+        ]
+    else:
+        replaced = f"; {report.replaced} over one that did not match" if report.replaced else ""
+        rows = [
+            ("copied", f"{report.copied} ({size}{replaced})"),
+            ("already there", f"{report.already_there} (read back and verified)"),
+        ]
+    rows += [("missing at source", str(report.missing)), ("failed", str(report.failed))]
+    print(f"{report.checked} asset{'s' if report.checked != 1 else ''} checked")
+    for name, value in rows:
+        print(f"  {name + ':':<19}{value}")
+    sys.stdout.flush()
+
+
 def child_command(args: argparse.Namespace, index: int, first_start: bool) -> list[str]:
     """The command line of child `index` of `serve --processes`; its settings travel in
     the environment. Events are logged, and demo jobs submitted, by the first only."""
@@ -215,8 +355,11 @@ def run_server(args: argparse.Namespace) -> int:
     group = args.command == "serve" and child is None and settings.processes > 1
     # Which process a line comes from, when several share the terminal.
     tag = f"[{child.name}] " if child is not None else "[main] " if group else ""
+    # A command that runs and ends (`storage copy`) prints what it does: its log says
+    # only what went wrong.
+    quiet = logging.WARNING if args.command == "storage" else logging.INFO
     logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
+        level=logging.DEBUG if args.debug else quiet,
         format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -240,6 +383,8 @@ def run_server(args: argparse.Namespace) -> int:
                     )
                 return run_group(settings, lambda i, first: child_command(args, i, first))
             runner = (serve, settings, args.demo, args.log_events, child)
+        elif args.command == "storage":
+            runner = (copy_storage, settings, args)
         else:
             runner = (migrate, settings)
         return trio.run(*runner)

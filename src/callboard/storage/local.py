@@ -48,7 +48,13 @@ _DATE_PARTS = (re.compile(r"\d{4}"), re.compile(r"\d{2}"), re.compile(r"\d{2}"))
 def _create(temp_path: Path) -> int:
     temp_path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-    return os.open(temp_path, flags, 0o666)
+    try:
+        return os.open(temp_path, flags, 0o666)
+    except FileExistsError:
+        # A node never writes a key twice; `storage copy` does when it resumes, and
+        # finds here what a copy killed mid-write (SIGKILL, power loss) left behind.
+        os.unlink(temp_path)
+        return os.open(temp_path, flags, 0o666)
 
 
 def _write_hashed(fd: int, update: Callable[[Buffer], None], data: Buffer) -> None:

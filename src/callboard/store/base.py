@@ -456,5 +456,14 @@ class JobStore(abc.ABC):
         Raises InvalidRequest for a cursor it did not issue or a limit below 1."""
 
     @abc.abstractmethod
+    async def list_all_assets(self, after: str | None, limit: int) -> list[Asset]:
+        """Up to `limit` assets of every company with an id greater than `after` (None:
+        from the first), ordered by id: the pages `storage copy` walks. An order by a
+        unique, unchanging key keeps the walk stable while rows are added (each row
+        comes once; one added behind the walk is for the next run) and lets a page
+        start where the last ended without a count or an offset. Raises
+        InvalidRequest for a limit below 1."""
+
+    @abc.abstractmethod
     async def existing_asset_keys(self, object_keys: Collection[str]) -> set[str]:
         """Which of these object keys have an `assets` row (gc keeps their files)."""

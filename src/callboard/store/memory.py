@@ -715,6 +715,16 @@ class MemoryStore(JobStore):
         items = matching[:limit]
         return Page(items, encode_cursor(items[-1]) if len(matching) > limit else None)
 
+    async def list_all_assets(self, after: str | None, limit: int) -> list[Asset]:
+        await self._enter()
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        found = sorted(
+            (a for a in self._assets.values() if after is None or a.id > after),
+            key=lambda a: a.id,
+        )
+        return found[:limit]
+
     async def existing_asset_keys(self, object_keys: Collection[str]) -> set[str]:
         await self._enter()
         wanted = set(object_keys)

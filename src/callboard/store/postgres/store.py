@@ -938,6 +938,15 @@ class PostgresStore(JobStore):
         items = assets[:limit]
         return Page(items, encode_cursor(items[-1]) if len(assets) > limit else None)
 
+    async def list_all_assets(self, after: str | None, limit: int) -> list[Asset]:
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        if after is None:
+            rows = await self._driver.fetch(Q["list_all_assets"], limit)
+        else:
+            rows = await self._driver.fetch(Q["list_all_assets_after"], after, limit)
+        return [ROWS.asset(row) for row in rows]
+
     async def existing_asset_keys(self, object_keys: Collection[str]) -> set[str]:
         if not object_keys:
             await trio.lowlevel.checkpoint()

@@ -972,6 +972,15 @@ class SqliteStore(JobStore):
         items = assets[:limit]
         return Page(items, encode_cursor(items[-1]) if len(assets) > limit else None)
 
+    async def list_all_assets(self, after: str | None, limit: int) -> list[Asset]:
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        if after is None:
+            query, params = Q["list_all_assets"], {"limit": limit}
+        else:
+            query, params = Q["list_all_assets_after"], {"after": after, "limit": limit}
+        return await self._read(_fetch(query, params, ROWS.asset))
+
     async def existing_asset_keys(self, object_keys: Collection[str]) -> set[str]:
         if not object_keys:
             await trio.lowlevel.checkpoint()

@@ -556,5 +556,15 @@ WHERE company_id = $1
 ORDER BY created_at DESC, id DESC
 LIMIT $6;
 
+-- name: list_all_assets
+-- Every company's assets by id, a page at a time (`storage copy`); the primary key
+-- answers both this and the next, which starts after the last page's id (two
+-- statements: "($1 IS NULL OR id > $1)" in a generic plan scans the index from its
+-- start).
+SELECT * FROM assets ORDER BY id LIMIT $1;
+
+-- name: list_all_assets_after
+SELECT * FROM assets WHERE id > $1 ORDER BY id LIMIT $2;
+
 -- name: existing_asset_keys
 SELECT object_key FROM assets WHERE object_key = ANY($1::text[]);

@@ -426,6 +426,15 @@ WHERE company_id = :company_id
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
+-- name: list_all_assets
+-- Every company's assets by id, a page at a time (`storage copy`); the primary key
+-- answers both this and the next, which starts after the last page's id (two
+-- statements: "(:after IS NULL OR id > :after)" would scan the index from its start).
+SELECT * FROM assets ORDER BY id LIMIT :limit;
+
+-- name: list_all_assets_after
+SELECT * FROM assets WHERE id > :after ORDER BY id LIMIT :limit;
+
 -- name: existing_asset_keys
 -- :object_keys is a JSON array; the UNIQUE index on object_key answers each one.
 SELECT object_key FROM assets
