@@ -5,6 +5,7 @@ The tree `run_node` builds:
 
     root supervisor (one_for_one)
     ├── watchdog                     ends the process if its loop stays blocked (half a lease)
+    ├── presence                     announces this node in the store; warns of unshared assets
     ├── broker                       fan-out of committed events
     ├── reaper                       reclaims jobs whose lease ran out
     ├── leases                       renews the leases of the jobs running here
@@ -54,6 +55,7 @@ from .actors.dispatcher import Dispatcher, DispatcherStatistics
 from .actors.event_stream import EventStream, open_event_stream
 from .actors.lease_keeper import LeaseKeeper
 from .actors.ledger import Ledger
+from .actors.presence import Presence
 from .actors.reaper import Reaper, ReaperStatistics
 from .actors.stats import StatsReporter
 from .actors.worker import JobRunner, Worker, WorkerSettings
@@ -86,7 +88,7 @@ from .storage.gc import GcReport, collect_garbage
 from .storage.location import open_storage
 from .storage.names import UPLOADS
 from .storage.writer import AssetStorage, Chunks
-from .store.base import JobStore
+from .store.base import JobStore, NodeInfo
 
 if TYPE_CHECKING:
     from .board import Board
@@ -130,6 +132,7 @@ class RunningBoard:
         reaper: Reaper,
         lease_owner: str,
         settings: Settings,
+        presence: Presence,
         leases: LeaseKeeper | None = None,
     ) -> None:
         #: The node's configuration (the web server reads its part from here).
@@ -142,6 +145,7 @@ class RunningBoard:
         self._workers = list(workers)
         self._dispatcher = dispatcher
         self._reaper = reaper
+        self._presence = presence
         self.supervisor: Supervisor | None = None
         self.watchdog = LoopWatchdog()
         self.lease_owner = lease_owner
@@ -406,6 +410,21 @@ class RunningBoard:
 
     # --- the node ------------------------------------------------------------------------
 
+    @property
+    def node_count(self) -> int:
+        """Live nodes on this node's store (itself included), as of its last beat."""
+        return len(self._presence.live)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the node warns about now, one line each (none make it unready): nodes
+        sharing the queue that cannot serve each other's assets."""
+        return list(self._presence.warnings)
+
+    async def live_nodes(self) -> list[NodeInfo]:
+        """Every node on this node's store seen lately, this one included, read now."""
+        return await self._store.live_nodes(self.now() - self._presence.live_window)
+
     def lease_stop_by(self) -> float | None:
         """`time.monotonic()` by which the earliest running job must be stopped (read
         from the loop watchdog's thread)."""
@@ -571,9 +590,24 @@ async def run_node(
         max_restarts=max(3, settings.workers),
         period=60.0,
     )
-    # The reaper starts before any claim, so orphans of a dead process are
-    # requeued before this node looks for work.
+    presence = Presence(
+        store,
+        clock.now,
+        NodeInfo(
+            id=lease_owner,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=clock.now(),
+            storage_url=settings.storage_location,
+            job_types=tuple(registry.job_types()) if settings.workers else (),
+        ),
+        shared_store=not store.exclusive,
+    )
+    # Presence first, so the other nodes notify this one of their commits by the
+    # time it works. The reaper starts before any claim, so orphans of a dead
+    # process are requeued before this node looks for work.
     children = [
+        ChildSpec("presence", presence.run, Restart.PERMANENT),
         ChildSpec("broker", broker.run, Restart.PERMANENT),
         ChildSpec("reaper", reaper.run, Restart.PERMANENT),
     ]
@@ -590,6 +624,7 @@ async def run_node(
         reaper=reaper,
         lease_owner=lease_owner,
         settings=settings,
+        presence=presence,
         leases=leases if workers else None,
     )
     # First child: it watches the loop every other child runs on.

@@ -32,7 +32,7 @@ from callboard.jobs import (
     Progress,
     new_id,
 )
-from callboard.store.base import JobStore
+from callboard.store.base import JobStore, NodeInfo
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = T0 + timedelta(seconds=30)
@@ -988,6 +988,48 @@ class StoreContract:
         assert await store.prune_events(at(10), limit=2) == 2
         assert await store.prune_events(at(10), limit=100) == 4
         assert len(await store.events_after(0)) == 1
+
+    # --- node presence ---------------------------------------------------------------
+
+    async def test_nodes_announce_refresh_and_forget(self, store: JobStore) -> None:
+        hour_ago = at(-3600)
+        # Same start: the id decides, byte by byte ("N" before "n"), on every store.
+        a = NodeInfo("node-1", "host-a", 11, T0, "file:///srv/callboard/assets", ("noop", "t"))
+        b = NodeInfo("Node-2", "host-b", 22, T0, "s3://bucket/assets")
+        c = NodeInfo("node-0", "host-c", 33, at(1), "s3://other")
+        assert await store.live_nodes(hour_ago) == []
+        await store.announce_node(a, at(2), hour_ago)
+        await store.announce_node(b, at(3), hour_ago)
+        await store.announce_node(c, at(4), hour_ago)
+        a2 = replace(a, last_seen=at(2))
+        b3 = replace(b, last_seen=at(3))
+        c4 = replace(c, last_seen=at(4))
+        assert await store.live_nodes(T0) == [b3, a2, c4]
+        assert await store.live_nodes(at(3)) == [b3, c4]  # seen at `since` is live
+        assert await store.live_nodes(at(5)) == []
+
+        # A refresh moves last_seen and takes the details given (its last_seen is not).
+        moved = replace(a, job_types=(), storage_url="s3://bucket/assets", last_seen=at(1))
+        await store.announce_node(moved, at(10), hour_ago)
+        assert await store.live_nodes(at(5)) == [replace(moved, last_seen=at(10))]
+
+        await store.forget_node(a.id)
+        await store.forget_node("never-seen")
+        assert await store.live_nodes(T0) == [b3, c4]
+
+    async def test_announcing_deletes_the_rows_of_long_gone_nodes(self, store: JobStore) -> None:
+        gone = NodeInfo("gone", "host-a", 1, T0, "s3://bucket")
+        me = NodeInfo("me", "host-b", 2, T0, "s3://bucket")
+        await store.announce_node(gone, T0, at(-3600))
+        await store.announce_node(me, at(1), at(-3600))
+        # `gone` was seen at T0, not before it: kept.
+        await store.announce_node(me, at(2), T0)
+        assert [n.id for n in await store.live_nodes(at(-7200))] == ["gone", "me"]
+        await store.announce_node(me, at(3), at(1))
+        assert [n.id for n in await store.live_nodes(at(-7200))] == ["me"]
+        # A node announcing after a long absence keeps its own row, refreshed.
+        await store.announce_node(me, at(9000), at(5400))
+        assert await store.live_nodes(at(-7200)) == [replace(me, last_seen=at(9000))]
 
     # --- API tokens ------------------------------------------------------------------
 

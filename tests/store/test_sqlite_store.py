@@ -93,6 +93,7 @@ async def test_migrations_replay_gives_schema_sql(tmp_path) -> None:
             "content_job_events",
             "event_log_state",
             "assets",
+            "callboard_nodes",
         }
     finally:
         migrated.close()

@@ -52,6 +52,7 @@ async def test_statistics_describe_the_tree(make_board, autojump_clock):
         stats = rt.statistics()
     assert [c.name for c in stats.supervisor.children] == [
         "watchdog",
+        "presence",
         "broker",
         "reaper",
         "leases",

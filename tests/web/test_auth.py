@@ -59,6 +59,7 @@ ROUTES = [
     Route("GET", "/api/companies/{c}/events", 200, sse=True),
     Route("GET", "/api/events", 200, operator_only=True, sse=True),
     Route("GET", "/api/stats", 200, operator_only=True),
+    Route("GET", "/api/nodes", 200, operator_only=True),
     Route("POST", "/api/companies/{c}/assets", 201, body="upload"),
     Route("GET", "/api/companies/{c}/assets", 200),
     Route("GET", "/api/companies/{c}/assets/{a}", 200),

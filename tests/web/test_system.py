@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 
+import httpx
 import pytest
 import trio
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
-from webkit import create_company, serving, sse, submit, subscribers, wait_for, wait_for_status
+from webkit import (
+    create_company,
+    serving,
+    sse,
+    start_server,
+    submit,
+    subscribers,
+    wait_for,
+    wait_for_status,
+)
 
+import s3kit
 from callboard.errors import StoreUnavailable
+from callboard.web.readiness import STORAGE_TIMEOUT, StorageCheck
 
 pytestmark = pytest.mark.trio
 
@@ -30,7 +44,12 @@ async def test_readyz_ready_then_503_with_the_store_down_or_while_draining(
     async with server.client(token="") as client:
         response = await client.get("/readyz")
         assert response.status_code == 200
-        assert response.json() == {"status": "ready", "checks": {"runtime": True, "store": True}}
+        assert response.json() == {
+            "status": "ready",
+            "checks": {"runtime": True, "store": True, "storage": True},
+            "nodes": 1,
+            "warnings": [],
+        }
 
         async def down() -> None:
             raise StoreUnavailable("the database is down (test)")
@@ -39,7 +58,7 @@ async def test_readyz_ready_then_503_with_the_store_down_or_while_draining(
             patch.setattr(server.rt.store, "ping", down)
             response = await client.get("/readyz")
             assert response.status_code == 503
-            assert response.json()["checks"] == {"runtime": True, "store": False}
+            assert response.json()["checks"] == {"runtime": True, "store": False, "storage": True}
         assert (await client.get("/readyz")).status_code == 200
 
         # Draining: the first thing a drain does is stop accepting.
@@ -48,7 +67,9 @@ async def test_readyz_ready_then_503_with_the_store_down_or_while_draining(
         assert response.status_code == 503
         assert response.json() == {
             "status": "unavailable",
-            "checks": {"runtime": False, "store": True},
+            "checks": {"runtime": False, "store": True, "storage": True},
+            "nodes": 1,
+            "warnings": [],
         }
     # ... and a submit is refused with 503, writing nothing.
     async with server.client() as client:
@@ -81,6 +102,90 @@ async def test_stats_for_the_operator(server, company):
     assert stats["accepting"] is True
     assert stats["throughput"]["completed"] == 1
     assert stats["events"]["published"] >= 4
+
+
+async def test_readyz_503_while_asset_storage_cannot_be_written(tmp_path, caplog):
+    """A file where the storage directory would be made: no asset could be written, so
+    the node is not ready, and the log says why once however often it is asked."""
+    board, settings, web, servers = await start_server(tmp_path)
+    settings.storage_dir.parent.mkdir(parents=True)
+    settings.storage_dir.write_text("not a directory")
+    async with board.running(extra_children=web):
+        async with httpx.AsyncClient(base_url=servers[-1].bound[0]) as client:
+            answers = [await client.get("/readyz") for _ in range(3)]
+    assert [a.status_code for a in answers] == [503, 503, 503]
+    assert answers[0].json()["status"] == "unavailable"
+    assert answers[0].json()["checks"] == {"runtime": True, "store": True, "storage": False}
+    said = [r.getMessage() for r in caplog.records if "/readyz answers 503" in r.getMessage()]
+    assert said == [
+        f"asset storage {settings.storage_dir} is not a directory: "
+        "/readyz answers 503 until it works again"
+    ]
+
+
+async def test_readyz_asks_the_bucket_at_most_once_per_window(tmp_path, s3_url, caplog):
+    """On s3:// storage readiness asks the bucket (HeadBucket), keeps the answer for a
+    while so that polling load balancers do not hammer it, and says once in the log
+    when the bucket stops answering."""
+    bucket = s3_url.removeprefix("s3://").partition("/")[0]
+    env = {"CALLBOARD_STORAGE_URL": s3_url}
+    board, _settings, web, servers = await start_server(tmp_path, env)
+    async with board.running(extra_children=web) as rt:
+        # A shorter window than the node's 5 s, so the test need not wait that long.
+        servers[-1].app.extensions["callboard"].storage_check = StorageCheck(
+            rt.storage.check, cache_seconds=1.0
+        )
+        async with httpx.AsyncClient(base_url=servers[-1].bound[0]) as client:
+            first = await client.get("/readyz")
+            assert first.status_code == 200 and first.json()["checks"]["storage"] is True
+            assert first.json()["warnings"] == []  # one node, shared storage
+            s3kit.client(os.environ["AWS_ENDPOINT_URL_S3"]).delete_bucket(Bucket=bucket)
+            assert (await client.get("/readyz")).status_code == 200  # not asked again yet
+
+            async def unready() -> bool:
+                return (await client.get("/readyz")).status_code == 503
+
+            await wait_for(unready, within=10, interval=0.2)
+            answer = await client.get("/readyz")
+            assert answer.json()["checks"] == {"runtime": True, "store": True, "storage": False}
+    said = [r.getMessage() for r in caplog.records if "/readyz answers 503" in r.getMessage()]
+    assert len(said) == 1 and f"object storage s3://{bucket}/assets" in said[0]
+    assert s3kit.CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in caplog.text
+
+
+async def test_readyz_gives_up_on_a_bucket_that_does_not_answer(tmp_path, s3_url, monkeypatch):
+    """An endpoint that takes connections and never answers: readiness says so within
+    the check's 2 s, not after the client's own timeouts."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        host, port = silent.getsockname()
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://{host}:{port}")
+        board, _settings, web, servers = await start_server(
+            tmp_path, {"CALLBOARD_STORAGE_URL": s3_url}
+        )
+        async with board.running(extra_children=web):
+            async with httpx.AsyncClient(base_url=servers[-1].bound[0]) as client:
+                started = trio.current_time()
+                answer = await client.get("/readyz")
+                took = trio.current_time() - started
+                again = await client.get("/readyz")  # the answer kept: at once
+                took_again = trio.current_time() - started - took
+    assert answer.status_code == 503 and answer.json()["checks"]["storage"] is False
+    assert STORAGE_TIMEOUT <= took < STORAGE_TIMEOUT + 2, took
+    assert again.status_code == 503 and took_again < 1, took_again
+
+
+async def test_nodes_lists_this_node_for_the_operator(server):
+    async with server.client() as client:
+        response = await client.get("/api/nodes")
+    assert response.status_code == 200
+    [me] = response.json()["items"]
+    assert me["id"] == server.rt.lease_owner
+    assert me["host"] == socket.gethostname() and me["pid"] == os.getpid()
+    assert me["storage"] == server.settings.storage_location
+    assert me["storage"].startswith("file:///")
+    assert "test.gate" in me["jobTypes"]
+    assert me["startedAt"] <= me["lastSeen"]
+    assert response.json()["nextCursor"] is None
 
 
 def scrape(text: str) -> dict[tuple[str, tuple], float]:

@@ -87,6 +87,11 @@ class StorageBackend(Protocol):
 
     async def exists(self, key: str) -> bool: ...
 
+    async def check(self) -> None:
+        """Raise StorageUnavailable, saying why, unless objects can be written now (the
+        readiness probe asks; the caller bounds how long it waits)."""
+        ...
+
     async def touch(self, keys: Sequence[str]) -> None:
         """Make committed objects look young to gc: a running job's assets wait for
         their rows until the job is done, which may be hours (`JobAssets.keep_fresh`).

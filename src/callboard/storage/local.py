@@ -28,6 +28,7 @@ from pathlib import Path
 
 import trio
 
+from ..errors import StorageUnavailable
 from . import writer
 from .backend import Buffer, Candidate
 from .names import COMPANY_ID, NAMESPACES, OBJECT_NAME, check_object_key
@@ -107,6 +108,19 @@ def _touch_all(paths: list[Path]) -> None:
             os.utime(path)
         except FileNotFoundError:
             pass
+
+
+def _check_writable(root: Path) -> None:
+    # The directory is made by the first write: until then, its nearest existing
+    # ancestor must let it be made.
+    here = root
+    while not here.exists() and here.parent != here:
+        here = here.parent
+    where = f"asset storage {root}" + (f": {here}" if here != root else "")
+    if not here.is_dir():
+        raise StorageUnavailable(f"{where} is not a directory")
+    if not os.access(here, os.W_OK | os.X_OK):
+        raise StorageUnavailable(f"{where} is not writable")
 
 
 def _temp_path(path: Path) -> Path:
@@ -222,6 +236,8 @@ class LocalDisk:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        # One check at a time, so a hung disk does not collect a thread per probe.
+        self._checks = trio.CapacityLimiter(1)
 
     def path_of(self, object_key: str) -> Path:
         """The file of an object key; only keys of the layout are accepted, so a key
@@ -254,6 +270,12 @@ class LocalDisk:
 
     async def delete(self, key: str) -> None:
         await _discard_in_thread(None, [self.path_of(key)])
+
+    async def check(self) -> None:
+        """The root is a writable directory, or can be made as one."""
+        await trio.to_thread.run_sync(
+            _check_writable, self.root, abandon_on_cancel=True, limiter=self._checks
+        )
 
     async def touch(self, keys: Sequence[str]) -> None:
         """Set the modification time of objects to now, so gc sees them as young."""

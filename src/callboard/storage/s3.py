@@ -191,6 +191,10 @@ class S3Backend:
     def __init__(self, location: S3Location, client: Any | None = None) -> None:
         self.location = location
         self._client = client if client is not None else make_client()
+        # One check at a time: a check given up on (the probe's timeout) leaves its
+        # thread to the client's own timeouts, and a service that stopped answering
+        # must not collect one such thread per probe.
+        self._checks = trio.CapacityLimiter(1)
 
     @property
     def url(self) -> str:
@@ -233,7 +237,9 @@ class S3Backend:
 
     async def check(self) -> None:
         """Fail now, with the service's reason, if the bucket cannot be reached."""
-        await self.run(lambda: self.call("head_bucket"))
+        await trio.to_thread.run_sync(
+            lambda: self.call("head_bucket"), abandon_on_cancel=True, limiter=self._checks
+        )
 
     async def check_at_start(self) -> None:
         """A node's first look at its bucket. A bucket that does not exist or refuses

@@ -367,6 +367,10 @@ class AssetStorage:
     async def exists(self, object_key: str) -> bool:
         return await self.backend.exists(check_object_key(object_key))
 
+    async def check(self) -> None:
+        """Raise StorageUnavailable unless objects can be written now."""
+        await self.backend.check()
+
     async def keep_young(self, object_keys: Iterable[str], writers: Iterable[ObjectWriter]) -> None:
         """Make committed objects and writes in progress look young to gc."""
         keys = [check_object_key(key) for key in object_keys]

@@ -21,6 +21,9 @@ Rules every implementation keeps:
 - Asset rows describe files already in place: callers write the file first, so a row
   never points at a missing file. A job's assets are written by `complete`, in the
   transaction of its `done` transition.
+- Node presence (`announce_node`, `live_nodes`, `forget_node`) is advisory: the
+  runtime's presence actor (`actors/presence.py`) keeps one row per running node,
+  which is how nodes learn of each other.
 - Lease-guarded methods (`renew_leases`, `record_progress`, `complete`, `fail`,
   `mark_cancelled`) act only when the job is `running` and `lease_owner` matches; when
   it does not (the reaper took the job, or it was retried elsewhere) they change
@@ -100,6 +103,35 @@ class ApiToken:
             "label": self.label,
             "createdAt": iso(self.created_at),
             "revokedAt": iso(self.revoked_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A node sharing the store, as it announces itself (`JobStore.announce_node`).
+
+    `id` is its lease owner id (host:pid:random, new at every start); `storage_url`
+    where it keeps assets (a file:// or s3:// URL: neither ever carries a credential);
+    `job_types` what its workers run (none on a node without workers). `last_seen` is
+    the time of its latest announcement, as the store read it back."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    storage_url: str
+    job_types: tuple[str, ...] = ()
+    last_seen: datetime | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "startedAt": iso(self.started_at),
+            "lastSeen": iso(self.last_seen),
+            "storage": self.storage_url,
+            "jobTypes": list(self.job_types),
         }
 
 
@@ -408,6 +440,22 @@ class JobStore(abc.ABC):
         """Delete up to `limit` events created before `before`, oldest first, but never a
         job's latest event (a job's stream starts from it), and raise `pruned_through`
         to the highest id deleted. Returns how many went."""
+
+    # --- node presence -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def announce_node(self, node: NodeInfo, now: datetime, forget_before: datetime) -> None:
+        """Insert or replace the row of `node.id` with `last_seen` = now (its own
+        `last_seen` is ignored). Rows last seen before `forget_before` (nodes that were
+        killed, so never forgot themselves) are deleted in the same write."""
+
+    @abc.abstractmethod
+    async def live_nodes(self, since: datetime) -> list[NodeInfo]:
+        """The nodes last seen at or after `since`, earliest started first (then by id)."""
+
+    @abc.abstractmethod
+    async def forget_node(self, node_id: str) -> None:
+        """Delete a node's row (it stops); nothing happens if there is none."""
 
     # --- API tokens --------------------------------------------------------------------
 

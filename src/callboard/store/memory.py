@@ -46,7 +46,7 @@ from ..jobs import (
     new_id,
     storable_text,
 )
-from .base import ApiToken, CancelOutcome, JobStore, Renewal
+from .base import ApiToken, CancelOutcome, JobStore, NodeInfo, Renewal
 from .encoding import decode_cursor, encode_cursor, input_json
 
 __all__ = ["MemoryStore"]
@@ -87,6 +87,7 @@ class MemoryStore(JobStore):
         self._events: list[JobEvent] = []
         self._tokens: dict[str, ApiToken] = {}
         self._assets: dict[str, Asset] = {}
+        self._nodes: dict[str, NodeInfo] = {}
         self._pruned_through = 0
         self._outbox: list[JobEvent] = []
         self._last_event_id = 0
@@ -628,6 +629,37 @@ class MemoryStore(JobStore):
         self._pruned_through = max([self._pruned_through, *doomed])
         await self._leave()
         return len(doomed)
+
+    # --- node presence -----------------------------------------------------------------
+
+    async def announce_node(self, node: NodeInfo, now: datetime, forget_before: datetime) -> None:
+        await self._enter()
+        forget_before = _utc(forget_before)
+        self._nodes = {
+            key: n
+            for key, n in self._nodes.items()
+            if n.last_seen is not None and n.last_seen >= forget_before
+        }
+        self._nodes[node.id] = replace(
+            node,
+            started_at=_utc(node.started_at),
+            job_types=tuple(node.job_types),
+            last_seen=_utc(now),
+        )
+        await self._leave()
+
+    async def live_nodes(self, since: datetime) -> list[NodeInfo]:
+        await self._enter()
+        since = _utc(since)
+        live = [n for n in self._nodes.values() if n.last_seen is not None and n.last_seen >= since]
+        return sorted(live, key=lambda n: (n.started_at, n.id))
+
+    async def forget_node(self, node_id: str) -> None:
+        await self._enter()
+        self._nodes.pop(node_id, None)
+        await self._leave()
+
+    # --- API tokens --------------------------------------------------------------------
 
     async def create_token(self, token: ApiToken) -> ApiToken:
         await self._enter()

@@ -1,7 +1,7 @@
 """Rows of the SQL stores as records: one set of column-to-field mappings.
 
 SQLite and PostgreSQL keep the same columns, so `Job`, `JobEvent`, `Company`,
-`ApiToken` and `Asset` are built from a row the same way; kept once here, a column
+`ApiToken`, `Asset` and `NodeInfo` are built from a row the same way; kept once here, a column
 added to both schemas is mapped once and cannot come out differently per store.
 
 What does differ is how a driver hands over a time: SQLite as `iso()` text,
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..jobs import Asset, Company, EventType, Job, JobEvent, JobStatus, Progress
-from .base import ApiToken
+from .base import ApiToken, NodeInfo
 
 __all__ = ["Row", "Rows"]
 
@@ -116,4 +116,15 @@ class Rows:
             source_task_id=row["source_task_id"],
             created_by_job_id=row["created_by_job_id"],
             created_at=self.to_datetime(row["created_at"]),
+        )
+
+    def node(self, row: Row) -> NodeInfo:
+        return NodeInfo(
+            id=row["node_id"],
+            host=row["host"],
+            pid=row["pid"],
+            started_at=self.to_datetime(row["started_at"]),
+            storage_url=row["storage_url"],
+            job_types=tuple(json.loads(row["job_types"])),
+            last_seen=self.to_datetime(row["last_seen"]),
         )

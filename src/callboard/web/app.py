@@ -16,6 +16,7 @@ from .body import FlowControlledConnection, FlowControlledRequest
 from .context import WebContext
 from .errors import ApiError, from_domain
 from .metrics import Metrics
+from .readiness import StorageCheck
 from .routes_admin import admin
 from .routes_assets import assets
 from .routes_events import events
@@ -67,6 +68,7 @@ def create_app(rt: RunningBoard) -> QuartTrio:
         settings=settings,
         metrics=Metrics(rt, backlog),
         backlog=backlog,
+        storage_check=StorageCheck(rt.storage.check),
     )
     for blueprint in (jobs, assets, admin, events, system):
         app.register_blueprint(blueprint)

@@ -16,6 +16,7 @@ from .auth import Authenticator, Principal
 from .backlog import Backlog
 from .errors import not_found
 from .metrics import Metrics
+from .readiness import StorageCheck
 from .sse import EventEncoder
 
 _KNOWN_COMPANIES_MAX = 100_000
@@ -28,6 +29,7 @@ class WebContext:
     settings: Settings
     metrics: Metrics
     backlog: Backlog
+    storage_check: StorageCheck
     encode: EventEncoder = field(default_factory=EventEncoder)
     #: Companies seen to exist. A company is never deleted, so a hit needs no store
     #: read (an operator's submit would otherwise cost one more round trip).

@@ -329,15 +329,23 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
                 {"200": _json({"type": "object"}, "stats"), **_errors(401, 403)},
             ),
         },
+        "/api/nodes": {
+            "get": _op(
+                "The nodes on this node's store seen in the last 15 s, this one included, "
+                "earliest started first (operator)",
+                {"200": _json(_page("Node"), "live nodes"), **_errors(401, 403)},
+            ),
+        },
         "/healthz": {
             "get": _op("Liveness", {"200": _json({"type": "object"}, "alive")}, secured=False)
         },
         "/readyz": {
             "get": _op(
-                "Readiness: store reachable, runtime running",
+                "Readiness: runtime running, store reachable, asset storage writable (a "
+                "bucket's answer is kept for 5 s); `warnings` never make a node unready",
                 {
-                    "200": _json({"type": "object"}, "ready"),
-                    "503": _json({"type": "object"}, "not ready"),
+                    "200": _json(_ref("Readiness"), "ready"),
+                    "503": _json(_ref("Readiness"), "not ready: a check is false"),
                 },
                 secured=False,
             )
@@ -429,6 +437,7 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
         },
     }
     schemas.update(_ASSET_SCHEMAS)
+    schemas.update(_NODE_SCHEMAS)
     _name_and_link(paths)
     return {
         "openapi": "3.1.0",
@@ -553,6 +562,56 @@ _ASSET_SCHEMAS: dict[str, Any] = {
     },
 }
 
+_NODE_SCHEMAS: dict[str, Any] = {
+    "Node": {
+        "type": "object",
+        "required": ["id", "host", "pid", "startedAt", "lastSeen", "storage", "jobTypes"],
+        "properties": {
+            "id": {"type": "string", "description": "its lease owner id: host:pid:random"},
+            "host": {"type": "string"},
+            "pid": {"type": "integer"},
+            "startedAt": {"type": "string", "format": "date-time"},
+            "lastSeen": {"type": "string", "format": "date-time"},
+            "storage": {
+                "type": "string",
+                "description": "where it keeps assets: file:///path or s3://bucket/prefix",
+            },
+            "jobTypes": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "what its workers run (none on a node without workers)",
+            },
+        },
+    },
+    "Readiness": {
+        "type": "object",
+        "required": ["status", "checks", "nodes", "warnings"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ready", "unavailable"]},
+            "checks": {
+                "type": "object",
+                "required": ["runtime", "store", "storage"],
+                "properties": {
+                    "runtime": {"type": "boolean"},
+                    "store": {"type": "boolean"},
+                    "storage": {"type": "boolean"},
+                },
+            },
+            "nodes": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "live nodes on this node's store, this one included",
+            },
+            "warnings": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "what an operator should fix, e.g. nodes that cannot "
+                "serve each other's assets",
+            },
+        },
+    },
+}
+
 
 _JOB = "/api/companies/{companyId}/content-jobs"
 _ASSET = "/api/companies/{companyId}/assets"
@@ -579,6 +638,7 @@ _OPERATION_IDS = {
     ("get", _ASSET + "/{assetId}/content"): "getAssetContent",
     ("post", "/api/gc"): "collectGarbage",
     ("get", "/api/stats"): "stats",
+    ("get", "/api/nodes"): "listNodes",
     ("get", "/healthz"): "healthz",
     ("get", "/readyz"): "readyz",
     ("get", "/metrics"): "metrics",

@@ -1,4 +1,4 @@
-"""Companies, their tokens, and the operator's stats."""
+"""Companies, their tokens, and the operator's stats and list of nodes."""
 
 from __future__ import annotations
 
@@ -61,6 +61,13 @@ async def revoke_company_token(company_id: str, token_id: str):
     record = await rt.store.revoke_token(token_id, company, rt.now())
     ctx().auth.forget(record.prefix)
     return "", 204
+
+
+@admin.get("/api/nodes")
+async def list_nodes():
+    await operator()
+    nodes = await ctx().rt.live_nodes()
+    return {"items": [n.to_dict() for n in nodes], "nextCursor": None}
 
 
 @admin.get("/api/stats")

@@ -9,6 +9,7 @@ from ..errors import StoreUnavailable
 from .context import ctx
 from .metrics import CONTENT_TYPE
 from .openapi import openapi_document
+from .readiness import readiness
 
 system = Blueprint("system", __name__)
 
@@ -20,16 +21,8 @@ async def healthz():
 
 @system.get("/readyz")
 async def readyz():
-    rt = ctx().rt
-    checks = {"runtime": rt.accepting and not rt.draining.is_set(), "store": True}
-    try:
-        await rt.store.ping()
-    except StoreUnavailable:
-        checks["store"] = False
-    ready = all(checks.values())
-    return {"status": "ready" if ready else "unavailable", "checks": checks}, (
-        200 if ready else 503
-    )
+    web = ctx()
+    return await readiness(web.rt, web.storage_check)
 
 
 @system.get("/metrics")

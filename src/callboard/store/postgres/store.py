@@ -12,6 +12,9 @@
   NOTIFY `callboard_events` carries the new head, `callboard_queued` the same head
   when the commit queued work (the dispatcher wakes on it without reading the
   events), `callboard_cancel` a job id whose cancel this node may have to carry out.
+- Every running node keeps a row in `callboard_nodes` (`announce_node`, called by
+  the runtime's presence actor): commits notify the other nodes only while there
+  are any, so a node alone is not woken by its own NOTIFY after every statement.
 - Migrations run under `pg_advisory_lock`, so nodes starting together apply each
   one once. `migrate=False` refuses to start on an older schema instead.
 - Times are timestamptz; job input is `json` (kept as written).
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -56,7 +58,7 @@ from ...jobs import (
     storable_text,
 )
 from ...runtime.groups import unwrap_sole
-from ..base import ApiToken, CancelOutcome, JobStore, Renewal
+from ..base import ApiToken, CancelOutcome, JobStore, NodeInfo, Renewal
 from ..encoding import decode_cursor, encode_cursor, input_json
 from ..migrations import discover
 from ..queries import load_queries
@@ -74,8 +76,6 @@ Q = load_queries("postgres")
 MIGRATION_LOCK = 0x63616C6C626F6172
 
 EVENTS_CHANNEL = "callboard_events"
-#: How often a node refreshes its row in callboard_nodes (thought gone after 15 s).
-NODE_BEAT_SECONDS = 5.0
 CANCEL_CHANNEL = "callboard_cancel"
 #: Another node queued work (see 0003_queued_notify.sql): wake the dispatcher.
 QUEUED_CHANNEL = "callboard_queued"
@@ -231,8 +231,6 @@ class PostgresStore(JobStore):
         self._feed = EventFeed(self._read_feed, self.last_event_id)
         self._completions = _Completions(self._complete_many, max_completion_batch)
         self._state = "new"  # new -> open -> closed
-        #: This node's row in callboard_nodes (see _announce).
-        self.node_id = uuid.uuid4().hex
         #: The migration versions the last open applied (empty when up to date).
         self.applied_migrations: list[int] = []
 
@@ -289,8 +287,6 @@ class PostgresStore(JobStore):
             with unwrap_sole():
                 async with self._driver.running(), trio.open_nursery() as nursery:
                     self.applied_migrations = await self._prepare_schema()
-                    # Seen before listening: the other nodes notify from then on.
-                    await nursery.start(self._announce)
                     self._feed.start_at(await self.last_event_id())
                     await nursery.start(self._completions.run)
                     await nursery.start(
@@ -313,33 +309,6 @@ class PostgresStore(JobStore):
                         nursery.cancel_scope.cancel()
         finally:
             self._state = "closed"
-
-    async def _announce(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Keep this node's row in callboard_nodes fresh while the store is open, and
-        delete it at the end: commits notify the other nodes only while there are
-        any, so a node alone is not woken by its own NOTIFY after every statement.
-        A node that misses a beat long enough to be thought gone (15 s) still sees
-        the others' events, a second late, through the feed's poll of the head.
-
-        Both statements are idempotent, so they run as reads (retried on a fresh
-        connection, not shielded): a stop gives the delete two seconds at most."""
-        try:
-            await self._driver.execute(Q["node_seen"], self.node_id)
-            task_status.started()
-            while True:
-                await trio.sleep(NODE_BEAT_SECONDS)
-                try:
-                    await self._driver.execute(Q["node_seen"], self.node_id)
-                except StoreUnavailable as exc:
-                    log.debug("cannot refresh this node's presence: %s", exc)
-        finally:
-            with trio.move_on_after(2, shield=True):
-                try:
-                    await self._driver.execute(Q["node_gone"], self.node_id)
-                except StoreUnavailable as exc:  # it ages out in 15 s
-                    log.debug("cannot remove this node's presence: %s", exc)
 
     async def open(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -855,6 +824,28 @@ class PostgresStore(JobStore):
 
     async def prune_events(self, before: datetime, limit: int = 10_000) -> int:
         return await self._driver.fetchval(Q["prune_events"], _utc(before), limit, write=True)
+
+    # --- node presence -----------------------------------------------------------------
+
+    async def announce_node(self, node: NodeInfo, now: datetime, forget_before: datetime) -> None:
+        # Idempotent, so it runs as a read: retried on a fresh connection, not shielded.
+        await self._driver.execute(
+            Q["announce_node"],
+            node.id,
+            node.host,
+            node.pid,
+            _utc(node.started_at),
+            node.storage_url,
+            json.dumps(list(node.job_types)),
+            _utc(now),
+            _utc(forget_before),
+        )
+
+    async def live_nodes(self, since: datetime) -> list[NodeInfo]:
+        return [ROWS.node(row) for row in await self._driver.fetch(Q["live_nodes"], _utc(since))]
+
+    async def forget_node(self, node_id: str) -> None:
+        await self._driver.execute(Q["forget_node"], node_id)
 
     # --- API tokens --------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ from ...jobs import (
     parse_iso,
     storable_text,
 )
-from ..base import ApiToken, CancelOutcome, JobStore, Reachability, Renewal
+from ..base import ApiToken, CancelOutcome, JobStore, NodeInfo, Reachability, Renewal
 from ..encoding import decode_cursor, encode_cursor, input_json
 from ..migrations import apply_sqlite
 from ..queries import load_queries
@@ -878,6 +878,37 @@ class SqliteStore(JobStore):
             return len(ids)
 
         return await self._write(write)
+
+    # --- node presence -----------------------------------------------------------------
+
+    async def announce_node(self, node: NodeInfo, now: datetime, forget_before: datetime) -> None:
+        params = {
+            "node_id": node.id,
+            "host": node.host,
+            "pid": node.pid,
+            "started_at": _ts(node.started_at),
+            "storage_url": node.storage_url,
+            "job_types": json.dumps(list(node.job_types)),
+            "now": _ts(now),
+        }
+        before = {"forget_before": _ts(forget_before)}
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["forget_nodes_before"], before)
+            conn.execute(Q["announce_node"], params)
+
+        await self._write(write)
+
+    async def live_nodes(self, since: datetime) -> list[NodeInfo]:
+        return await self._read(_fetch(Q["live_nodes"], {"since": _ts(since)}, ROWS.node))
+
+    async def forget_node(self, node_id: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["forget_node"], {"node_id": node_id})
+
+        await self._write(write)
+
+    # --- API tokens --------------------------------------------------------------------
 
     async def create_token(self, token: ApiToken) -> ApiToken:
         params = {

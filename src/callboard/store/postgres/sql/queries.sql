@@ -38,15 +38,31 @@ INSERT INTO companies (id, name, created_at)
 VALUES ($1, $2, $3)
 RETURNING id, name, created_at;
 
--- name: node_seen
--- This node ($1) is alive; rows of nodes gone for an hour (killed, not stopped) go.
+-- name: announce_node
+-- The node is alive ($7: now by its clock); rows last seen before $8 go (nodes that
+-- were killed, not stopped), and so do an older callboard's rows not seen for an hour.
+-- Its own row is left to the upsert: a statement must not change a row twice.
 WITH gone AS (
-    DELETE FROM callboard_nodes WHERE seen_at < now() - interval '1 hour'
+    DELETE FROM callboard_nodes
+    WHERE node_id <> $1
+      AND (last_seen < $8 OR (last_seen IS NULL AND seen_at < now() - interval '1 hour'))
 )
-INSERT INTO callboard_nodes (node_id, seen_at) VALUES ($1, now())
-ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at;
+INSERT INTO callboard_nodes (
+    node_id, seen_at, host, pid, started_at, storage_url, job_types, last_seen
+) VALUES ($1, now(), $2, $3, $4, $5, $6, $7)
+ON CONFLICT (node_id) DO UPDATE SET
+    seen_at = excluded.seen_at,
+    host = excluded.host,
+    pid = excluded.pid,
+    started_at = excluded.started_at,
+    storage_url = excluded.storage_url,
+    job_types = excluded.job_types,
+    last_seen = excluded.last_seen;
 
--- name: node_gone
+-- name: live_nodes
+SELECT * FROM callboard_nodes WHERE last_seen >= $1 ORDER BY started_at, node_id COLLATE "C";
+
+-- name: forget_node
 DELETE FROM callboard_nodes WHERE node_id = $1;
 
 -- name: get_company

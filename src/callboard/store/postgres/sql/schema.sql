@@ -121,12 +121,22 @@ CREATE TABLE event_prune_state (
 
 INSERT INTO event_prune_state (singleton, pruned_through) VALUES (true, 0);
 
--- The nodes sharing this database, each seen within the last few seconds (every
--- node refreshes its row every 5 s and deletes it when it stops): while one is
--- alone, its commits notify nobody (see callboard_append_events).
+-- The nodes sharing this database (every running node refreshes its row every 5 s
+-- and deletes it when it stops, actors/presence.py): while one is alone, its commits
+-- notify nobody (see callboard_append_events), and a node that keeps assets on its
+-- own disk warns when there are others. seen_at is on the database's clock (what
+-- callboard_append_events compares), last_seen on the node's (what live_nodes
+-- compares). The other columns are NULL only for a node of a callboard older than
+-- migration 4, which refreshes seen_at alone.
 CREATE TABLE callboard_nodes (
     node_id text PRIMARY KEY,
-    seen_at timestamptz NOT NULL
+    seen_at timestamptz NOT NULL,
+    host text,
+    pid integer,
+    started_at timestamptz,
+    storage_url text,
+    job_types text, -- a JSON array of strings
+    last_seen timestamptz
 );
 
 CREATE TABLE assets (

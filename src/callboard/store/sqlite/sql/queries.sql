@@ -439,3 +439,23 @@ SELECT * FROM assets WHERE id > :after ORDER BY id LIMIT :limit;
 -- :object_keys is a JSON array; the UNIQUE index on object_key answers each one.
 SELECT object_key FROM assets
 WHERE object_key IN (SELECT value FROM json_each(:object_keys));
+
+-- name: forget_nodes_before
+DELETE FROM callboard_nodes WHERE last_seen < :forget_before;
+
+-- name: announce_node
+INSERT INTO callboard_nodes (node_id, host, pid, started_at, storage_url, job_types, last_seen)
+VALUES (:node_id, :host, :pid, :started_at, :storage_url, :job_types, :now)
+ON CONFLICT (node_id) DO UPDATE SET
+    host = excluded.host,
+    pid = excluded.pid,
+    started_at = excluded.started_at,
+    storage_url = excluded.storage_url,
+    job_types = excluded.job_types,
+    last_seen = excluded.last_seen;
+
+-- name: live_nodes
+SELECT * FROM callboard_nodes WHERE last_seen >= :since ORDER BY started_at, node_id;
+
+-- name: forget_node
+DELETE FROM callboard_nodes WHERE node_id = :node_id;

@@ -131,3 +131,15 @@ CREATE INDEX assets_source_task
     WHERE source_task_id IS NOT NULL;
 
 CREATE INDEX assets_job ON assets (created_by_job_id) WHERE created_by_job_id IS NOT NULL;
+
+-- The running nodes, each refreshing its row every few seconds (actors/presence.py)
+-- and deleting it when it stops. The embedded store has one.
+CREATE TABLE callboard_nodes (
+    node_id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    storage_url TEXT NOT NULL,
+    job_types TEXT NOT NULL, -- a JSON array of strings
+    last_seen TEXT NOT NULL
+) STRICT;
