@@ -18,7 +18,6 @@ import pytest
 import trio
 
 from callboard.errors import AssetTooLarge, InvalidRequest, StorageUnavailable
-from callboard.jobs import Asset, new_id
 from callboard.storage import s3
 from callboard.storage.gc import collect_garbage
 from callboard.storage.location import open_storage
@@ -268,19 +267,7 @@ async def test_gc_deletes_old_orphans_and_unfinished_writes_and_keeps_the_rest(m
     referenced = await storage.put(company, "uploads", "kept.txt", "text/plain", b"kept")
     orphan = await storage.put(company, "generated", "orphan.bin", "text/plain", b"orphan!")
     await store.insert_asset(
-        Asset(
-            new_id(),
-            company,
-            "uploads",
-            referenced.object_key,
-            "text/plain",
-            4,
-            referenced.sha256,
-            "kept.txt",
-            None,
-            None,
-            WHEN,
-        )
+        referenced.as_asset(company, source_task_id=None, created_by_job_id=None, created_at=WHEN)
     )
     # A write that never finished (a crash): begun below the common layer, past its
     # first part, and never committed or aborted.

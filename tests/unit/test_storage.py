@@ -17,7 +17,7 @@ import trio
 
 from callboard import JobContext, JobStatus
 from callboard.errors import AssetNotFound, AssetTooLarge, StoreUnavailable
-from callboard.jobs import Asset, EventType, new_id
+from callboard.jobs import EventType, new_id
 from callboard.sizes import human_bytes
 from callboard.storage.gc import collect_garbage
 from callboard.storage.local import AssetStorage
@@ -151,19 +151,7 @@ async def test_gc_deletes_old_orphans_and_keeps_referenced_young_and_foreign(sto
     orphan = await put(company, "generated", "orphan.bin", "text/plain", b"orphan!")
     young = await put(company, "generated", "young.bin", "text/plain", b"young")
     await store.insert_asset(
-        Asset(
-            new_id(),
-            company,
-            "uploads",
-            referenced.object_key,
-            "text/plain",
-            4,
-            referenced.sha256,
-            "kept.txt",
-            None,
-            None,
-            WHEN,
-        )
+        referenced.as_asset(company, source_task_id=None, created_by_job_id=None, created_at=WHEN)
     )
     day = storage.path_of(orphan.object_key).parent
     stale_part = day / f".{new_id()}-crashed.bin.part"
