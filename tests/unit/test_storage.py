@@ -1,6 +1,7 @@
 """Asset storage on a real disk (tmp_path): streamed writes, caps, names, cleanup, gc;
-and handlers' assets through the whole runtime on the in-memory store (real time:
-storage works in threads, which virtual time would skip over)."""
+and handlers' assets through the whole runtime on the in-memory store, on the disk
+and on S3 (moto's server) alike (real time: storage works in threads, which virtual
+time would skip over)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import trio
 
 from callboard import JobContext, JobStatus
+from callboard.config import Settings, file_url
 from callboard.errors import AssetNotFound, AssetTooLarge, InvalidRequest, StoreUnavailable
 from callboard.jobs import Asset, EventType, new_id
 from callboard.sizes import human_bytes
@@ -28,6 +30,7 @@ from callboard.storage.names import (
 )
 from callboard.storage.writer import FLUSH_BYTES
 from callboard.store.memory import MemoryStore
+from s3kit import contents
 
 pytestmark = pytest.mark.trio
 
@@ -273,10 +276,22 @@ async def until(predicate, within: float = 10) -> None:
             await trio.sleep(0.01)
 
 
+@pytest.fixture(params=["file", "s3"])
+def asset_storage(request, tmp_path) -> str:
+    """Where the runtime's assets go: a directory, or a bucket."""
+    if request.param == "file":
+        return file_url(tmp_path / "assets")
+    return request.getfixturevalue("s3_url")
+
+
+#: A test of the files on the local disk: it runs on that storage only.
+local_only = pytest.mark.parametrize("asset_storage", ["file"], indirect=True)
+
+
 @pytest.fixture
-def asset_board(make_board, tmp_path):
+def asset_board(make_board, asset_storage):
     def make(**kwargs):
-        kwargs.setdefault("storage_dir", tmp_path / "assets")
+        kwargs.setdefault("settings", Settings(storage_url=asset_storage))
         kwargs.setdefault("generated_asset_max_bytes", 4 * FLUSH_BYTES)
         kwargs.setdefault("attachment_max_bytes", 1000)
         return make_board(**kwargs)
@@ -309,13 +324,13 @@ async def test_saved_assets_are_linked_and_the_last_is_the_result(asset_board):
         for asset in page.items:
             assert asset.namespace == "generated" and asset.created_by_job_id == job.id
             assert asset.company_id == company.id and asset.source_task_id == "task-7"
-            data = rt.storage.path_of(asset.object_key).read_bytes()
+            data = await rt.storage.read_bytes(asset.object_key)
             assert hashlib.sha256(data).hexdigest() == asset.sha256
             assert len(data) == asset.byte_size
         assert (await rt.list_assets(company.id, job_id=job.id)).items == page.items
 
 
-async def test_over_the_cap_the_job_fails_and_keeps_nothing(asset_board, tmp_path):
+async def test_over_the_cap_the_job_fails_and_keeps_nothing(asset_board, asset_storage):
     board = asset_board()
 
     @board.handler("too.big")
@@ -339,7 +354,7 @@ async def test_over_the_cap_the_job_fails_and_keeps_nothing(asset_board, tmp_pat
         assert broken.error_message == "renderer crashed"
         assert (await rt.list_assets(company.id)).items == []
         assert failed.result_asset_id is None
-    assert files_under(tmp_path / "assets") == []
+    assert contents(asset_storage) == []
 
 
 async def test_read_asset_is_company_checked(asset_board):
@@ -368,7 +383,7 @@ async def test_read_asset_is_company_checked(asset_board):
         assert len((await rt.list_assets(acme.id)).items) == 1
 
 
-async def test_a_cancelled_job_keeps_none_of_its_files(asset_board, tmp_path):
+async def test_a_cancelled_job_keeps_none_of_its_files(asset_board, asset_storage):
     board = asset_board()
     saved = trio.Event()
 
@@ -388,7 +403,7 @@ async def test_a_cancelled_job_keeps_none_of_its_files(asset_board, tmp_path):
         await rt.cancel(job.id)
         assert (await rt.wait(job.id, 10)).status is JobStatus.CANCELLED
         assert (await rt.list_assets(company.id)).items == []
-    assert files_under(tmp_path / "assets") == []
+    assert contents(asset_storage) == []
 
 
 async def test_demo_render_writes_what_it_was_asked(asset_board):
@@ -417,7 +432,7 @@ async def test_demo_render_writes_what_it_was_asked(asset_board):
         assert "input.bytes" in (await rt.wait(bad.id, 10)).error_message
 
 
-async def test_shutdown_mid_job_deletes_the_jobs_files(asset_board, tmp_path):
+async def test_shutdown_mid_job_deletes_the_jobs_files(asset_board, asset_storage):
     board = asset_board(shutdown_grace=0.1)
     saved = trio.Event()
 
@@ -432,12 +447,12 @@ async def test_shutdown_mid_job_deletes_the_jobs_files(asset_board, tmp_path):
         await rt.submit(company.id, "forever")
         with trio.fail_after(10):
             await saved.wait()
-        assert len(files_under(tmp_path / "assets")) == 1
+        assert len(contents(asset_storage)) == 1
     # Drained, then cancelled: no row was written, so the file went too.
-    assert files_under(tmp_path / "assets") == []
+    assert contents(asset_storage) == []
 
 
-async def test_an_unrecorded_outcome_leaves_the_files_to_gc(asset_board, tmp_path):
+async def test_an_unrecorded_outcome_leaves_the_files_to_gc(asset_board, asset_storage):
     store = MemoryStore()
     board = asset_board(store=store, lease_seconds=1.0)
 
@@ -453,13 +468,15 @@ async def test_an_unrecorded_outcome_leaves_the_files_to_gc(asset_board, tmp_pat
         await until(lambda: rt.worker_states()[0].job_id is None)
         # Whether "done" committed is unknown to the worker: it must not delete a file
         # a row may point at. With no row, gc takes it once it is old enough.
-        [left] = files_under(tmp_path / "assets")
+        [left] = contents(asset_storage)
         store.set_available(True)
         assert (await rt.get(job.id)).status is JobStatus.RUNNING
         report = await collect_garbage(rt.storage, store, older_than=0)
-        assert report.deleted_count == 1 and not left.exists()
+        assert report.deleted_count == 1 and report.deleted == [left]
+        assert contents(asset_storage) == []
 
 
+@local_only  # it ages the file by its mtime, which S3 does not let a client set
 async def test_a_running_job_keeps_its_uncommitted_files_fresh(asset_board, monkeypatch):
     monkeypatch.setattr("callboard.actors.job_assets.KEEP_FRESH_SECONDS", 0.05)
     board = asset_board()
@@ -483,7 +500,7 @@ async def test_a_running_job_keeps_its_uncommitted_files_fresh(asset_board, monk
 
 
 async def test_catching_the_cap_error_inside_open_asset_still_fails_with_the_cap(
-    asset_board, tmp_path
+    asset_board, asset_storage
 ):
     board = asset_board()
 
@@ -502,7 +519,7 @@ async def test_catching_the_cap_error_inside_open_asset_still_fails_with_the_cap
     assert failed.error_message == (
         "asset exceeds the 4 MiB (4194304 bytes) limit for namespace 'generated'"
     )
-    assert files_under(tmp_path / "assets") == []
+    assert contents(asset_storage) == []
 
 
 async def test_read_asset_refuses_what_would_not_fit_in_memory(asset_board):
@@ -552,4 +569,4 @@ async def test_a_completion_whose_answer_was_lost_keeps_its_files(asset_board):
         assert store.lost and done.status is JobStatus.DONE
         [asset] = (await rt.list_assets(company.id, job_id=job.id)).items
         # The retry found the job done already; the files its rows point at stay.
-        assert rt.storage.path_of(asset.object_key).read_bytes() == b"<svg/>"
+        assert await rt.storage.read_bytes(asset.object_key) == b"<svg/>"
