@@ -51,7 +51,9 @@ def s3_url(s3_endpoint, monkeypatch):
         monkeypatch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
-    return f"s3://{s3kit.new_bucket(s3_endpoint)}/assets"
+    bucket = s3kit.new_bucket(s3_endpoint)
+    yield f"s3://{bucket}/assets"
+    s3kit.drop_bucket(s3_endpoint, bucket)
 
 
 @pytest.fixture(params=STORE_KINDS)

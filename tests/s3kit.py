@@ -4,6 +4,7 @@ over HTTP exactly as it would to AWS or MinIO; nothing is mocked in-process."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -90,3 +91,53 @@ def new_bucket(endpoint: str) -> str:
     name = f"cb-{uuid.uuid4().hex[:20]}"
     client(endpoint).create_bucket(Bucket=name)
     return name
+
+
+def drop_bucket(endpoint: str, name: str) -> None:
+    """Delete a bucket and all it holds: moto keeps every byte in memory until the
+    session ends."""
+    s3 = client(endpoint)
+    for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=name):
+        for upload in page.get("Uploads", []):
+            s3.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=name, Key=item["Key"])
+    s3.delete_bucket(Bucket=name)
+
+
+#: How `stored` marks a multipart upload that was started and never completed.
+UNFINISHED = " (unfinished upload)"
+
+
+def stored(url: str, endpoint: str | None = None) -> list[str]:
+    """What an `s3://bucket/prefix` URL holds, listed by a client of the test's own:
+    every object's key relative to the prefix, and every unfinished multipart upload
+    (its key + UNFINISHED). The endpoint defaults to the environment's (`s3_url`)."""
+    from callboard.config import parse_s3_url
+
+    location = parse_s3_url(url)
+    s3 = client(endpoint or os.environ["AWS_ENDPOINT_URL_S3"])
+    prefix = f"{location.prefix}/" if location.prefix else ""
+    found = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix):
+        found += [item["Key"].removeprefix(prefix) for item in page.get("Contents", [])]
+    for page in s3.get_paginator("list_multipart_uploads").paginate(
+        Bucket=location.bucket, Prefix=prefix
+    ):
+        found += [item["Key"].removeprefix(prefix) + UNFINISHED for item in page.get("Uploads", [])]
+    return sorted(found)
+
+
+def contents(url: str) -> list[str]:
+    """What a storage URL holds, looked at behind the backend's back, the same way for
+    both backends: on file://, every file under the directory (paths relative to it,
+    a write's temporary file included); on s3://, `stored(url)`."""
+    if url.startswith("file://"):
+        from callboard.config import local_path
+
+        root = local_path(url)
+        if not root.exists():
+            return []
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    return stored(url)

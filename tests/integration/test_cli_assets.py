@@ -13,7 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_kit import ASSET_ID, CALLBOARD, asset_routes, callboard, callboard_all, fake_api
+from cli_kit import (
+    ASSET_ID,
+    CALLBOARD,
+    Reply,
+    asset_routes,
+    callboard,
+    callboard_all,
+    fake_api,
+)
 from serve_process import ServeProcess, serve
 
 from callboard.client import Client
@@ -73,6 +81,48 @@ def test_download_of_tampered_bytes_fails_loudly_and_writes_nothing(tmp_path):
     assert honest.stdout.strip() == "report.txt"  # the original name, in the working dir
     assert (tmp_path / "report.txt").read_bytes() == CONTENT
     assert files_in(tmp_path) == ["report.txt"]
+
+
+def test_download_redirect_follows_only_when_asked_and_checks_the_stores_bytes(tmp_path):
+    """A (fake) server answering `?redirect=true` with a 307 to a (fake) object store on
+    another origin: the token never goes there, the store's own ETag is not taken for
+    the sha256, tampered bytes and a refusal fail loudly, and the URL's signature (a
+    credential) is never printed."""
+    store_replies = [
+        Reply(403, {"Content-Type": "application/xml"}, b"<Error>AccessDenied</Error>"),
+        Reply(200, {"ETag": '"md5-of-the-store"'}, CONTENT.replace(b"meeting", b"MEETING")),
+        Reply(200, {"ETag": '"md5-of-the-store"'}, CONTENT),
+    ]
+    with fake_api({"/bucket/report.txt": lambda seen: store_replies.pop(0)}) as store:
+        location = f"{store.url}/bucket/report.txt?X-Amz-Signature=not-to-be-printed"
+        routes = asset_routes(CONTENT, CONTENT)
+        content_path = next(path for path in routes if path.endswith("/content"))
+        served = routes[content_path]
+        routes[content_path] = lambda seen: (
+            Reply(307, {"Location": location, "Cache-Control": "no-store"})
+            if seen.path.endswith("?redirect=true")
+            else served(seen)
+        )
+        plain = fake_download(tmp_path, routes, "-o", "plain.txt")
+        assert plain.returncode == 0, plain.stderr
+        assert store.seen == []  # not asked: no redirect, no visit to the store
+        refused = fake_download(tmp_path, routes, "-o", "copy.txt", "--redirect")
+        assert refused.returncode == 1
+        assert one_error_line(refused) == (
+            f"callboard: asset {ASSET_ID}: the object store at {store.url} answered HTTP 403 "
+            "to the download URL; nothing was written"
+        )
+        tampered = fake_download(tmp_path, routes, "-o", "copy.txt", "--redirect")
+        assert tampered.returncode == 1
+        assert one_error_line(tampered).endswith("nothing was written")
+        assert files_in(tmp_path) == ["plain.txt"]
+        honest = fake_download(tmp_path, routes, "-o", "copy.txt", "--redirect")
+        assert honest.returncode == 0, honest.stderr
+        assert (tmp_path / "copy.txt").read_bytes() == CONTENT
+    assert len(store.seen) == 3
+    assert not any("authorization" in {h.lower() for h in seen.headers} for seen in store.seen)
+    for result in (refused, tampered, honest):
+        assert "not-to-be-printed" not in result.stdout + result.stderr
 
 
 # --- against the real server (needs the asset routes and POST /api/gc) --------------------

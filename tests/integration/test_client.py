@@ -214,6 +214,9 @@ def test_upload_then_download_verifies_the_sha256(client: Client, tmp_path):
     # A directory target keeps the original name; the company is found by the client.
     (tmp_path / "out").mkdir()
     assert client.download(asset.id, tmp_path / "out").path == tmp_path / "out" / "notes.txt"
+    # Storage on the disk hands out no presigned URL: redirect=True gets the bytes here.
+    direct = client.download(asset.id, tmp_path / "out" / "direct.txt", redirect=True)
+    assert direct.path.read_bytes() == source.read_bytes()
     assert asset.id in [a.id for a in client.assets("acme")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.txt", "notes.txt", "out"]
 

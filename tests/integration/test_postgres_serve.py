@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ import httpx
 import pytest
 from serve_process import ServeProcess, serve
 
+import s3kit
 from callboard.client import Client
 from callboard.client.errors import Unavailable
 from callboard.jobs import JobEvent
@@ -454,28 +456,46 @@ def test_a_database_outage_fails_fast_and_recovers(pg_url, tmp_path):
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_URL = "postgresql://callboard@db.internal:5432/callboard"
+README_BUCKET = "s3://callboard-assets/prod"
+#: What the README's exports set: the standard AWS settings, nothing of callboard's.
+AWS_SETTINGS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL_S3"]
 
 
-def test_readme_postgres_commands_work_as_written(pg_empty_url, tmp_path):
-    """The ```bash block of the README's PostgreSQL section, with its example URL
-    pointed at a real (empty) database: migrate applies the schema, serve starts on it."""
+def test_readme_postgres_commands_work_as_written(pg_empty_url, s3_url, tmp_path):
+    """The ```bash block of the README's PostgreSQL section, with its example database
+    and bucket pointed at real ones (an empty database; a bucket of moto's server, whose
+    AWS settings the `s3_url` fixture puts in the environment in place of the README's
+    example values): migrate applies the schema, serve starts on it and stores an
+    upload in the bucket."""
     text = README.read_text(encoding="utf-8")
     section = text[text.index("## Several nodes on PostgreSQL") :]
     block = section[section.index("```bash\n") + len("```bash\n") : section.index("```\n", 8)]
-    lines = [line for line in block.splitlines() if line.strip()]
-    assert [line.split()[:2] for line in lines] == [
-        ["callboard", "migrate"],
-        ["callboard", "serve"],
-    ], lines
-    assert all(README_URL in line for line in lines)
-    migrate_args = lines[0].replace(README_URL, pg_empty_url).split()[1:]
+    commands = [
+        shlex.split(line, comments=True)
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.strip()
+    ]
+    exports = [command for command in commands if command[0] == "export"]
+    assert [arg.split("=", 1)[0] for export in exports for arg in export[1:]] == AWS_SETTINGS
+    runs = [command for command in commands if command[0] != "export"]
+    assert [command[:2] for command in runs] == [["callboard", "migrate"], ["callboard", "serve"]]
+    assert all(README_URL in command for command in runs), runs
+    assert README_BUCKET in runs[1], runs[1]
+    real = {README_URL: pg_empty_url, README_BUCKET: s3_url}
+    migrate_args = [real.get(arg, arg) for arg in runs[0][1:]]
     done = callboard(tmp_path, *migrate_args)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("applied migrations 1"), done.stdout
-    serve_args = lines[1].replace(README_URL, pg_empty_url).split()[2:]
+    serve_args = [real.get(arg, arg) for arg in runs[1][2:]]
     # The README binds every interface on port 8000; the test takes a free loopback port.
     at = serve_args.index("--bind")
     del serve_args[at : at + 2]
     with serve(tmp_path, *serve_args, "--no-migrate") as node:
         ready = api_get(node, "/readyz")
         assert ready.status_code == 200, ready.text
+        with Client(node.url, node.token, timeout=30) as client:
+            company = client.create_company("acme")["id"]
+            source = tmp_path / "brief.txt"
+            source.write_text("into the bucket")
+            asset = client.upload(source, company)
+    assert s3kit.stored(s3_url) == [asset.object_key]

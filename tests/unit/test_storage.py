@@ -1,8 +1,9 @@
 """Asset storage on a real disk (tmp_path): names, what only a disk has (paths that stay
 inside the root, temporary files, files gc must not touch); and handlers' assets
-through the whole runtime on the in-memory store (real time: storage works in threads,
-which virtual time would skip over). What every backend promises is the storage
-contract, tests/storage/test_storage_contract.py."""
+through the whole runtime on the in-memory store, on the disk and on S3 (moto's
+server) alike (real time: storage works in threads, which virtual time would skip
+over). What every backend promises is the storage contract,
+tests/storage/test_storage_contract.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import trio
 
 from callboard import JobContext, JobStatus
+from callboard.config import Settings, file_url
 from callboard.errors import AssetNotFound, AssetTooLarge, StoreUnavailable
 from callboard.jobs import EventType, new_id
 from callboard.sizes import human_bytes
@@ -30,6 +32,7 @@ from callboard.storage.names import (
 )
 from callboard.storage.writer import FLUSH_BYTES
 from callboard.store.memory import MemoryStore
+from s3kit import contents
 
 pytestmark = pytest.mark.trio
 
@@ -192,10 +195,22 @@ async def until(predicate, within: float = 10) -> None:
             await trio.sleep(0.01)
 
 
+@pytest.fixture(params=["file", "s3"])
+def asset_storage(request, tmp_path) -> str:
+    """Where the runtime's assets go: a directory, or a bucket."""
+    if request.param == "file":
+        return file_url(tmp_path / "assets")
+    return request.getfixturevalue("s3_url")
+
+
+#: A test of the files on the local disk: it runs on that storage only.
+local_only = pytest.mark.parametrize("asset_storage", ["file"], indirect=True)
+
+
 @pytest.fixture
-def asset_board(make_board, tmp_path):
+def asset_board(make_board, asset_storage):
     def make(**kwargs):
-        kwargs.setdefault("storage_dir", tmp_path / "assets")
+        kwargs.setdefault("settings", Settings(storage_url=asset_storage))
         kwargs.setdefault("generated_asset_max_bytes", 4 * FLUSH_BYTES)
         kwargs.setdefault("attachment_max_bytes", 1000)
         return make_board(**kwargs)
@@ -228,13 +243,13 @@ async def test_saved_assets_are_linked_and_the_last_is_the_result(asset_board):
         for asset in page.items:
             assert asset.namespace == "generated" and asset.created_by_job_id == job.id
             assert asset.company_id == company.id and asset.source_task_id == "task-7"
-            data = rt.storage.path_of(asset.object_key).read_bytes()
+            data = await rt.storage.read_bytes(asset.object_key)
             assert hashlib.sha256(data).hexdigest() == asset.sha256
             assert len(data) == asset.byte_size
         assert (await rt.list_assets(company.id, job_id=job.id)).items == page.items
 
 
-async def test_over_the_cap_the_job_fails_and_keeps_nothing(asset_board, tmp_path):
+async def test_over_the_cap_the_job_fails_and_keeps_nothing(asset_board, asset_storage):
     board = asset_board()
 
     @board.handler("too.big")
@@ -258,7 +273,7 @@ async def test_over_the_cap_the_job_fails_and_keeps_nothing(asset_board, tmp_pat
         assert broken.error_message == "renderer crashed"
         assert (await rt.list_assets(company.id)).items == []
         assert failed.result_asset_id is None
-    assert files_under(tmp_path / "assets") == []
+    assert contents(asset_storage) == []
 
 
 async def test_read_asset_is_company_checked(asset_board):
@@ -287,7 +302,7 @@ async def test_read_asset_is_company_checked(asset_board):
         assert len((await rt.list_assets(acme.id)).items) == 1
 
 
-async def test_a_cancelled_job_keeps_none_of_its_files(asset_board, tmp_path):
+async def test_a_cancelled_job_keeps_none_of_its_files(asset_board, asset_storage):
     board = asset_board()
     saved = trio.Event()
 
@@ -307,7 +322,7 @@ async def test_a_cancelled_job_keeps_none_of_its_files(asset_board, tmp_path):
         await rt.cancel(job.id)
         assert (await rt.wait(job.id, 10)).status is JobStatus.CANCELLED
         assert (await rt.list_assets(company.id)).items == []
-    assert files_under(tmp_path / "assets") == []
+    assert contents(asset_storage) == []
 
 
 async def test_demo_render_writes_what_it_was_asked(asset_board):
@@ -336,7 +351,7 @@ async def test_demo_render_writes_what_it_was_asked(asset_board):
         assert "input.bytes" in (await rt.wait(bad.id, 10)).error_message
 
 
-async def test_shutdown_mid_job_deletes_the_jobs_files(asset_board, tmp_path):
+async def test_shutdown_mid_job_deletes_the_jobs_files(asset_board, asset_storage):
     board = asset_board(shutdown_grace=0.1)
     saved = trio.Event()
 
@@ -351,12 +366,12 @@ async def test_shutdown_mid_job_deletes_the_jobs_files(asset_board, tmp_path):
         await rt.submit(company.id, "forever")
         with trio.fail_after(10):
             await saved.wait()
-        assert len(files_under(tmp_path / "assets")) == 1
+        assert len(contents(asset_storage)) == 1
     # Drained, then cancelled: no row was written, so the file went too.
-    assert files_under(tmp_path / "assets") == []
+    assert contents(asset_storage) == []
 
 
-async def test_an_unrecorded_outcome_leaves_the_files_to_gc(asset_board, tmp_path):
+async def test_an_unrecorded_outcome_leaves_the_files_to_gc(asset_board, asset_storage):
     store = MemoryStore()
     board = asset_board(store=store, lease_seconds=1.0)
 
@@ -372,13 +387,15 @@ async def test_an_unrecorded_outcome_leaves_the_files_to_gc(asset_board, tmp_pat
         await until(lambda: rt.worker_states()[0].job_id is None)
         # Whether "done" committed is unknown to the worker: it must not delete a file
         # a row may point at. With no row, gc takes it once it is old enough.
-        [left] = files_under(tmp_path / "assets")
+        [left] = contents(asset_storage)
         store.set_available(True)
         assert (await rt.get(job.id)).status is JobStatus.RUNNING
         report = await collect_garbage(rt.storage, store, older_than=0)
-        assert report.deleted_count == 1 and not left.exists()
+        assert report.deleted_count == 1 and report.deleted == [left]
+        assert contents(asset_storage) == []
 
 
+@local_only  # it ages the file by its mtime, which S3 does not let a client set
 async def test_a_running_job_keeps_its_uncommitted_files_fresh(asset_board, monkeypatch):
     monkeypatch.setattr("callboard.actors.job_assets.KEEP_FRESH_SECONDS", 0.05)
     board = asset_board()
@@ -402,7 +419,7 @@ async def test_a_running_job_keeps_its_uncommitted_files_fresh(asset_board, monk
 
 
 async def test_catching_the_cap_error_inside_open_asset_still_fails_with_the_cap(
-    asset_board, tmp_path
+    asset_board, asset_storage
 ):
     board = asset_board()
 
@@ -421,7 +438,7 @@ async def test_catching_the_cap_error_inside_open_asset_still_fails_with_the_cap
     assert failed.error_message == (
         "asset exceeds the 4 MiB (4194304 bytes) limit for namespace 'generated'"
     )
-    assert files_under(tmp_path / "assets") == []
+    assert contents(asset_storage) == []
 
 
 async def test_read_asset_refuses_what_would_not_fit_in_memory(asset_board):
@@ -471,4 +488,4 @@ async def test_a_completion_whose_answer_was_lost_keeps_its_files(asset_board):
         assert store.lost and done.status is JobStatus.DONE
         [asset] = (await rt.list_assets(company.id, job_id=job.id)).items
         # The retry found the job done already; the files its rows point at stay.
-        assert rt.storage.path_of(asset.object_key).read_bytes() == b"<svg/>"
+        assert await rt.storage.read_bytes(asset.object_key) == b"<svg/>"

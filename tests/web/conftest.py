@@ -15,8 +15,17 @@ __all__ = ["Server", "start_server"]
 
 
 @pytest.fixture
-async def server(tmp_path) -> AsyncIterator[Server]:
-    async with serving(tmp_path) as s:
+def storage_url() -> str:
+    """The node's asset storage: "" is the default (file:// under its data directory).
+    A module overrides this fixture to run its tests on other storage (test_assets.py
+    runs on S3 too)."""
+    return ""
+
+
+@pytest.fixture
+async def server(tmp_path, storage_url) -> AsyncIterator[Server]:
+    env = {"CALLBOARD_STORAGE_URL": storage_url} if storage_url else None
+    async with serving(tmp_path, env) as s:
         yield s
 
 

@@ -1,6 +1,11 @@
 """Assets over HTTP against a real node: uploads (streamed, capped, strict), metadata,
-lists by source task, downloads (ranges, conditionals, names), isolation between
-companies, gc; and the large-file paths with their memory measured."""
+lists by source task, downloads (ranges, conditionals, names, redirects to the object
+store), isolation between companies, gc; and the large-file paths with their memory
+measured.
+
+Every test that starts a node runs twice: on the local disk and on S3 (moto's server),
+which must answer alike; what is stored is looked at behind the node's back
+(`s3kit.contents`). Tests of the disk's own files are `local_only`."""
 
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from webkit import (
 )
 from werkzeug.exceptions import RequestEntityTooLarge
 
+import s3kit
 from callboard.storage.names import OBJECT_NAME, ORPHAN_GRACE_SECONDS
 from callboard.web.body import BUFFERED_CHUNKS, FlowControlledBody
 
@@ -41,12 +47,24 @@ def assets_url(company_id: str, *rest: str) -> str:
     return "/".join([f"/api/companies/{company_id}/assets", *rest])
 
 
-def files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+@pytest.fixture(params=["file", "s3"])
+def storage_url(request) -> str:
+    """The node's storage (tests/web/conftest.py): its data directory, or a bucket."""
+    return "" if request.param == "file" else request.getfixturevalue("s3_url")
 
 
-def storage_root(server: Server) -> Path:
-    return server.rt.storage.root
+#: A test of the files on the local disk: it runs on that storage only.
+local_only = pytest.mark.parametrize("storage_url", ["file"], indirect=True)
+
+
+def on_disk(server: Server) -> bool:
+    return server.settings.storage_location.startswith("file://")
+
+
+def stored(server: Server) -> list[str]:
+    """The object keys in the node's storage, and any leftover of a write (a temporary
+    file, an unfinished multipart upload)."""
+    return s3kit.contents(server.settings.storage_location)
 
 
 async def upload(
@@ -202,7 +220,7 @@ async def test_a_client_leaving_mid_download_leaves_the_server_well(server, comp
                 assert (await sock.receive_some(65536)).startswith(b"HTTP/1.1 200")
         whole = await client.get(url)
         assert whole.status_code == 200 and whole.content == data
-    if HAVE_PROC:  # every server-side read of the file was closed
+    if HAVE_PROC and on_disk(server):  # every server-side read of the file was closed
         path = str(server.rt.storage.path_of(asset["objectKey"]))
         await wait_for(lambda: path not in open_files())
 
@@ -229,8 +247,9 @@ async def test_upload_over_the_cap_is_413_and_stores_nothing(server, company):
         assert error == {"code": "too_large", "message": UPLOAD_CAP_MESSAGE}
         listed = (await client.get(assets_url(company["id"]))).json()["items"]
     assert [a["originalFilename"] for a in listed] == ["exactly.bin"]
-    [only] = files_under(storage_root(server))
-    assert only == server.rt.storage.path_of(exactly.json()["objectKey"])
+    # Nothing of the refused one: no file, no temporary, no unfinished multipart upload
+    # (10 MiB + 1 is past the first 8 MiB part on S3).
+    assert stored(server) == [exactly.json()["objectKey"]]
     # Announced too large by Content-Length: refused before a byte of the body is read.
     status, content = await raw_exchange(
         server,
@@ -240,7 +259,7 @@ async def test_upload_over_the_cap_is_413_and_stores_nothing(server, company):
         [],
     )
     assert status == 413 and json.loads(content)["error"]["message"] == UPLOAD_CAP_MESSAGE
-    assert len(files_under(storage_root(server))) == 1
+    assert stored(server) == [exactly.json()["objectKey"]]
 
 
 async def test_a_client_sending_far_over_the_cap_reads_its_413(server, company):
@@ -261,7 +280,7 @@ async def test_a_client_sending_far_over_the_cap_reads_its_413(server, company):
     for over in await trio.to_thread.run_sync(send_all):
         assert error_of(over, 413)["message"] == UPLOAD_CAP_MESSAGE
         assert over.headers["connection"] == "close"
-    assert files_under(storage_root(server)) == []
+    assert stored(server) == []
 
 
 async def test_bad_uploads_are_400_and_store_nothing(server, company):
@@ -290,12 +309,11 @@ async def test_bad_uploads_are_400_and_store_nothing(server, company):
         response = await upload(client, company["id"], b"x", content_type="not a type")
         assert "media type" in error_of(response, 400)["message"]
         assert (await client.get(assets_url(company["id"]))).json()["items"] == []
-    assert files_under(storage_root(server)) == []
+    assert stored(server) == []
 
 
 async def test_hostile_filenames_are_stored_safely(server, company):
     names = ["../../etc/passwd", "a/b", "nul\x00byte.txt", "z" * 10_000 + ".txt"]
-    root = storage_root(server).resolve()
     async with server.client() as client:
         for name in names:
             body, content_type = multipart(
@@ -304,9 +322,14 @@ async def test_hostile_filenames_are_stored_safely(server, company):
             response = await post_form(client, company["id"], body, content_type)
             assert response.status_code == 201, response.text[:300]
             asset = response.json()
-            path = server.rt.storage.path_of(asset["objectKey"]).resolve()
-            assert path.is_relative_to(root / company["id"] / "uploads") and path.is_file()
-            assert OBJECT_NAME.fullmatch(path.name) and ".." not in path.name
+            key = asset["objectKey"]
+            owner, namespace, *_, object_name = key.split("/")
+            assert (owner, namespace) == (company["id"], "uploads") and key in stored(server)
+            assert OBJECT_NAME.fullmatch(object_name) and ".." not in key
+            if on_disk(server):
+                root = server.rt.storage.root.resolve()
+                path = server.rt.storage.path_of(key).resolve()
+                assert path.is_relative_to(root / company["id"] / "uploads") and path.is_file()
             assert "\x00" not in asset["originalFilename"]
             assert len(asset["originalFilename"]) <= 255
             download = await client.get(assets_url(company["id"], asset["id"], "content"))
@@ -314,8 +337,8 @@ async def test_hostile_filenames_are_stored_safely(server, company):
             disposition = download.headers["content-disposition"]
             assert "\r" not in disposition and "\n" not in disposition
             assert len(disposition) < 2000
-    stored = {p.name.split("-", 5)[-1] for p in files_under(storage_root(server))}
-    assert {"etc_passwd", "a_b", "nul_byte.txt"} <= stored
+    safe_names = {key.rsplit("/", 1)[-1].split("-", 5)[-1] for key in stored(server)}
+    assert {"etc_passwd", "a_b", "nul_byte.txt"} <= safe_names
 
 
 async def test_the_source_task_link_is_queryable(server, company):
@@ -378,6 +401,81 @@ async def test_another_companys_asset_is_404(server, company):
             assert (await operator.get(assets_url(company["id"], bad))).status_code == 404
 
 
+# --- redirects to the object store ------------------------------------------------------
+
+
+async def test_redirect_true_answers_307_to_a_presigned_url_on_s3_and_the_bytes_on_disk(
+    server, company
+):
+    data = os.urandom(3000)
+    name = "rapport été.pdf"
+    async with server.client() as client:
+        asset = (await upload(client, company["id"], data, name, "application/pdf")).json()
+        url = assets_url(company["id"], asset["id"], "content")
+        answer = await client.get(url, params={"redirect": "true"})
+        if on_disk(server):
+            # No presigned URLs on the disk: the bytes, as without the parameter.
+            assert answer.status_code == 200 and answer.content == data
+            assert answer.headers["etag"] == f'"{asset["sha256"]}"'
+        else:
+            assert answer.status_code == 307, answer.text
+            assert answer.content == b"" and answer.headers["cache-control"] == "no-store"
+            location = answer.headers["location"]
+            assert location.startswith(os.environ["AWS_ENDPOINT_URL_S3"] + "/")
+            assert "X-Amz-Signature=" in location and "X-Amz-Expires=300" in location
+            assert s3kit.CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in location
+            async with httpx.AsyncClient(timeout=10) as anyone:  # no token: the URL is one
+                direct = await anyone.get(location)
+                assert direct.status_code == 200 and direct.content == data
+                assert direct.headers["content-type"] == "application/pdf"
+                disposition = direct.headers["content-disposition"]
+                assert disposition.startswith("attachment;") and quote(name, safe="") in disposition
+                part = await anyone.get(location, headers={"Range": "bytes=10-19"})
+                assert part.status_code == 206 and part.content == data[10:20]
+            # httpx following it drops the node's token on the way to another origin.
+            followed = await client.get(url, params={"redirect": "true"}, follow_redirects=True)
+            assert followed.status_code == 200 and followed.content == data
+            assert str(followed.url) == location
+        # Signed for GET only, so HEAD is answered here; redirect=false is the default.
+        head = await client.head(url, params={"redirect": "true"})
+        assert head.status_code == 200 and head.headers["content-length"] == "3000"
+        assert head.headers["etag"] == f'"{asset["sha256"]}"'
+        plain = await client.get(url, params={"redirect": "false"})
+        assert plain.status_code == 200 and plain.content == data
+
+
+async def test_redirect_is_checked_and_hands_out_nothing_before_access_is(server, company):
+    globex = await create_company(server, "globex")
+    theirs = (await create_token(server, globex["id"]))["token"]
+    async with server.client() as client:
+        asset = (await upload(client, company["id"], b"secret", "s.txt")).json()
+        url = assets_url(company["id"], asset["id"], "content")
+        for bad in ("1", "yes", "True", ""):
+            error = error_of(await client.get(url, params={"redirect": bad}), 400)
+            assert error["message"] == f"redirect must be true or false, got {bad!r}"
+        unknown = await client.get(url, params={"redirect": "true", "inline": "1"})
+        assert error_of(unknown, 400)["message"] == (
+            "unknown query parameter(s): inline; allowed: redirect"
+        )
+        missing = assets_url(company["id"], str(uuid.uuid4()), "content")
+        assert (await client.get(missing, params={"redirect": "true"})).status_code == 404
+        # A row whose object is gone (damage from outside): 404, not a URL to nothing.
+        await server.rt.storage.delete(asset["objectKey"])
+        gone = await client.get(url, params={"redirect": "true"})
+        assert error_of(gone, 404)["message"] == (
+            f"the content of asset {asset['id']!r} is missing"
+        )
+    async with server.client(token=theirs) as other:
+        refused = await other.get(url, params={"redirect": "true"})
+        assert error_of(refused, 404)["code"] == "not_found"
+        assert "location" not in refused.headers
+    async with server.client(token="") as anonymous:
+        refused = await anonymous.get(url, params={"redirect": "true"})
+        assert error_of(refused, 401)["code"] == "unauthorized"
+        assert "location" not in refused.headers
+
+
+@local_only  # it ages files by their mtime, which S3 does not let a client set
 async def test_gc_over_http_deletes_an_orphan_and_keeps_a_referenced_file(server, company):
     storage = server.rt.storage
     async with server.client() as client:
@@ -484,7 +582,7 @@ async def test_600_mib_through_demo_render_fails_cleanly_at_the_500_mib_cap(serv
         "asset exceeds the 500 MiB (524288000 bytes) limit for namespace 'generated'"
     )
     assert failed.result_asset_id is None
-    assert files_under(storage_root(server)) == []  # no partial file, no temporary
+    assert stored(server) == []  # no partial object, no temporary, no unfinished upload
     assert (await rt.list_assets(company["id"])).items == []
     assert rss.growth < 64 * MiB, f"RSS grew {rss.growth / MiB:.1f} MiB"
 

@@ -58,6 +58,12 @@ def add_commands(commands: Any) -> None:
         help="file or directory to write (default: the original file name, here)",
     )
     download.add_argument("--company", help="company name or id (default: looked up)")
+    download.add_argument(
+        "--redirect",
+        action="store_true",
+        help="take the bytes straight from the object store when the server's storage is "
+        "S3 (it hands out a URL valid for 5 minutes); this machine must reach the store",
+    )
     client_flags(download)
     download.set_defaults(handler=_download)
 
@@ -89,7 +95,7 @@ def _upload(client: Client, args: argparse.Namespace) -> None:
 def _download(client: Client, args: argparse.Namespace) -> None:
     if args.output is not None and not Path(args.output).parent.is_dir():
         raise UsageError(f"{args.output}: no such directory")
-    done = client.download(args.asset_id, args.output, company=args.company)
+    done = client.download(args.asset_id, args.output, company=args.company, redirect=args.redirect)
     if args.json:
         print(json.dumps({"path": str(done.path), "asset": done.asset.to_dict()}, indent=2))
         return

@@ -29,7 +29,9 @@ Decisions:
   the client (the dashboard) needs nothing else from callboard.
 - `download()` streams into a temporary file beside the target, checks size and
   sha256 against the asset's metadata and ETag, and renames it into place only if
-  they match; on a mismatch it raises `ChecksumMismatch` and leaves no file.
+  they match; on a mismatch it raises `ChecksumMismatch` and leaves no file. It
+  follows no redirect unless `redirect=True`, which takes the bytes from the object
+  store's presigned URL (S3 storage), with no token sent there.
 - Both clients share one implementation of every request/response call: the
   operations in `_core.py` are generators that yield the HTTP calls they need (sans I/O) and
   each client drives them with its own transport. Only streaming (events, download)

@@ -8,6 +8,7 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar, Unpack
 
@@ -28,10 +29,14 @@ from ._core import (
     asset_created,
     asset_params,
     check_etag,
+    content_params,
     download_target,
     job_params,
     open_temp,
+    origin,
     spec_body,
+    store_refused,
+    tls_verify,
     verify_download,
 )
 from .errors import ClientError, WaitTimeout, decode_json, raise_for, transport_error
@@ -415,32 +420,25 @@ class AsyncClient(ApiBase):
         path: str | os.PathLike[str] | None = None,
         *,
         company: str | None = None,
+        redirect: bool = False,
     ) -> Downloaded:
         """As `Client.download`; file writes run in worker threads."""
         asset = await self.asset(asset_id, company)
         target = download_target(path, asset)
-        content = api_path("companies", asset.company_id, "assets", asset.id, "content")
         fd, temp = await anyio.to_thread.run_sync(open_temp, target)
         os.close(fd)
         try:
             digest, size = hashlib.sha256(), 0
             async with await anyio.open_file(temp, "wb") as out:
-                try:
-                    async with self._http.stream("GET", content) as response:
-                        if response.status_code >= 400:
-                            await response.aread()
-                            raise_for(response)
-                        check_etag(asset, response)
-                        chunks = response.aiter_bytes()
-                        try:
-                            async for chunk in chunks:
-                                await out.write(chunk)
-                                digest.update(chunk)
-                                size += len(chunk)
-                        finally:
-                            await _finish(chunks)
-                except httpx.TransportError as exc:
-                    raise transport_error(self.url, exc) from exc
+                async with self._asset_bytes(asset, redirect) as response:
+                    chunks = response.aiter_bytes()
+                    try:
+                        async for chunk in chunks:
+                            await out.write(chunk)
+                            digest.update(chunk)
+                            size += len(chunk)
+                    finally:
+                        await _finish(chunks)
                 verify_download(asset, digest.hexdigest(), size)
                 await out.flush()
                 await anyio.to_thread.run_sync(os.fsync, out.wrapped.fileno())
@@ -449,6 +447,35 @@ class AsyncClient(ApiBase):
             temp.unlink(missing_ok=True)  # also on cancellation: a quick local unlink
             raise
         return Downloaded(target, asset)
+
+    @asynccontextmanager
+    async def _asset_bytes(self, asset: Asset, redirect: bool) -> AsyncIterator[httpx.Response]:
+        """As `Client._asset_bytes`."""
+        content = api_path("companies", asset.company_id, "assets", asset.id, "content")
+        params = content_params(redirect)
+        try:
+            async with self._http.stream("GET", content, params=params) as response:
+                if not (redirect and response.status_code == 307):
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise_for(response)
+                    check_etag(asset, response)
+                    yield response
+                    return
+                location = response.headers["location"]
+        except httpx.TransportError as exc:
+            raise transport_error(self.url, exc) from exc
+        try:
+            async with (
+                httpx.AsyncClient(timeout=self.timeout, verify=tls_verify(location)) as store,
+                store.stream("GET", location) as response,
+            ):
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise store_refused(asset, response)
+                yield response
+        except httpx.TransportError as exc:
+            raise transport_error(origin(location), exc) from exc
 
     async def gc(self) -> dict[str, Any]:
         return await self._drive(self._gc_op())

@@ -283,6 +283,28 @@ def check_etag(asset: Asset, response: httpx.Response) -> None:
         )
 
 
+def content_params(redirect: bool) -> dict[str, str] | None:
+    return {"redirect": "true"} if redirect else None
+
+
+def origin(url: str) -> str:
+    """`scheme://host:port` of a URL: all a message may show of a presigned URL (the
+    rest of it is a credential)."""
+    parts = httpx.URL(url)
+    return f"{parts.scheme}://{parts.netloc.decode('ascii', 'replace')}"
+
+
+def store_refused(asset: Asset, response: httpx.Response) -> ClientError:
+    """The object store refused the URL the server handed out (it expired, or the
+    object is gone); its answer is XML of its own, not a callboard error."""
+    return ClientError(
+        response.status_code,
+        "object_store",
+        f"asset {asset.id}: the object store at {origin(str(response.url))} answered "
+        f"HTTP {response.status_code} to the download URL; nothing was written",
+    )
+
+
 def verify_download(asset: Asset, digest: str, size: int) -> None:
     if size != asset.byte_size or digest != asset.sha256:
         raise ChecksumMismatch(

@@ -21,6 +21,8 @@ NAMESPACES: tuple[str, ...] = (GENERATED, UPLOADS)
 
 #: How long a file without a row (or a temporary file) is left alone by gc.
 ORPHAN_GRACE_SECONDS = 3600.0
+#: How long a presigned download URL stays valid (the API documents it).
+PRESIGN_SECONDS = 300
 
 MAX_SAFE_NAME = 100
 MAX_ORIGINAL_NAME = 255

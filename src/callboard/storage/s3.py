@@ -43,7 +43,7 @@ import trio
 from ..config import S3Location
 from ..errors import StorageUnavailable
 from .backend import Buffer, Candidate
-from .names import OBJECT_KEY, check_object_key
+from .names import OBJECT_KEY, PRESIGN_SECONDS, check_object_key
 
 log = logging.getLogger("callboard.storage")
 
@@ -52,8 +52,6 @@ log = logging.getLogger("callboard.storage")
 PART_BYTES = 8 << 20
 #: Bytes per read of a download's body.
 READ_CHUNK = 1 << 20
-#: How long a presigned download URL stays valid.
-PRESIGN_SECONDS = 300
 #: A multipart upload's key in gc's listing: `<object key>?uploadId=<id>`.
 UPLOAD_MARK = "?uploadId="
 
@@ -88,6 +86,9 @@ def make_client() -> Any:
     config = Config(
         # Enough for the worker threads trio may run at once against one node's client.
         max_pool_connections=32,
+        # Presigned URLs too: botocore would otherwise sign them with the deprecated
+        # SigV2 in some regions, which newer buckets and other stores refuse.
+        signature_version="s3v4",
         connect_timeout=10,
         read_timeout=60,
         # Three tries in about two seconds: an upload against a store that is down
@@ -327,18 +328,25 @@ class S3Backend:
 
     def presigned_url(self, key: str, *, filename: str, content_type: str) -> str:
         """A URL that downloads the object for PRESIGN_SECONDS, without credentials;
-        computed locally (no request)."""
+        computed locally (no request, unless expiring credentials must be refreshed
+        first)."""
+        full_key = self.full_key(check_object_key(key))
         disposition = f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
-        return self._client.generate_presigned_url(
-            "get_object",
-            Params={
-                "Bucket": self.location.bucket,
-                "Key": self.full_key(check_object_key(key)),
-                "ResponseContentDisposition": disposition,
-                "ResponseContentType": content_type,
-            },
-            ExpiresIn=PRESIGN_SECONDS,
-        )
+        try:
+            return self._client.generate_presigned_url(
+                "get_object",
+                Params={
+                    "Bucket": self.location.bucket,
+                    "Key": full_key,
+                    "ResponseContentDisposition": disposition,
+                    "ResponseContentType": content_type,
+                },
+                ExpiresIn=PRESIGN_SECONDS,
+            )
+        except Exception as exc:  # no credentials to sign with, or they failed to refresh
+            raise StorageUnavailable(
+                f"object storage {self.location.url}: cannot sign a download URL: {_describe(exc)}"
+            ) from exc
 
     # --- gc --------------------------------------------------------------------------
 

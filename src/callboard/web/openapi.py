@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..jobs import CURSOR_PATTERN, MAX_NAME, NAME_PATTERN, JobStatus
+from ..storage.names import PRESIGN_SECONDS
 from .validation import MAX_LAST_EVENT_ID, REFERENCE_SCHEMA, option_schemas
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -27,7 +28,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         416: "range not satisfiable",
         422: "unknown job type (the message lists the known ones)",
         507: "asset storage is out of space; nothing was kept",
-        503: "store unavailable or shutting down",
+        503: "the job store or asset storage is unavailable, or the node is shutting down",
     }
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
@@ -514,14 +515,42 @@ def _asset_paths() -> dict[str, Any]:
             "get": _op(
                 "The asset's bytes. Request headers: `Range` (one range, e.g. bytes=0-99) "
                 "gives 206 or 416, `If-None-Match` with the ETag gives 304, `If-Range` "
-                "makes the Range conditional",
+                "makes the Range conditional. With `redirect=true` on S3 storage: a 307 "
+                "to the object store instead",
                 {
                     "200": download,
                     "206": {**download, "description": "the range asked for, with Content-Range"},
                     "304": {"description": "not modified (If-None-Match)"},
-                    **_errors(401, 404, 416),
+                    "307": {
+                        "description": "`redirect=true` on S3 storage: download from the "
+                        f"object store at `Location`, a URL valid for {PRESIGN_SECONDS // 60} "
+                        "minutes that needs no token (keep it secret); the store's ETag is "
+                        "its own, not the sha256",
+                        "headers": {
+                            "Location": {
+                                "description": "the presigned URL",
+                                "schema": {"type": "string", "format": "uri"},
+                            },
+                            "Cache-Control": {
+                                "description": "no-store",
+                                "schema": {"type": "string"},
+                            },
+                        },
+                    },
+                    **_errors(400, 401, 404, 416, 503),
                 },
-                params=[_C, _A],
+                params=[
+                    _C,
+                    _A,
+                    _param(
+                        "redirect",
+                        "query",
+                        {"type": "boolean", "default": False},
+                        "true: answer 307 to a short-lived URL of the object store, so the "
+                        "bytes skip this node (S3 storage only; file:// storage serves them "
+                        "as usual; HEAD is always answered here)",
+                    ),
+                ],
             ),
         },
     }

@@ -3,6 +3,7 @@ the operator's gc of orphaned files."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import trio
@@ -29,6 +30,7 @@ from .validation import (
     check_fields,
     check_query,
     parse_json,
+    query_bool,
     query_int,
     require_object,
 )
@@ -125,12 +127,30 @@ async def get_asset(company_id: str, asset_id: str):
 async def content(company_id: str, asset_id: str):
     who = await principal()
     company = await company_for(who, company_id)
+    check_query(request.args, {"redirect"})
+    redirect = query_bool(request.args, "redirect", False)
     asset = await asset_for(who, company, asset_id)
     storage = ctx().rt.storage
     if not await storage.exists(asset.object_key):
         # Rows are written after their files, so this is damage done from outside.
         log.error("asset %s: its file %s is missing", asset.id, asset.object_key)
         raise not_found(f"the content of asset {asset.id!r} is missing")
+    # HEAD stays here: a presigned URL is signed for GET only, so following it with
+    # HEAD would be refused by the store.
+    if redirect and request.method == "GET":
+        # In a thread: signing may first refresh expiring credentials (an instance
+        # role, SSO), which asks the network.
+        url = await trio.to_thread.run_sync(
+            functools.partial(
+                storage.presigned_url,
+                asset.object_key,
+                filename=asset.original_filename,
+                content_type=asset.content_type,
+            )
+        )
+        if url is not None:  # else: storage without such URLs (file://) serves the bytes
+            # no-store: the URL is a credential, and expires in minutes.
+            return Response(b"", status=307, headers={"Location": url, "Cache-Control": "no-store"})
     headers = download_headers(asset)
     if etag_matches(request.headers.get("If-None-Match"), etag_of(asset)):
         return Response(b"", status=304, headers=headers)

@@ -184,6 +184,17 @@ def query_int(args: Mapping[str, str], name: str, default: int, low: int, high: 
     return value
 
 
+def query_bool(args: Mapping[str, str], name: str, default: bool) -> bool:
+    """`true` or `false` exactly (absent: `default`): anything else is refused, so a
+    misspelt value never silently means the default."""
+    raw = args.get(name)
+    if raw is None:
+        return default
+    if raw not in ("true", "false"):
+        raise bad_request(f"{name} must be true or false, got {raw[:40]!r}")
+    return raw == "true"
+
+
 def check_query(args: Mapping[str, str], allowed: set[str]) -> None:
     unknown = sorted(set(args) - allowed)
     if unknown:
