@@ -315,16 +315,30 @@ def test_a_missing_or_damaged_source_object_is_reported_and_exits_1(tmp_path):
     assert files_under(target) == {made[3][0].object_key: made[3][1]}
 
 
-def test_storage_that_fails_every_write_stops_the_run(tmp_path):
+def test_a_target_that_cannot_be_written_at_all_is_one_line_and_exit_2(tmp_path):
     data_dir = tmp_path / "data"
-    fill(data_dir, [100] * 25)
+    fill(data_dir, [100])
     (tmp_path / "a-file").write_text("not a directory")
     target = (tmp_path / "a-file" / "assets").as_uri()
     result = copy_cli(tmp_path, "--data-dir", str(data_dir), "--to", target)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "a-file is not a directory" in result.stderr
+    assert lines_starting(result.stdout, "failed") == [] and "copied" not in result.stdout
+
+
+def test_storage_that_fails_every_write_stops_the_run(tmp_path):
+    data_dir = tmp_path / "data"
+    made = fill(data_dir, [100] * 25)
+    # The target itself passes its check; the company's directory in it cannot be made.
+    target_root = tmp_path / "target"
+    target_root.mkdir()
+    (target_root / made[0][0].company_id).write_text("not a directory")
+    result = copy_cli(tmp_path, "--data-dir", str(data_dir), "--to", target_root.as_uri())
     assert result.returncode == 1
     failed = lines_starting(result.stdout, "failed")
     assert len(failed) == 10
-    reason = f": Not a directory: {tmp_path / 'a-file' / 'assets'}/"
+    reason = f": Not a directory: {target_root / made[0][0].company_id}/"
     assert all(reason in line for line in failed), failed
     assert report_count(result.stdout, "failed") == 10
     assert result.stderr.startswith(

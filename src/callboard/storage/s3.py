@@ -50,6 +50,8 @@ log = logging.getLogger("callboard.storage")
 #: Bytes per uploaded part (S3 wants at least 5 MiB for every part but the last, and
 #: at most 10,000 parts: objects up to 78 GiB).
 PART_BYTES = 8 << 20
+#: How long a node's start waits for the bucket to answer before starting anyway.
+START_CHECK_SECONDS = 5.0
 #: Bytes per read of a download's body.
 READ_CHUNK = 1 << 20
 #: A multipart upload's key in gc's listing: `<object key>?uploadId=<id>`.
@@ -247,9 +249,19 @@ class S3Backend:
         these credentials is a mistake in the settings: StorageUnavailable, so the node
         does not start. An endpoint that does not answer may be a passing outage: a
         warning, and the node starts (uploads answer 503 until the store is back, and
-        jobs that write assets fail their attempt and are retried)."""
+        jobs that write assets fail their attempt and are retried). One that takes
+        connections and never answers gets START_CHECK_SECONDS, not the client's own
+        timeouts (minutes, with its retries), before the node starts anyway."""
         try:
-            await self.check()
+            with trio.move_on_after(START_CHECK_SECONDS) as scope:
+                await self.check()
+            if scope.cancelled_caught:
+                log.warning(
+                    "object storage %s did not answer within %g s; starting anyway, "
+                    "assets are unavailable until it answers",
+                    self.location.url,
+                    START_CHECK_SECONDS,
+                )
         except StorageUnavailable as exc:
             code = _error_code(exc.__cause__) if exc.__cause__ is not None else None
             if code is not None:
