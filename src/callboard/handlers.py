@@ -16,6 +16,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mappin
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import trio
@@ -422,14 +423,44 @@ builtins.register("demo.render", render)
 
 async def _stop_group(process: trio.Process) -> None:
     """Cancel delivery for `run_process`: the program's whole group, SIGTERM and then,
-    a second later, SIGKILL (a lease has little time left when a job is stopped)."""
-    for sig, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, None)):
+    a second later, SIGKILL (a lease has little time left when a job is stopped). It
+    returns once no process of the group runs any more (or a second after SIGKILL, for
+    one the kernel has not finished killing): programs the program started, which may
+    ignore SIGTERM, must not outlive the attempt that stopped them. Shielded: trio
+    cancels delivery as soon as the program itself exits, which would leave the rest of
+    its group running."""
+    with trio.CancelScope(shield=True):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                return
+            with trio.move_on_after(1.0):
+                await process.wait()
+                while True:
+                    if not await trio.to_thread.run_sync(_group_running, process.pid):
+                        return
+                    await trio.sleep(0.01)
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of the group still runs (a zombie, dead and waiting to be
+    reaped by whoever inherited it, does not)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True  # cannot tell the dead from the running: it exists
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        if grace is None:
-            return
-        with trio.move_on_after(grace):
-            await process.wait()
-            return
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        # After the name: state, ppid, pgrp.
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False

@@ -151,6 +151,12 @@ async def test_run_process_captures_output_and_is_killed_on_timeout(tmp_path):
         assert job.status is JobStatus.FAILED
         assert "timed out" in (job.error_message or "")
         assert not _alive(int(pid_file.read_text()))
+        # One that ignores SIGTERM is killed with the group a second later.
+        code = code.replace("['sleep', '60']", "['sh', '-c', 'trap \"\" TERM; sleep 60']")
+        job = await rt.submit(company.id, "test.process", {"code": code})
+        job = await rt.wait(job.id, timeout=30)
+        assert job.status is JobStatus.FAILED and "timed out" in (job.error_message or "")
+        assert not _alive(int(pid_file.read_text()))
         # A program that fails fails the attempt, with its exit status in the message.
         job = await rt.submit(company.id, "test.process", {"code": "raise SystemExit(3)"})
         job = await rt.wait(job.id, timeout=30)
