@@ -463,8 +463,8 @@ class LostAnswerOnComplete(MemoryStore):
 
     lost = False
 
-    async def complete(self, job_id, lease_owner, now, result_asset_id=None, assets=()):
-        event = await super().complete(job_id, lease_owner, now, result_asset_id, assets)
+    async def complete(self, job_id, lease_owner, now, *args, **kwargs):
+        event = await super().complete(job_id, lease_owner, now, *args, **kwargs)
         if not self.lost:
             self.lost = True
             raise StoreUnavailable("connection lost after COMMIT")

@@ -344,9 +344,12 @@ class JobStore(abc.ABC):
         now: datetime,
         result_asset_id: str | None = None,
         assets: Sequence[Asset] = (),
+        result: str | None = None,
     ) -> JobEvent | None:
         """running -> done: progress percent 100 (message kept), finished_at, lease
-        cleared, error_message cleared, result_asset_id set when given.
+        cleared, error_message cleared, result_asset_id set when given, and `result`
+        (what the handler returned, as the compact JSON text `jobs.encode_result`
+        wrote; None for none) stored as given, so the job's `result` is this attempt's.
         Event `content_job.done`. None if the lease is lost.
 
         `assets` (the files the attempt wrote) are inserted in the SAME transaction, so
