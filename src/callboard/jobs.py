@@ -497,8 +497,8 @@ def encode_result(value: object, max_bytes: int) -> str | None:
     size = len(text.encode())
     if size > max_bytes:
         raise ValueError(
-            f"the result is {human_bytes(size)} ({size} bytes) of JSON; results are at most "
-            f"{human_bytes(max_bytes)} ({max_bytes} bytes): CALLBOARD_RESULT_MAX_BYTES"
+            f"the result is {_bytes(size)} of JSON; results are at most {_bytes(max_bytes)}: "
+            "CALLBOARD_RESULT_MAX_BYTES"
         )
     # json.dumps turns keys 1, 1.5, True and None into strings: what reads the result
     # back would not get what the handler returned. A value that reads back equal holds
@@ -508,6 +508,11 @@ def encode_result(value: object, max_bytes: int) -> str | None:
         if problem is not None:
             raise ValueError(_message(*problem))
     return text
+
+
+def _bytes(n: int) -> str:
+    words = human_bytes(n)
+    return words if words.endswith(("byte", "bytes")) else f"{words} ({n} bytes)"
 
 
 def _not_json(value: object, exc: BaseException | None) -> str:
