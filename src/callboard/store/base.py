@@ -19,8 +19,8 @@ Rules every implementation keeps:
   domain errors (`JobNotFound`, `InvalidTransition`, `CompanyExists`,
   `CompanyNotFound`) are raised as such.
 - Asset rows describe files already in place: callers write the file first, so a row
-  never points at a missing file. A job's assets are written by `complete`, in the
-  transaction of its `done` transition.
+  never points at a missing file. A job's assets and its result are written by
+  `complete`, in the transaction of its `done` transition.
 - Node presence (`announce_node`, `live_nodes`, `forget_node`) is advisory: the
   runtime's presence actor (`actors/presence.py`) keeps one row per running node,
   which is how nodes learn of each other.
