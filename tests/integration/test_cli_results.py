@@ -85,8 +85,8 @@ def test_a_result_over_the_configured_limit_fails_the_job(server, client):
     failed = client.wait(client.submit("acme", "echo", {"value": big}).job_id, timeout=30)
     assert failed.status == "failed" and failed.result is None
     message = (
-        f"the result is 4.0 KiB ({LIMIT + 2} bytes) of JSON; results are at most 4 KiB (4096 bytes): "
-        "CALLBOARD_RESULT_MAX_BYTES"
+        f"the result is 4.0 KiB ({LIMIT + 2} bytes) of JSON; "
+        "results are at most 4 KiB (4096 bytes): CALLBOARD_RESULT_MAX_BYTES"
     )
     assert failed.error_message == message
     shown = callboard(server, "show", failed.id)
