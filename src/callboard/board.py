@@ -54,6 +54,7 @@ class Board:
         event_retention: float | _Unset | None = UNSET,
         generated_asset_max_bytes: int | None = None,
         attachment_max_bytes: int | None = None,
+        result_max_bytes: int | None = None,
         database_pool_size: int | None = None,
         migrate: bool | None = None,
         loop_stall_exit: bool | None = None,
@@ -72,6 +73,7 @@ class Board:
                 ("shutdown_grace", shutdown_grace),
                 ("generated_asset_max_bytes", generated_asset_max_bytes),
                 ("attachment_max_bytes", attachment_max_bytes),
+                ("result_max_bytes", result_max_bytes),
                 ("database_pool_size", database_pool_size),
                 ("migrate", migrate),
                 ("loop_stall_exit", loop_stall_exit),
@@ -118,6 +120,8 @@ class Board:
 
         `timeout` is per attempt in seconds; `max_attempts` counts every run (a submit
         may override both); `concurrency` caps how many run at once on this node.
+        What `fn` returns (a JSON value, at most `result_max_bytes` as JSON) becomes the
+        job's `result`.
         """
 
         def register(fn: Handler) -> Handler:

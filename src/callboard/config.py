@@ -26,6 +26,8 @@ class SettingError(CallboardError, ValueError):
 # The namespace caps of asset storage (docs/architecture.md, "Storage").
 DEFAULT_GENERATED_ASSET_MAX_BYTES = 500 * 1024 * 1024
 DEFAULT_ATTACHMENT_MAX_BYTES = 10 * 1024 * 1024
+#: What a handler may return, as compact JSON (jobs.encode_result checks it).
+DEFAULT_RESULT_MAX_BYTES = 1024 * 1024
 #: Connections the kernel holds for us until we accept them. Hypercorn's default of 100
 #: overflows when many SSE clients reconnect at once (after a restart, every dashboard
 #: and browser does): the kernel then drops handshakes, falls back to SYN cookies and
@@ -133,6 +135,8 @@ class Settings:
     lease_seconds: float = 30.0
     generated_asset_max_bytes: int = DEFAULT_GENERATED_ASSET_MAX_BYTES
     attachment_max_bytes: int = DEFAULT_ATTACHMENT_MAX_BYTES
+    #: What a handler may return, as compact JSON: a bigger result fails the attempt.
+    result_max_bytes: int = DEFAULT_RESULT_MAX_BYTES
     #: Seconds events are kept for replay; None keeps them for ever.
     event_retention: float | None = 7 * 24 * 3600
     cors_origins: tuple[str, ...] = ()
@@ -277,6 +281,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "lease_seconds": ("CALLBOARD_LEASE_SECONDS", _positive_float),
     "generated_asset_max_bytes": ("CALLBOARD_GENERATED_ASSET_MAX_BYTES", _positive_int),
     "attachment_max_bytes": ("CALLBOARD_ATTACHMENT_MAX_BYTES", _positive_int),
+    "result_max_bytes": ("CALLBOARD_RESULT_MAX_BYTES", _positive_int),
     "event_retention": ("CALLBOARD_EVENT_RETENTION", _duration),
     "cors_origins": ("CALLBOARD_CORS_ORIGINS", _list),
     "shutdown_grace": ("CALLBOARD_SHUTDOWN_GRACE", _duration),
@@ -332,7 +337,7 @@ def _check(settings: Settings) -> None:
             f"database_pool_size: must be a whole number of at least 1, "
             f"got {settings.database_pool_size!r}"
         )
-    for name in ("generated_asset_max_bytes", "attachment_max_bytes"):
+    for name in ("generated_asset_max_bytes", "attachment_max_bytes", "result_max_bytes"):
         value = getattr(settings, name)
         if not _whole(value) or value < 1:
             raise SettingError(f"{name}: must be a positive number of bytes, got {value!r}")

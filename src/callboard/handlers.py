@@ -52,7 +52,8 @@ def _handler_threads() -> trio.CapacityLimiter:
         return limiter
 
 
-Handler = Callable[["JobContext"], Awaitable[None]]
+#: A handler may return a JSON value: the job's result (README, "Job results").
+Handler = Callable[["JobContext"], Awaitable[Any]]
 
 _JOB_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 

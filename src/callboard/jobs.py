@@ -13,6 +13,8 @@ The handler API (the registry, `JobContext`) is in `callboard.handlers`.
 from __future__ import annotations
 
 import enum
+import json
+import math
 import re
 import unicodedata
 import uuid
@@ -23,6 +25,7 @@ from types import MappingProxyType
 from typing import Any, Generic, TypedDict, TypeVar
 
 from .errors import InvalidRequest
+from .sizes import human_bytes
 
 
 class JobStatus(enum.StrEnum):
@@ -117,6 +120,8 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    #: What the handler returned (a JSON value), set only by the `done` transition.
+    result: Any = None
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     cancel_requested: bool = False
@@ -139,6 +144,7 @@ class Job:
             "timeoutSeconds": self.timeout_seconds,
             "runAt": iso(self.run_at),
             "resultAssetId": self.result_asset_id,
+            "result": self.result,
             "errorMessage": self.error_message,
             "sourceTaskId": self.source_task_id,
             "idempotencyKey": self.idempotency_key,
@@ -165,6 +171,8 @@ class Job:
             timeout_seconds=data["timeoutSeconds"],
             run_at=parse_iso(data["runAt"]),  # type: ignore[arg-type]
             result_asset_id=data["resultAssetId"],
+            # Absent from events stored before results existed.
+            result=data.get("result"),
             error_message=data["errorMessage"],
             source_task_id=data["sourceTaskId"],
             idempotency_key=data["idempotencyKey"],
@@ -467,3 +475,96 @@ class Asset:
 
 def with_progress(job: Job, percent: int, message: str | None) -> Job:
     return replace(job, progress=Progress(percent, message))
+
+
+# --- a handler's result ----------------------------------------------------------------
+
+
+def encode_result(value: object, max_bytes: int) -> str | None:
+    """A handler's return value as the compact JSON text the stores keep (None for
+    None), or ValueError with a one-line message saying what is wrong: too big (in
+    bytes of UTF-8), or not JSON and where. Refused rather than coerced, as json.dumps
+    would: a NaN, a non-string key (it comes back a string), bytes, a set, an object.
+    Tuples are taken as lists, as JSON has only the one."""
+    if value is None:
+        return None
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(_not_json(value, exc)) from None
+    if not is_text(text):
+        raise ValueError(_not_json(value, None))
+    size = len(text.encode())
+    if size > max_bytes:
+        raise ValueError(
+            f"the result is {_bytes(size)} of JSON; results are at most {_bytes(max_bytes)}: "
+            "CALLBOARD_RESULT_MAX_BYTES"
+        )
+    # json.dumps turns keys 1, 1.5, True and None into strings: what reads the result
+    # back would not get what the handler returned. A value that reads back equal holds
+    # none of them (the C parser and == are far cheaper than walking it in Python).
+    if json.loads(text) != value:
+        problem = _first_problem(value)
+        if problem is not None:
+            raise ValueError(_message(*problem))
+    return text
+
+
+def _bytes(n: int) -> str:
+    words = human_bytes(n)
+    return words if words.endswith(("byte", "bytes")) else f"{words} ({n} bytes)"
+
+
+def _not_json(value: object, exc: BaseException | None) -> str:
+    problem = _first_problem(value)
+    if problem is not None:
+        return _message(*problem)
+    if isinstance(exc, RecursionError):
+        return "the result is not JSON: it is nested too deeply"
+    return f"the result is not JSON: {' '.join(str(exc).split())}"
+
+
+def _message(reason: str, path: list[object]) -> str:
+    where = "".join(f"[{_short_repr(step)}]" for step in path)
+    return f"the result is not JSON: {reason} (at result{where})"
+
+
+def _short_repr(step: object) -> str:
+    text = repr(step)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _first_problem(value: object) -> tuple[str, list[object]] | None:
+    """What makes `value` no JSON value, and the keys and indexes leading to it."""
+    try:
+        return _problem(value, [], set())
+    except RecursionError:
+        return "it is nested too deeply", []
+
+
+def _problem(value: object, path: list[object], seen: set[int]) -> tuple[str, list[object]] | None:
+    if value is None or isinstance(value, bool | int):
+        return None
+    if isinstance(value, str):
+        return None if is_text(value) else ("a string holds a lone surrogate", path)
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (f"{value!r} is not a JSON number", path)
+    if isinstance(value, list | tuple | dict):
+        if id(value) in seen:
+            return "it contains itself", path
+        seen.add(id(value))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return f"a key must be a string, not {type(key).__name__} {key!r}", path
+                found = _problem(key, path, seen) or _problem(item, [*path, key], seen)
+                if found is not None:
+                    return found
+        else:
+            for index, item in enumerate(value):
+                found = _problem(item, [*path, index], seen)
+                if found is not None:
+                    return found
+        seen.discard(id(value))
+        return None
+    return f"Object of type {type(value).__name__} is not JSON serializable", path

@@ -558,6 +558,7 @@ async def run_node(
         lease_seconds=settings.lease_seconds,
         backoff=board.retry_backoff,
         progress_interval=board.progress_interval,
+        result_max_bytes=settings.result_max_bytes,
     )
     storage = open_storage(settings.storage_location, board.asset_caps)
     check = getattr(storage.backend, "check_at_start", None)

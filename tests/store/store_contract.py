@@ -30,6 +30,7 @@ from callboard.jobs import (
     JobStatus,
     NewJob,
     Progress,
+    encode_result,
     new_id,
 )
 from callboard.store.base import JobStore, NodeInfo
@@ -1207,3 +1208,86 @@ class StoreContract:
         assert await store.complete(job.id, "someone-else", at(1), row.id, [row]) is None
         await expect_unchanged(store, job, before)
         assert await store.get_asset(row.id) is None
+
+    # --- job results -----------------------------------------------------------------
+
+    RESULTS = (
+        {"pages": 12, "url": "https://example.com/a.pdf"},
+        {"nested": {"list": [1, 2.5, -0.0, True, None, {"deep": ["x"]}], "empty": {}}},
+        {"z": 1, "a": 2, "m": 3},  # key order as written
+        'résumé ✓ 漢字 🎉 \x00 \u2028 "quoted" \\',
+        [],
+        0,
+        2**62,
+        1e-300,
+        False,
+        {"big": "é" * 100_000},
+    )
+
+    async def test_complete_stores_the_result_as_returned(self, store: JobStore) -> None:
+        """The result comes back equal, key order included, from the event, the job and
+        the list, whatever text it holds (NUL, U+2028 and astral characters too)."""
+        for index, value in enumerate(self.RESULTS):
+            c = await company(store, f"acme-{index}")
+            job = await running(store, c)
+            before = await store.last_event_id()
+            event = await store.complete(job.id, "w1", at(2), result=encode_result(value, 10**7))
+            done = await expect_one_event(store, before, event, EventType.DONE, at(2))
+            assert done.result == value and type(done.result) is type(value)
+            if isinstance(value, dict):
+                assert list(done.result) == list(value)
+            [stored] = await store.events_after(before)
+            assert stored.job.result == value and stored.job.to_dict()["result"] == value
+            [listed] = (await store.list_jobs(c, limit=1)).items
+            assert listed.id == job.id and listed.result == value
+
+    async def test_a_job_without_a_result_has_none(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c, max_attempts=2)
+        assert job.result is None
+        progressed = await store.record_progress(job.id, "w1", 50, None, at(1))
+        retrying = await store.fail(job.id, "w1", at(2), "boom", retry_at=at(2))
+        assert progressed is not None and progressed.job.result is None
+        assert retrying is not None and retrying.job.result is None
+        [job] = await claim(store, now=at(3))
+        event = await store.complete(job.id, "w1", at(4))
+        assert event is not None and event.job.result is None
+        assert event.job.to_dict()["result"] is None
+        assert (await store.get_job(job.id)).result is None
+
+    async def test_a_result_and_a_result_asset_are_kept_together(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c)
+        row = make_asset(c, job_id=job.id)
+        text = encode_result({"pages": 3}, 1000)
+        event = await store.complete(job.id, "w1", at(1), row.id, [row], text)
+        assert event is not None
+        done = await store.get_job(job.id)
+        assert done.result == {"pages": 3} and done.result_asset_id == row.id
+        assert event.job.result == {"pages": 3} and event.job.result_asset_id == row.id
+
+    async def test_a_lost_lease_stores_no_result(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c)
+        before = await store.last_event_id()
+        text = encode_result({"x": 1}, 1000)
+        assert await store.complete(job.id, "someone-else", at(1), result=text) is None
+        await expect_unchanged(store, job, before)
+        row = make_asset(c, job_id=job.id)
+        assert await store.complete(job.id, "someone-else", at(1), row.id, [row], text) is None
+        await expect_unchanged(store, job, before)
+
+    async def test_a_result_is_the_last_attempts_and_final(self, store: JobStore) -> None:
+        """Only `done` writes a result, and a done job is not retried: failed attempts
+        leave none, the one that finishes writes its own, and it never changes after."""
+        c = await company(store)
+        job = await running(store, c)
+        await store.fail(job.id, "w1", at(1), "boom")
+        await store.retry(job.id, at(2))
+        [job] = await claim(store, now=at(2))
+        assert job.result is None and job.attempt == 2
+        await store.complete(job.id, "w1", at(3), result=encode_result({"attempt": 2}, 100))
+        with pytest.raises(InvalidTransition):
+            await store.retry(job.id, at(4))
+        done = await store.get_job(job.id)
+        assert done is not None and done.result == {"attempt": 2}

@@ -325,6 +325,31 @@ async def test_a_cancelled_job_keeps_none_of_its_files(asset_board, asset_storag
     assert contents(asset_storage) == []
 
 
+async def test_a_result_and_a_result_asset_are_both_kept_and_a_refused_result_keeps_neither(
+    asset_board, asset_storage
+):
+    board = asset_board(result_max_bytes=64)
+
+    @board.handler("report")
+    async def report(ctx: JobContext) -> dict:
+        asset = await ctx.save_asset("report.pdf", "application/pdf", b"%PDF-")
+        return {"assetId": asset.id, "pages": 3} if ctx.input.get("small") else {"x": "y" * 64}
+
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        done = await rt.wait((await rt.submit(company.id, "report", {"small": 1})).id, 10)
+        assert done.status is JobStatus.DONE
+        assert done.result == {"assetId": done.result_asset_id, "pages": 3}
+        [kept] = (await rt.list_assets(company.id)).items
+        assert kept.id == done.result_asset_id
+        failed = await rt.wait((await rt.submit(company.id, "report")).id, 10)
+        assert failed.status is JobStatus.FAILED and failed.result is None
+        assert failed.result_asset_id is None
+        assert failed.error_message.startswith("the result is 72 bytes of JSON;")
+        assert (await rt.list_assets(company.id)).items == [kept]
+    assert len(contents(asset_storage)) == 1
+
+
 async def test_demo_render_writes_what_it_was_asked(asset_board):
     board = asset_board()
     size = 3 * FLUSH_BYTES + 5
@@ -463,8 +488,8 @@ class LostAnswerOnComplete(MemoryStore):
 
     lost = False
 
-    async def complete(self, job_id, lease_owner, now, result_asset_id=None, assets=()):
-        event = await super().complete(job_id, lease_owner, now, result_asset_id, assets)
+    async def complete(self, job_id, lease_owner, now, *args, **kwargs):
+        event = await super().complete(job_id, lease_owner, now, *args, **kwargs)
         if not self.lost:
             self.lost = True
             raise StoreUnavailable("connection lost after COMMIT")

@@ -85,6 +85,16 @@ def test_board(settings: Any, **kwargs: Any) -> Board:
         await ctx.progress(10, "waiting at the gate")
         await gate(str(ctx.input["gate"])).wait()
 
+    @board.handler("test.result")
+    async def result(ctx: JobContext) -> object:
+        """Returns input "value" (once its gate opens, if it names one); with "notJson",
+        a set, which no result may be."""
+        if "gate" in ctx.input:
+            await gate(str(ctx.input["gate"])).wait()
+        if ctx.input.get("notJson"):
+            return {"tags": {"a", "b"}}
+        return ctx.input.get("value")
+
     return board
 
 

@@ -122,9 +122,13 @@ class Ledger:
         lease_owner: str,
         result_asset_id: str | None = None,
         assets: Sequence[Asset] = (),
+        result: str | None = None,
     ) -> JobEvent | None:
-        """Done, with the rows of the assets the attempt wrote, in one transaction."""
-        event = await self.store.complete(job_id, lease_owner, self.now(), result_asset_id, assets)
+        """Done, with the rows of the assets the attempt wrote and its result (JSON text
+        from `encode_result`), in one transaction."""
+        event = await self.store.complete(
+            job_id, lease_owner, self.now(), result_asset_id, assets, result
+        )
         return event
 
     async def fail(

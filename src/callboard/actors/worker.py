@@ -4,7 +4,9 @@ One job runs inside its own nursery, which holds the handler, the lease renewal 
 the progress writer; nothing a job starts outlives it. The handler runs inside the
 job's cancel scope, with the handler's timeout around it:
 
-- it returns: the job is done;
+- it returns: the job is done, with what it returned as its result (JSON text,
+  bounded by `result_max_bytes`; a result that is too big or no JSON fails the
+  attempt as an exception would, with a message saying which);
 - it raises: the attempt failed with the exception's message (the worker carries on);
   with attempts left the job is requeued with exponential backoff plus jitter;
 - the timeout fires: the attempt failed with "timed out after N seconds";
@@ -33,9 +35,10 @@ from functools import partial
 
 import trio
 
+from ..config import DEFAULT_RESULT_MAX_BYTES
 from ..errors import StoreUnavailable
 from ..handlers import HandlerRegistry, HandlerSpec, JobContext
-from ..jobs import Job, JobEvent, NodeEvent
+from ..jobs import Job, JobEvent, NodeEvent, encode_result
 from ..storage.local import AssetStorage
 from .capacity import Capacity, RunningJob
 from .job_assets import JobAssets
@@ -73,6 +76,7 @@ class WorkerSettings:
     lease_seconds: float
     backoff: Backoff = Backoff()
     progress_interval: float = 0.25
+    result_max_bytes: int = DEFAULT_RESULT_MAX_BYTES
 
 
 class _ProgressWriter:
@@ -180,7 +184,7 @@ class JobRunner:
                         # first needs them: most jobs report no progress, save no file.
                         progress.spawn = assets.spawn = nursery.start_soon
                         ctx = JobContext(job, progress, assets)
-                        await _call_handler(spec, ctx, job.timeout_seconds, outcome)
+                        await _call_handler(spec, ctx, job.timeout_seconds, outcome, self._settings)
                         assets.close()
                         if outcome.finished:
                             await progress.flush()
@@ -220,9 +224,11 @@ class JobRunner:
                 error_message,
             )
         else:
-            rows, result = assets.rows, assets.result_asset_id
+            rows, result_asset_id = assets.rows, assets.result_asset_id
+            result = outcome.result
             recorded = await self._write(
-                lambda: self._ledger.complete(job.id, owner, result, rows), running
+                lambda: self._ledger.complete(job.id, owner, result_asset_id, rows, result),
+                running,
             )
             if recorded is _Recorded.STORED:
                 assets.stored()
@@ -280,17 +286,24 @@ class _Outcome:
     finished: bool = False
     timed_out: bool = False
     error: BaseException | None = None
+    #: What the handler returned, as `encode_result` checked and wrote it.
+    result: str | None = None
 
 
 async def _call_handler(
-    spec: HandlerSpec, ctx: JobContext, time_limit: float | None, outcome: _Outcome
+    spec: HandlerSpec,
+    ctx: JobContext,
+    time_limit: float | None,
+    outcome: _Outcome,
+    settings: WorkerSettings,
 ) -> None:
     """Run the handler and note how it ended; its errors never escape, so a handler
     cannot crash its worker."""
     deadline = None if time_limit is None else trio.move_on_after(time_limit)
+    returned: object = None
     try:
         with deadline or contextlib.nullcontext():
-            await spec.fn(ctx)
+            returned = await spec.fn(ctx)
             outcome.finished = True
     except Exception as exc:
         outcome.error = exc
@@ -306,6 +319,14 @@ async def _call_handler(
             raise
         outcome.error = failures
     outcome.timed_out = deadline is not None and deadline.cancel_called and not outcome.finished
+    if outcome.finished:
+        try:
+            outcome.result = encode_result(returned, settings.result_max_bytes)
+        except ValueError as exc:
+            # The attempt failed as if the handler had raised: its assets go, and it is
+            # retried while attempts are left.
+            outcome.finished = False
+            outcome.error = exc
 
 
 class Worker:

@@ -366,6 +366,10 @@ def _job_assets(client: Client, job: Job) -> list[Asset]:
         return []  # a server without asset routes
 
 
+#: A result longer than this (as compact JSON) is shown in its own section.
+_RESULT_INLINE = 100
+
+
 def _show(client: Client, args: argparse.Namespace) -> None:
     job = client.get(args.job_id)
     assets = _job_assets(client, job)
@@ -384,12 +388,25 @@ def _show(client: Client, args: argparse.Namespace) -> None:
         return
     name = client.company_name(job.company_id)
     out = _stdout()
+    result_below = False
     for key, value in job.to_dict().items():
         if key == "companyId" and name:
             value = f"{value} ({name})"
+        elif key == "result" and value is not None:
+            # Always as JSON (a string result is quoted, a list is not Python's repr);
+            # one that does not fit a line gets a section of its own.
+            value = json.dumps(value, ensure_ascii=False)
+            if len(value) > _RESULT_INLINE:
+                result_below, value = True, "(below)"
         elif isinstance(value, dict):
             value = json.dumps(value)
         out.print(f"{key:<16}{'' if value is None else value}", markup=False)
+    if result_below:
+        out.print("\nresult", style="bold")
+        # soft_wrap: a long string in it stays one line, as JSON tools expect.
+        out.print(
+            json.dumps(job.result, ensure_ascii=False, indent=2), markup=False, soft_wrap=True
+        )
     out.print(f"\nassets ({len(assets)})", style="bold")
     for asset in assets:
         result = "  (result)" if asset.id == job.result_asset_id else ""

@@ -19,8 +19,8 @@ Rules every implementation keeps:
   domain errors (`JobNotFound`, `InvalidTransition`, `CompanyExists`,
   `CompanyNotFound`) are raised as such.
 - Asset rows describe files already in place: callers write the file first, so a row
-  never points at a missing file. A job's assets are written by `complete`, in the
-  transaction of its `done` transition.
+  never points at a missing file. A job's assets and its result are written by
+  `complete`, in the transaction of its `done` transition.
 - Node presence (`announce_node`, `live_nodes`, `forget_node`) is advisory: the
   runtime's presence actor (`actors/presence.py`) keeps one row per running node,
   which is how nodes learn of each other.
@@ -344,9 +344,12 @@ class JobStore(abc.ABC):
         now: datetime,
         result_asset_id: str | None = None,
         assets: Sequence[Asset] = (),
+        result: str | None = None,
     ) -> JobEvent | None:
         """running -> done: progress percent 100 (message kept), finished_at, lease
-        cleared, error_message cleared, result_asset_id set when given.
+        cleared, error_message cleared, result_asset_id set when given, and `result`
+        (what the handler returned, as the compact JSON text `jobs.encode_result`
+        wrote; None for none) stored as given, so the job's `result` is this attempt's.
         Event `content_job.done`. None if the lease is lost.
 
         `assets` (the files the attempt wrote) are inserted in the SAME transaction, so

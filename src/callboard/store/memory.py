@@ -120,7 +120,7 @@ class MemoryStore(JobStore):
 
     @staticmethod
     def _out(job: Job) -> Job:
-        return replace(job, input=copy.deepcopy(dict(job.input)))
+        return replace(job, input=copy.deepcopy(dict(job.input)), result=copy.deepcopy(job.result))
 
     def _event(self, type_: EventType, job: Job, now: datetime) -> JobEvent:
         self._last_event_id += 1
@@ -406,6 +406,7 @@ class MemoryStore(JobStore):
         now: datetime,
         result_asset_id: str | None = None,
         assets: Sequence[Asset] = (),
+        result: str | None = None,
     ) -> JobEvent | None:
         await self._enter()
         now = _utc(now)
@@ -432,6 +433,8 @@ class MemoryStore(JobStore):
             lease_expires_at=None,
             error_message=None,
             result_asset_id=result_asset_id if result_asset_id is not None else job.result_asset_id,
+            # Parsed, as the SQL stores read it back: the job holds its own copy.
+            result=None if result is None else json.loads(result),
             updated_at=now,
         )
         event = self._save(job, EventType.DONE, now)

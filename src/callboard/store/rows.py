@@ -52,6 +52,7 @@ class Rows:
             timeout_seconds=row["timeout_seconds"],
             run_at=dt(row["run_at"]),
             result_asset_id=row["result_asset_id"],
+            result=None if row["result"] is None else json.loads(row["result"]),
             error_message=row["error_message"],
             source_task_id=row["source_task_id"],
             idempotency_key=row["idempotency_key"],

@@ -427,6 +427,14 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
                 "timeoutSeconds": {"type": ["number", "null"]},
                 "runAt": {"type": "string", "format": "date-time"},
                 "resultAssetId": nullable_str,
+                "result": {
+                    "description": (
+                        "What the handler returned: any JSON value, at most "
+                        "CALLBOARD_RESULT_MAX_BYTES (1 MiB by default) as compact JSON. "
+                        "Set when the job is done; null before, for a handler that "
+                        "returned nothing, and for a job that failed or was cancelled."
+                    ),
+                },
                 "errorMessage": nullable_str,
                 "sourceTaskId": nullable_str,
                 "idempotencyKey": nullable_str,

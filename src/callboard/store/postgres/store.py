@@ -136,6 +136,7 @@ class _Completion:
     lease_owner: str
     result_asset_id: str | None
     at: datetime
+    result: str | None
     done: trio.Event = field(default_factory=trio.Event)
     event: JobEvent | None = None
     error: BaseException | None = None
@@ -652,13 +653,14 @@ class PostgresStore(JobStore):
         now: datetime,
         result_asset_id: str | None = None,
         assets: Sequence[Asset] = (),
+        result: str | None = None,
     ) -> JobEvent | None:
         if assets:
             return await self._complete_with_assets(
-                job_id, lease_owner, _utc(now), result_asset_id, assets
+                job_id, lease_owner, _utc(now), result_asset_id, assets, result
             )
         return await self._completions.submit(
-            _Completion(job_id, lease_owner, result_asset_id, _utc(now))
+            _Completion(job_id, lease_owner, result_asset_id, _utc(now), result)
         )
 
     async def _complete_many(self, batch: list[_Completion]) -> dict[str, JobEvent]:
@@ -670,6 +672,7 @@ class PostgresStore(JobStore):
                 [c.lease_owner for c in batch],
                 [c.result_asset_id for c in batch],
                 [c.at for c in batch],
+                [c.result for c in batch],
                 write=True,
             ),
             EventType.DONE,
@@ -683,6 +686,7 @@ class PostgresStore(JobStore):
         now: datetime,
         result_asset_id: str | None,
         assets: Sequence[Asset],
+        result: str | None,
     ) -> JobEvent | None:
         """Done and its assets in one transaction: the job row is locked first, the
         assets checked against it and inserted, then the transition appends its
@@ -700,7 +704,7 @@ class PostgresStore(JobStore):
                     )
             await conn.execute(Q["insert_assets"], *arrays)
             return await conn.fetch(
-                Q["complete_many"], [job_id], [lease_owner], [result_asset_id], [now]
+                Q["complete_many"], [job_id], [lease_owner], [result_asset_id], [now], [result]
             )
 
         try:

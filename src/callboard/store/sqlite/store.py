@@ -158,6 +158,7 @@ def _wire(row: sqlite3.Row, job: Job) -> dict[str, Any]:
         "timeoutSeconds": job.timeout_seconds,
         "runAt": row["run_at"],
         "resultAssetId": job.result_asset_id,
+        "result": job.result,
         "errorMessage": job.error_message,
         "sourceTaskId": job.source_task_id,
         "idempotencyKey": job.idempotency_key,
@@ -712,11 +713,13 @@ class SqliteStore(JobStore):
         now: datetime,
         result_asset_id: str | None = None,
         assets: Sequence[Asset] = (),
+        result: str | None = None,
     ) -> JobEvent | None:
         params = {
             "id": job_id,
             "lease_owner": lease_owner,
             "result_asset_id": result_asset_id,
+            "result": result,
             "now": _ts(now),
         }
         rows = [_asset_params(asset) for asset in assets]

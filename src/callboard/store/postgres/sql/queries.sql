@@ -280,10 +280,11 @@ SELECT changed.*, appended.last_id AS event_id FROM changed, appended;
 -- name: complete_many
 -- A batch of completions: $1 job ids (ascending: rows are then locked in id order,
 -- as renew_leases locks them, so the two cannot deadlock), $2 lease owners, $3
--- result asset ids, $4 times. A job whose lease is lost is left out.
+-- result asset ids, $4 times, $5 results (JSON text or NULL). A job whose lease is
+-- lost is left out.
 WITH finished AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
-        WITH ORDINALITY AS f (id, lease_owner, result_asset_id, at, ord)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])
+        WITH ORDINALITY AS f (id, lease_owner, result_asset_id, at, result, ord)
 ),
 changed AS (
     UPDATE content_jobs AS j
@@ -294,6 +295,7 @@ changed AS (
         lease_expires_at = NULL,
         error_message = NULL,
         result_asset_id = coalesce(f.result_asset_id, j.result_asset_id),
+        result = f.result::json,
         updated_at = f.at
     FROM finished AS f
     WHERE j.id = f.id AND j.status = 'running' AND j.lease_owner = f.lease_owner

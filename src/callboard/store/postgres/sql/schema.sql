@@ -51,7 +51,10 @@ CREATE TABLE content_jobs (
     lease_expires_at timestamptz,
     cancel_requested boolean NOT NULL DEFAULT false,
     -- Insertion order: the last tie-break of the claim order.
-    seq bigint GENERATED ALWAYS AS IDENTITY
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    -- What the handler returned (compact JSON, kept as written); set by the done
+    -- transition.
+    result json
 );
 
 CREATE UNIQUE INDEX content_jobs_idempotency
@@ -182,6 +185,7 @@ RETURN json_build_object(
     'timeoutSeconds', j.timeout_seconds,
     'runAt', callboard_iso(j.run_at),
     'resultAssetId', j.result_asset_id,
+    'result', j.result,
     'errorMessage', j.error_message,
     'sourceTaskId', j.source_task_id,
     'idempotencyKey', j.idempotency_key,

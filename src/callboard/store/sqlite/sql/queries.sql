@@ -228,6 +228,7 @@ SET status = 'done',
     lease_expires_at = NULL,
     error_message = NULL,
     result_asset_id = coalesce(:result_asset_id, result_asset_id),
+    result = :result,
     updated_at = :now
 WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
 RETURNING *;

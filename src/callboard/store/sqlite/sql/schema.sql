@@ -51,7 +51,9 @@ CREATE TABLE content_jobs (
     updated_at TEXT NOT NULL,
     lease_owner TEXT,
     lease_expires_at TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1))
+    cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
+    -- What the handler returned, as compact JSON text; set by the done transition.
+    result TEXT
 ) STRICT;
 
 CREATE UNIQUE INDEX content_jobs_idempotency
