@@ -89,9 +89,16 @@ class Company:
     id: str
     name: str
     created_at: datetime
+    #: At most this many of its jobs run at once on all nodes together; None: no cap.
+    max_running: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "createdAt": iso(self.created_at)}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "createdAt": iso(self.created_at),
+            "maxRunning": self.max_running,
+        }
 
 
 @dataclass(frozen=True, slots=True)
