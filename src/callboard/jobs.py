@@ -92,9 +92,16 @@ class Company:
     id: str
     name: str
     created_at: datetime
+    #: At most this many of its jobs run at once on all nodes together; None: no cap.
+    max_running: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "createdAt": iso(self.created_at)}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "createdAt": iso(self.created_at),
+            "maxRunning": self.max_running,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +253,8 @@ CURSOR_PATTERN = r"^[0-9]{1,16}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-
 MAX_PRIORITY = 2**31 - 1
 #: Attempts per job (automatic retries included).
 MAX_ATTEMPTS = 1000
+#: A company's cap on its running jobs (`Company.max_running`): from 1 to this.
+MAX_COMPANY_RUNNING = 1_000_000
 #: A delay or a per-attempt timeout: ten years, in seconds.
 MAX_SECONDS = 10 * 365 * 24 * 3600
 
@@ -475,6 +484,22 @@ class Asset:
 
 def with_progress(job: Job, percent: int, message: str | None) -> Job:
     return replace(job, progress=Progress(percent, message))
+
+
+def check_max_running(value: object) -> int | None:
+    """A company's cap on its running jobs as given (None: no cap), or InvalidRequest."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (1 <= value <= MAX_COMPANY_RUNNING)
+    ):
+        raise InvalidRequest(
+            f"maxRunning must be an integer from 1 to {MAX_COMPANY_RUNNING}, or null for no "
+            f"cap; got {repr(value)[:40]}"
+        )
+    return value
 
 
 # --- a handler's result ----------------------------------------------------------------

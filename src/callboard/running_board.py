@@ -77,6 +77,7 @@ from .jobs import (
     JobStatus,
     NewJob,
     Page,
+    check_max_running,
     check_name,
     check_reference,
 )
@@ -188,6 +189,16 @@ class RunningBoard:
 
     async def companies(self) -> list[Company]:
         return await self._store.list_companies()
+
+    async def set_company_max_running(self, company_id: str, max_running: int | None) -> Company:
+        """Cap the company's running jobs on every node together (None: no cap). Jobs
+        already running finish; claims start no more of its jobs while it is at the
+        cap. Raises CompanyNotFound, or InvalidRequest for a cap out of range."""
+        return await self._store.set_company_max_running(company_id, check_max_running(max_running))
+
+    async def company_loads(self) -> dict[str, tuple[int, int]]:
+        """Running and queued jobs of each company that has any (every node's), by id."""
+        return await self._store.count_by_company()
 
     # --- jobs ----------------------------------------------------------------------------
 

@@ -29,6 +29,19 @@ def test_companies_and_tokens_through_the_api(tmp_path):
         listed = json.loads(server.cli("companies", "list", "--json").stdout)
         assert [c["name"] for c in listed] == ["acme"]
 
+        capped = server.cli("companies", "set-max-running", "acme", "5")
+        assert capped.returncode == 0, capped.stderr
+        assert capped.stdout.split() == [company_id, "acme", "at", "most", "5", "running"]
+        listed = json.loads(server.cli("companies", "list", "--json").stdout)
+        assert [c["maxRunning"] for c in listed] == [5]
+        lifted = server.cli("companies", "set-max-running", "acme", "none", "--json")
+        assert lifted.returncode == 0 and json.loads(lifted.stdout)["maxRunning"] is None
+        for bad in ("0", "-2", "many"):
+            refused = server.cli("companies", "set-max-running", "acme", bad)
+            assert refused.returncode == 2 and "at least 1 or none" in refused.stderr
+        unknown = server.cli("companies", "set-max-running", "nobody", "3")
+        assert unknown.returncode == 1 and "nobody" in unknown.stderr
+
         made = server.cli("tokens", "create", "--company", "acme", "--label", "ci")
         assert made.returncode == 0, made.stderr
         secret = made.stdout.strip()

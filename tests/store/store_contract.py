@@ -586,6 +586,138 @@ class StoreContract:
                 stored = await store.get_job(job.id)
                 assert stored is not None and stored.lease_owner == job.lease_owner
 
+    # --- fair share between companies -----------------------------------------------
+
+    async def test_claim_serves_the_company_with_fewest_running_first(
+        self, store: JobStore
+    ) -> None:
+        a = await company(store, "a")
+        b = await company(store, "b")
+        await running(store, a)
+        backlog = [await submit(store, a, now=at(0)) for _ in range(3)]
+        late = await submit(store, b, now=at(1))  # after A's whole backlog
+        [first] = await claim(store, now=at(2), limit=1)
+        assert first.id == late.id  # B has none running: it goes first
+        # Both have one running now: oldest first again.
+        [second] = await claim(store, now=at(2), limit=1)
+        assert second.id == backlog[0].id
+
+    async def test_claim_batch_interleaves_companies(self, store: JobStore) -> None:
+        a = await company(store, "a")
+        b = await company(store, "b")
+        a_jobs = [await submit(store, a, now=at(0)) for _ in range(5)]
+        b_jobs = [await submit(store, b, now=at(1)) for _ in range(2)]
+        taken = await claim(store, now=at(2), limit=6)
+        assert [j.id for j in taken] == [
+            a_jobs[0].id,
+            b_jobs[0].id,
+            a_jobs[1].id,
+            b_jobs[1].id,
+            a_jobs[2].id,
+            a_jobs[3].id,
+        ]
+        # The events come in the same order.
+        events = await store.events_after(0)
+        running_ids = [e.job_id for e in events if e.type == EventType.RUNNING]
+        assert running_ids == [j.id for j in taken]
+
+    async def test_claim_priority_wins_over_fairness(self, store: JobStore) -> None:
+        a = await company(store, "a")
+        b = await company(store, "b")
+        for _ in range(3):
+            await running(store, a)
+        calm = await submit(store, b, now=at(0))
+        urgent = await submit(store, a, now=at(1), priority=5)
+        taken = await claim(store, now=at(2), limit=2)
+        assert [j.id for j in taken] == [urgent.id, calm.id]
+
+    async def test_claim_fair_order_keeps_type_caps(self, store: JobStore) -> None:
+        a = await company(store, "a")
+        b = await company(store, "b")
+        a_jobs = [await submit(store, a, now=at(0), job_type="x") for _ in range(3)]
+        b_x = await submit(store, b, now=at(1), job_type="x")
+        b_y = await submit(store, b, now=at(1), job_type="y")
+        taken = await claim(store, now=at(2), caps={"x": 2, "y": None})
+        # x: A's first, then B's (load 0 both), A's second is past the type's cap.
+        assert {j.id for j in taken} == {a_jobs[0].id, b_x.id, b_y.id}
+
+    async def test_company_max_running(self, store: JobStore) -> None:
+        a = await company(store, "a")
+        assert (await store.get_company(a)).max_running is None
+        capped = await store.set_company_max_running(a, 2)
+        assert capped.max_running == 2 and capped.id == a and capped.name == "a"
+        assert (await store.get_company(a)).max_running == 2
+        assert (await store.get_company_by_name("a")).max_running == 2
+        assert [c.max_running for c in await store.list_companies()] == [2]
+        assert (await store.set_company_max_running(a, None)).max_running is None
+        assert (await store.get_company(a)).max_running is None
+        with pytest.raises(CompanyNotFound):
+            await store.set_company_max_running("no-such-company", 3)
+        for bad in (0, -1):
+            with pytest.raises(InvalidRequest):
+                await store.set_company_max_running(a, bad)
+        assert (await store.get_company(a)).max_running is None
+
+    async def test_claim_respects_the_company_cap(self, store: JobStore) -> None:
+        a = await company(store, "a")
+        b = await company(store, "b")
+        first = await running(store, a)
+        await store.set_company_max_running(a, 3)
+        await store.insert_jobs([make_job(a) for _ in range(6)], at(0))
+        b_jobs = await store.insert_jobs([make_job(b) for _ in range(2)], at(1))
+        taken = await claim(store, now=at(2), limit=10)
+        assert sorted(j.company_id for j in taken) == sorted([a, a, b, b])
+        assert {j.id for j in taken} >= {i.job.id for i in b_jobs}
+        assert await claim(store, now=at(2)) == []  # A is at its cap
+        await store.complete(first.id, "w1", at(3))
+        [more] = await claim(store, now=at(3))
+        assert more.company_id == a
+        # A cap lowered below the running count takes nothing until enough end.
+        await store.set_company_max_running(a, 1)
+        assert await claim(store, now=at(4)) == []
+        await store.set_company_max_running(a, None)
+        assert len(await claim(store, now=at(4))) == 3
+        counts = await store.count_by_status(a)
+        assert counts[JobStatus.QUEUED] == 0 and counts[JobStatus.RUNNING] == 6
+
+    async def test_concurrent_claims_keep_the_company_cap(self, store: JobStore) -> None:
+        a = await company(store, "a")
+        await store.set_company_max_running(a, 5)
+        await store.insert_jobs([make_job(a) for _ in range(40)], T0)
+
+        async def one(owner: str) -> None:
+            await claim(store, owner=owner, limit=3)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(16):
+                nursery.start_soon(one, f"w{i}")
+        counts = await store.count_by_status(a)
+        assert counts[JobStatus.RUNNING] == 5 and counts[JobStatus.QUEUED] == 35
+
+    async def test_insert_running_leaves_a_capped_company_to_the_claim(
+        self, store: JobStore
+    ) -> None:
+        starts_on_insert(store)
+        a = await company(store, "a")
+        await store.set_company_max_running(a, 10)
+        new = make_job(a)
+        before = await store.last_event_id()
+        started = await store.insert_running(new, at(1), lease_owner="w1", lease_expires_at=at(31))
+        assert started is None
+        assert await store.get_job(new.id) is None
+        assert await store.last_event_id() == before
+
+    async def test_count_by_company(self, store: JobStore) -> None:
+        a = await company(store, "a")
+        b = await company(store, "b")
+        await company(store, "idle")
+        assert await store.count_by_company() == {}
+        done = await running(store, a)
+        await store.complete(done.id, "w1", at(1))
+        await running(store, a)
+        await store.insert_jobs([make_job(a), make_job(b), make_job(b)], at(1))
+        assert await store.count_by_company() == {a: (1, 1), b: (0, 2)}
+
     # --- leases ----------------------------------------------------------------------
 
     async def test_renew_leases(self, store: JobStore) -> None:

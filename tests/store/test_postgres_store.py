@@ -192,3 +192,56 @@ async def test_a_start_on_submit_whose_answer_was_lost_still_starts(pg_url):
         stored = await store.events_after(0, limit=100)
         assert [e.type for e in stored] == [EventType.QUEUED, EventType.RUNNING]
         assert inserted.event == stored[0]
+
+
+@pytest.mark.trio
+async def test_two_nodes_claiming_at_once_never_exceed_a_company_cap(pg_url):
+    # The cap is counted under the company's row lock: without it, two claims that
+    # start together both count the same running jobs and both fill the gap.
+    from contextlib import AsyncExitStack
+    from datetime import UTC, datetime, timedelta
+
+    import trio
+
+    from callboard.jobs import JobStatus, NewJob, new_id
+
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    caps = {"a": 3, "b": 2}
+    async with AsyncExitStack() as stack:
+        nodes = [await stack.enter_async_context(PostgresStore(pg_url).opened()) for _ in "12"]
+        ids = {}
+        for name, cap in caps.items():
+            ids[name] = (await nodes[0].create_company(name, now)).id
+            await nodes[0].set_company_max_running(ids[name], cap)
+            await nodes[0].insert_jobs(
+                [
+                    NewJob(new_id(), ids[name], "t", {}, 0, 1, None, now, None, None)
+                    for _ in range(60)
+                ],
+                now,
+            )
+        taken: list = []
+
+        async def claim(node: PostgresStore, owner: str) -> None:
+            taken.extend(
+                await node.claim(
+                    now=now,
+                    limit=4,
+                    type_caps={"t": None},
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=30),
+                )
+            )
+
+        for _ in range(8):
+            taken.clear()
+            async with trio.open_nursery() as nursery:
+                for i in range(16):
+                    nursery.start_soon(claim, nodes[i % 2], f"n{i % 2}")
+            for name, cap in caps.items():
+                counts = await nodes[1].count_by_status(ids[name])
+                # At the cap exactly: never over it, and a claim does take up to it.
+                assert counts[JobStatus.RUNNING] == cap, (name, counts)
+            # Some end, so the next round has room to race for.
+            for job, _ in taken[::2]:
+                await nodes[0].complete(job.id, job.lease_owner, now)

@@ -401,9 +401,9 @@ async def test_writes_queued_before_aclose_all_commit(tmp_path) -> None:
 # --- performance-minded paths (claim by index, event snapshots, checkpointer) ----------
 
 
-async def test_claim_seeks_each_type_in_the_claim_index(db: SqliteStore) -> None:
-    # Guards the claim's cost: one index seek per job type, not a sort of every
-    # queued job (which made each claim O(queue) and the writer the bottleneck).
+async def test_claim_seeks_each_company_and_type_in_the_fair_index(db: SqliteStore) -> None:
+    # Guards the claim's cost: one index seek per company and job type, not a sort of
+    # every queued job (which made each claim O(queue) and the writer the bottleneck).
     conn = sqlite3.connect(db.path)
     try:
         params = {
@@ -413,10 +413,14 @@ async def test_claim_seeks_each_type_in_the_claim_index(db: SqliteStore) -> None
             "lease_owner": "w",
             "lease_expires_at": "2030-01-01T00:01:00.000000Z",
         }
-        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + Q["claim"], params)]
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + Q["claim_order"], params)]
     finally:
         conn.close()
-    assert any("USING INDEX content_jobs_claim (job_type=?)" in step for step in plan), plan
+    fair_seek = "USING INDEX content_jobs_fair (company_id=? AND job_type=?)"
+    assert any(fair_seek in step for step in plan), plan
+    # Running jobs are counted from their own small index, never a walk of every job.
+    scans = [step for step in plan if step.startswith("SCAN content_jobs")]
+    assert all("content_jobs_running_company" in step for step in scans), plan
 
 
 async def test_asset_lists_seek_their_index(db: SqliteStore) -> None:

@@ -185,3 +185,29 @@ async def test_unreachable_server_says_so(tmp_path: Path) -> None:
         assert "cannot reach" in (app.fatal or "")
         await pilot.press("q")
     assert app.return_code == 2
+
+
+async def test_summary_shows_each_companys_running_and_queued(server: Server, api: Client) -> None:
+    from textual.widgets import Static
+
+    from callboard.tui.widgets import Summary
+
+    api.create_company("globex")
+    # acme may run 2 at once: the rest of its jobs queue while globex's runs.
+    assert api.set_max_running("acme", 2)["maxRunning"] == 2
+    for _ in range(5):
+        api.submit("acme", "demo.sleep", {"seconds": 30})
+    api.submit("globex", "demo.sleep", {"seconds": 30})
+    app = app_for(server)
+
+    def summary() -> str:
+        return str(app.main.query_one(Summary).query_one("#counts", Static).content)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.connection == "connected" and app.loaded)
+        await until(pilot, lambda: "acme 2 running 3 queued" in summary())
+        assert "globex 1 running 0 queued" in summary()
+        # The live feed keeps it current: a cancelled job leaves the queue.
+        queued = [j for j in api.list("acme") if j.status == "queued"]
+        api.cancel(queued[0].id)
+        await until(pilot, lambda: "acme 2 running 2 queued" in summary())

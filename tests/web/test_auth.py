@@ -43,6 +43,8 @@ class Route:
 ROUTES = [
     Route("POST", "/api/companies", 201, operator_only=True, body="company"),
     Route("GET", "/api/companies", 200, company_scoped=False),
+    Route("GET", "/api/companies/{c}", 200),
+    Route("PATCH", "/api/companies/{c}", 200, operator_only=True, body={"maxRunning": 50}),
     Route("POST", "/api/companies/{c}/tokens", 201, operator_only=True, body={"label": "ci"}),
     Route("GET", "/api/companies/{c}/tokens", 200, operator_only=True),
     Route("DELETE", "/api/companies/{c}/tokens/{t}", 204, operator_only=True),

@@ -1,5 +1,6 @@
 """Publishes a `runtime.stats` event on the operator feed every `interval` seconds:
-job counts by status from the store plus what `snapshot()` says about this node.
+job counts by status and each company's running and queued jobs from the store,
+plus what `snapshot()` says about this node.
 It skips the store query while nobody is subscribed."""
 
 from __future__ import annotations
@@ -39,11 +40,14 @@ class StatsReporter:
                 continue
             try:
                 counts = await self._ledger.store.count_by_status()
+                loads = await self._ledger.store.count_by_company()
             except StoreUnavailable:
                 log.debug("no runtime.stats this second: store unavailable", exc_info=True)
                 continue
             data = {
                 "counts": {str(status): n for status, n in counts.items()},
+                # Every node's running and queued jobs by company id (fair share).
+                "companies": {c: {"running": r, "queued": q} for c, (r, q) in loads.items()},
                 **self._snapshot(self._interval),
             }
             broker.publish(NodeEvent("runtime.stats", data))

@@ -18,10 +18,14 @@ def add_commands(commands: Any) -> None:
     companies = add_command(
         commands,
         "companies",
-        "create and list companies",
+        "create and list companies, cap their running jobs",
         "Manage companies over the API. Jobs, assets and company tokens belong to a "
         "company; every command that needs one takes --company NAME-or-ID.",
-        ["callboard companies create acme", "callboard companies list --json"],
+        [
+            "callboard companies create acme",
+            "callboard companies list --json",
+            "callboard companies set-max-running acme 5",
+        ],
     )
     company_commands = companies.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = company_commands.add_parser(
@@ -41,6 +45,18 @@ def add_commands(commands: Any) -> None:
     )
     client_flags(listing)
     listing.set_defaults(handler=_list_companies)
+    cap = company_commands.add_parser(
+        "set-max-running",
+        help="cap a company's running jobs on every node (operator token)",
+        description="Cap how many of the company's jobs run at once on all nodes together, "
+        "or lift the cap with `none`. Jobs already running finish; prints the company.",
+        epilog="examples:\n  callboard companies set-max-running acme 5\n"
+        "  callboard companies set-max-running acme none",
+    )
+    cap.add_argument("company", help="company name or id")
+    cap.add_argument("max_running", type=_max_running, metavar="N", help="at least 1, or none")
+    client_flags(cap)
+    cap.set_defaults(handler=_set_max_running)
 
     tokens = add_command(
         commands,
@@ -110,6 +126,24 @@ def _create_company(client: Client, args: argparse.Namespace) -> None:
 def _list_companies(client: Client, args: argparse.Namespace) -> None:
     companies = client.companies()
     _show(args, companies, "\n".join(f"{c['id']}  {c['name']}" for c in companies))
+
+
+def _max_running(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 1 or none, got {text!r}")
+    return value
+
+
+def _set_max_running(client: Client, args: argparse.Namespace) -> None:
+    company = client.set_max_running(args.company, args.max_running)
+    cap = "no cap" if company["maxRunning"] is None else f"at most {company['maxRunning']} running"
+    _show(args, company, f"{company['id']}  {company['name']}  {cap}")
 
 
 def _create_token(client: Client, args: argparse.Namespace) -> None:

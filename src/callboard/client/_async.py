@@ -228,6 +228,15 @@ class AsyncClient(ApiBase):
     async def company_id(self, name_or_id: str | None) -> str:
         return await self._drive(self._company_id_op(name_or_id))
 
+    async def company(self, company: str) -> dict[str, Any]:
+        """A company by name or id, with its cap on running jobs (`maxRunning`)."""
+        return await self._drive(self._company_op(company))
+
+    async def set_max_running(self, company: str, max_running: int | None) -> dict[str, Any]:
+        """Cap the company's running jobs on every node together; None lifts the cap
+        (operator). Returns the company."""
+        return await self._drive(self._set_max_running_op(company, max_running))
+
     async def create_token(self, company: str, label: str) -> dict[str, Any]:
         return await self._drive(self._create_token_op(company, label))
 

@@ -385,6 +385,15 @@ class ApiBase:
     def _create_company_op(self, name: str) -> Op[dict[str, Any]]:
         return (yield Call("POST", "/api/companies", json={"name": name}))
 
+    def _company_op(self, company: str) -> Op[dict[str, Any]]:
+        cid = yield from self._company_id_op(company)
+        return (yield Call("GET", api_path("companies", cid)))
+
+    def _set_max_running_op(self, company: str, max_running: int | None) -> Op[dict[str, Any]]:
+        cid = yield from self._company_id_op(company)
+        body = {"maxRunning": max_running}
+        return (yield Call("PATCH", api_path("companies", cid), json=body))
+
     def _create_token_op(self, company: str, label: str) -> Op[dict[str, Any]]:
         cid = yield from self._company_id_op(company)
         return (yield Call("POST", api_path("companies", cid, "tokens"), json={"label": label}))

@@ -136,6 +136,15 @@ class Client(ApiBase):
         """A company's id from its name or id (None: the only company the token sees)."""
         return self._drive(self._company_id_op(name_or_id))
 
+    def company(self, company: str) -> dict[str, Any]:
+        """A company by name or id, with its cap on running jobs (`maxRunning`)."""
+        return self._drive(self._company_op(company))
+
+    def set_max_running(self, company: str, max_running: int | None) -> dict[str, Any]:
+        """Cap the company's running jobs on every node together; None lifts the cap
+        (operator). Returns the company."""
+        return self._drive(self._set_max_running_op(company, max_running))
+
     def create_token(self, company: str, label: str) -> dict[str, Any]:
         return self._drive(self._create_token_op(company, label))
 

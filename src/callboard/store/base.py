@@ -220,6 +220,18 @@ class JobStore(abc.ABC):
     async def list_companies(self) -> list[Company]:
         """Oldest first."""
 
+    # --- fair share --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def set_company_max_running(self, company_id: str, max_running: int | None) -> Company:
+        """Cap the company's running jobs (None: no cap) and return it. The cap bounds
+        what claims start from now on; jobs already running are left to finish.
+        Raises CompanyNotFound, or InvalidRequest for a cap below 1."""
+
+    @abc.abstractmethod
+    async def count_by_company(self) -> dict[str, tuple[int, int]]:
+        """Running and queued jobs of each company that has any, by company id."""
+
     # --- submitting --------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -246,8 +258,11 @@ class JobStore(abc.ABC):
         transaction: a submit that finds an idle worker on its node starts the job
         without a separate claim (one round trip instead of two).
 
-        Only when the job is runnable at `now` and no queued runnable job of its type
-        has the same or a higher priority (starting it would overtake that one).
+        Only when the job is runnable at `now`, no queued runnable job of its type
+        has the same or a higher priority (starting it would overtake that one, of
+        any company: with nothing waiting there is no fair order to keep), and its
+        company has no `max_running` (a capped company's jobs go through `claim`,
+        which counts its running jobs under a lock).
         Otherwise, and when its idempotency key exists already, nothing is written and
         None comes back: the caller inserts it with `insert_jobs`. Returns the job as
         queued with its queued event (what a submit answers) and the running job with
@@ -312,8 +327,18 @@ class JobStore(abc.ABC):
 
         Runnable: status queued and run_at <= now, job_type a key of `type_caps`, and
         at most `type_caps[t]` jobs of type t taken in this call when that is not None
-        (the caller passes what it may still start; 0 takes none). Order: priority
-        desc, then run_at, then created_at, then id. Each taken job gets attempt + 1,
+        (the caller passes what it may still start; 0 takes none).
+
+        Order, fair between companies: priority desc first; then, among jobs of equal
+        priority, the company with the fewest jobs running (in the whole store, every
+        node's) first, so one company's backlog never queues another's behind it;
+        within a company, run_at, then created_at, then insertion order. A batch
+        interleaves companies: each company's runnable jobs are ranked in that order
+        from 0, and a job's fair key is its company's running count plus its rank
+        (ties: run_at, created_at, insertion order). A company with `max_running`
+        never gets a job whose running count plus rank reaches it, counted under a
+        lock, so claims of several nodes at once never exceed the cap. The type caps
+        then take each type's first jobs in the fair order. Each taken job gets attempt + 1,
         started_at = now, finished_at None, the lease, progress reset to 0 with no
         message, and a `content_job.running` event. Two concurrent claims never take
         the same job (SKIP LOCKED on PostgreSQL).

@@ -180,6 +180,31 @@ class MemoryStore(JobStore):
         # sorted() is stable: equal created_at keeps insertion order, like SQLite's rowid.
         return sorted(self._companies.values(), key=lambda c: c.created_at)
 
+    # --- fair share --------------------------------------------------------------------
+
+    async def set_company_max_running(self, company_id: str, max_running: int | None) -> Company:
+        await self._enter()
+        if max_running is not None and max_running < 1:
+            raise InvalidRequest("maxRunning must be at least 1, or null for no cap")
+        company = self._companies.get(company_id)
+        if company is None:
+            raise CompanyNotFound(company_id)
+        company = replace(company, max_running=max_running)
+        self._companies[company_id] = company
+        await self._leave()
+        return company
+
+    def _running_by_company(self) -> Counter[str]:
+        return Counter(j.company_id for j in self._jobs.values() if j.status == JobStatus.RUNNING)
+
+    async def count_by_company(self) -> dict[str, tuple[int, int]]:
+        await self._enter()
+        running = Counter(
+            j.company_id for j in self._jobs.values() if j.status == JobStatus.RUNNING
+        )
+        queued = Counter(j.company_id for j in self._jobs.values() if j.status == JobStatus.QUEUED)
+        return {c: (running[c], queued[c]) for c in sorted(running.keys() | queued.keys())}
+
     # --- submitting --------------------------------------------------------------------
 
     async def insert_jobs(self, jobs: Sequence[NewJob], now: datetime) -> list[Inserted]:
@@ -238,6 +263,8 @@ class MemoryStore(JobStore):
             and j.priority >= job.priority
             for j in self._jobs.values()
         )
+        # A capped company's jobs are counted by claim only (JobStore.insert_running).
+        overtakes = overtakes or self._companies[job.company_id].max_running is not None
         known_key = job.idempotency_key is not None and any(
             (j.company_id, j.idempotency_key) == (job.company_id, job.idempotency_key)
             for j in self._jobs.values()
@@ -327,17 +354,30 @@ class MemoryStore(JobStore):
         now, lease_expires_at = _utc(now), _utc(lease_expires_at)
         # The dict keeps insertion order, which breaks ties (FIFO) as rowid does in SQL.
         seq = {job_id: i for i, job_id in enumerate(self._jobs)}
-        runnable = sorted(
+        running = Counter(
+            j.company_id for j in self._jobs.values() if j.status == JobStatus.RUNNING
+        )
+        by_company = sorted(
             (
                 j
                 for j in self._jobs.values()
                 if j.status == JobStatus.QUEUED and j.run_at <= now and j.job_type in type_caps
             ),
-            key=lambda j: (-j.priority, j.run_at, j.created_at, seq[j.id]),
+            key=lambda j: (j.company_id, -j.priority, j.run_at, j.created_at, seq[j.id]),
         )
+        # Fair order (JobStore.claim): each company's jobs ranked from 0, keyed by
+        # priority, then its running count plus the rank.
+        keyed = []
+        for _, group in itertools.groupby(by_company, key=lambda j: j.company_id):
+            for rank, j in enumerate(group):
+                load = running[j.company_id] + rank
+                cap = self._companies[j.company_id].max_running
+                if cap is None or load < cap:
+                    keyed.append(((-j.priority, load, j.run_at, j.created_at, seq[j.id]), j))
+        keyed.sort(key=lambda pair: pair[0])
         taken: Counter[str] = Counter()
         out: list[tuple[Job, JobEvent]] = []
-        for job in runnable:
+        for _, job in keyed:
             if len(out) >= limit:
                 break
             cap = type_caps[job.job_type]

@@ -91,7 +91,9 @@ class Rows:
         )
 
     def company(self, row: Row) -> Company:
-        return Company(row["id"], row["name"], self.to_datetime(row["created_at"]))
+        return Company(
+            row["id"], row["name"], self.to_datetime(row["created_at"]), row["max_running"]
+        )
 
     def token(self, row: Row) -> ApiToken:
         return ApiToken(

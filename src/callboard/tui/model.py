@@ -133,6 +133,8 @@ class DashboardModel:
         self.applied = 0
         self._changes = Changes()
         self._server_counts = False  # whether `counts` came from runtime.stats
+        #: Every node's (running, queued) jobs by company id, from the server's stats.
+        self.company_loads: dict[str, tuple[int, int]] = {}
 
     # --- folding events in ----------------------------------------------------------
 
@@ -183,6 +185,13 @@ class DashboardModel:
             if isinstance(counts, dict):
                 self.counts = {s: int(counts.get(s, 0)) for s in STATUSES}
                 self._server_counts = True
+            loads = data.get("companies")
+            if isinstance(loads, dict):
+                self.company_loads = {
+                    str(c): (int(n.get("running", 0)), int(n.get("queued", 0)))
+                    for c, n in loads.items()
+                    if isinstance(n, dict)
+                }
             return  # once a second: not worth a log line
         name = str(data.get("worker", "?"))
         worker = self.workers.setdefault(name, Worker(name))
@@ -232,6 +241,24 @@ class DashboardModel:
         if isinstance(counts, dict):
             self.counts = {s: int(counts.get(s, 0)) for s in STATUSES}
             self._server_counts = True
+        companies = stats.get("companies")
+        if isinstance(companies, list):
+            self.company_loads = {
+                c["id"]: (int(c.get("running", 0)), int(c.get("queued", 0)))
+                for c in companies
+                if c.get("running") or c.get("queued")
+            }
+
+    def company_summary(self, limit: int = 6) -> list[tuple[str, int, int]]:
+        """(name, running, queued) of the busiest companies, most running then queued
+        first: what the summary shows, so one company's backlog and another's share
+        of the workers are seen side by side."""
+        busiest = sorted(self.company_loads.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
+        return [
+            (self.company_names.get(c, c[:8]), running, queued)
+            for c, (running, queued) in busiest[:limit]
+            if running or queued
+        ]
 
     def load_companies(self, companies: Iterable[dict]) -> None:
         """The names from `GET /api/companies`."""

@@ -93,7 +93,10 @@ class DashboardScreen(Screen[None]):
         header = self.query_one(ConnectionHeader)
         header.rate = model.events.per_second(now, over=3)
         self.query_one(Summary).show(
-            model.counts, model.finished.series(now)[-60:], model.finished.per_second(now)
+            model.counts,
+            model.finished.series(now)[-60:],
+            model.finished.per_second(now),
+            model.company_summary(),
         )
         if self.paused:
             return

@@ -6,7 +6,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -60,7 +60,7 @@ class Summary(Horizontal):
     """Counts by status and the jobs-finished-per-second sparkline."""
 
     DEFAULT_CSS = """
-    Summary { height: 3; }
+    Summary { height: 4; }
     Summary > #counts { width: auto; min-width: 60; padding: 0 1; }
     Summary > Sparkline { width: 1fr; margin: 0 1; }
     """
@@ -69,12 +69,25 @@ class Summary(Horizontal):
         yield Static(id="counts")
         yield Sparkline([0.0], id="throughput")
 
-    def show(self, counts: dict[str, int], series: list[float], per_second: float) -> None:
+    def show(
+        self,
+        counts: dict[str, int],
+        series: list[float],
+        per_second: float,
+        companies: Sequence[tuple[str, int, int]] = (),
+    ) -> None:
         text = Text()
         for status in STATUSES:
             text.append(f"{status} ", style=cells.STATUS_STYLES[status])
             text.append(f"{counts.get(status, 0):,}  ")
         text.append(f"\nfinished {per_second:,.1f}/s over the last {len(series)}s →", style="dim")
+        # Each busy company's share: running and queued on every node.
+        text.append("\ncompanies ", style="dim")
+        if not companies:
+            text.append("idle", style="dim")
+        for name, running, queued in companies:
+            text.append(f"{name} ", style="bold")
+            text.append(f"{running:,} running {queued:,} queued  ")
         self.query_one("#counts", Static).update(text)
         self.query_one(Sparkline).data = series
 

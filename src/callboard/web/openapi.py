@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..jobs import CURSOR_PATTERN, MAX_NAME, NAME_PATTERN, JobStatus
+from ..jobs import CURSOR_PATTERN, MAX_COMPANY_RUNNING, MAX_NAME, NAME_PATTERN, JobStatus
 from ..storage.names import PRESIGN_SECONDS
 from .validation import MAX_LAST_EVENT_ID, REFERENCE_SCHEMA, option_schemas
 
@@ -75,6 +75,27 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str = "")
 
 
 _C = _param("companyId", "path", {"type": "string", "format": "uuid"}, "the company's id")
+#: A company's cap on its running jobs; null: no cap.
+_MAX_RUNNING = {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_COMPANY_RUNNING}
+_STATS = {
+    "type": "object",
+    "properties": {
+        "companies": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "name", "running", "queued", "maxRunning"],
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "name": {"type": "string"},
+                    "running": {"type": "integer", "minimum": 0},
+                    "queued": {"type": "integer", "minimum": 0},
+                    "maxRunning": _MAX_RUNNING,
+                },
+            },
+        }
+    },
+}
 _J = _param("jobId", "path", {"type": "string", "format": "uuid"}, "the job's id")
 _T = _param("tokenId", "path", {"type": "string", "format": "uuid"}, "the token's id")
 _A = _param("assetId", "path", {"type": "string", "format": "uuid"}, "the asset's id")
@@ -185,6 +206,26 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
             "get": _op(
                 "The companies the token can see",
                 {"200": _json(_page("Company"), "companies"), **_errors(401)},
+            ),
+        },
+        "/api/companies/{companyId}": {
+            "get": _op(
+                "A company, with its cap on running jobs (`maxRunning`)",
+                {"200": _json(_ref("Company"), "the company"), **_errors(401, 404)},
+                params=[_C],
+            ),
+            "patch": _op(
+                "Cap the company's running jobs on every node together, or lift the cap "
+                "with null (operator). Jobs already running finish; claims start no more "
+                "of its jobs while it is at the cap",
+                {"200": _json(_ref("Company"), "the company"), **_errors(400, 401, 403, 404)},
+                params=[_C],
+                body={
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["maxRunning"],
+                    "properties": {"maxRunning": _MAX_RUNNING},
+                },
             ),
         },
         "/api/companies/{companyId}/tokens": {
@@ -326,8 +367,9 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
         },
         "/api/stats": {
             "get": _op(
-                "Counts by status, workers, throughput (operator)",
-                {"200": _json({"type": "object"}, "stats"), **_errors(401, 403)},
+                "Counts by status, each company's running and queued jobs (every "
+                "node's) with its cap, workers, throughput (operator)",
+                {"200": _json(_STATS, "stats"), **_errors(401, 403)},
             ),
         },
         "/api/nodes": {
@@ -388,6 +430,7 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
                 "id": {"type": "string", "format": "uuid"},
                 "name": {"type": "string"},
                 "createdAt": {"type": "string", "format": "date-time"},
+                "maxRunning": _MAX_RUNNING,
             },
         },
         "Token": {
@@ -656,6 +699,8 @@ _TOKENS = "/api/companies/{companyId}/tokens"
 _OPERATION_IDS = {
     ("post", "/api/companies"): "createCompany",
     ("get", "/api/companies"): "listCompanies",
+    ("get", "/api/companies/{companyId}"): "getCompany",
+    ("patch", "/api/companies/{companyId}"): "updateCompany",
     ("post", _TOKENS): "createToken",
     ("get", _TOKENS): "listTokens",
     ("delete", _TOKENS + "/{tokenId}"): "revokeToken",
@@ -687,6 +732,8 @@ _SAME_COMPANY = {"companyId": "$request.path.companyId"}
 _LINKS = {
     ("post", "/api/companies", "201"): (
         [
+            "getCompany",
+            "updateCompany",
             "createToken",
             "listTokens",
             "submitJob",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from quart import Blueprint, request
 
-from ..jobs import JobStatus, check_name
+from ..jobs import JobStatus, check_max_running, check_name
 from .auth import create_token
 from .context import company_for, ctx, operator, principal
+from .errors import bad_request, not_found
 from .validation import check_fields, parse_json, require_object
 
 admin = Blueprint("admin", __name__)
@@ -32,6 +33,28 @@ async def list_companies():
     if not who.is_operator:
         companies = [c for c in companies if c.id == who.company_id]
     return {"items": [c.to_dict() for c in companies], "nextCursor": None}
+
+
+@admin.get("/api/companies/<company_id>")
+async def get_company(company_id: str):
+    who = await principal()
+    company = await ctx().rt.get_company(await company_for(who, company_id))
+    if company is None:
+        raise not_found(f"company {company_id!r} not found")
+    return company.to_dict()
+
+
+@admin.patch("/api/companies/<company_id>")
+async def update_company(company_id: str):
+    who = await operator()
+    company = await company_for(who, company_id)
+    body = require_object(parse_json(await request.get_data()))
+    check_fields(body, {"maxRunning"})
+    if "maxRunning" not in body:
+        raise bad_request("give maxRunning: an integer of at least 1, or null for no cap")
+    # InvalidRequest (400) and CompanyNotFound (404) become JSON in web/errors.py.
+    updated = await ctx().rt.set_company_max_running(company, check_max_running(body["maxRunning"]))
+    return updated.to_dict()
 
 
 @admin.post("/api/companies/<company_id>/tokens")
@@ -75,9 +98,22 @@ async def stats():
     await operator()
     rt = ctx().rt
     counts = await rt.counts()
+    loads = await rt.company_loads()
+    companies = await rt.companies()
     snapshot = rt.statistics()
     return {
         "counts": {status.value: counts.get(status, 0) for status in JobStatus},
+        # Every node's running and queued jobs of each company, with its cap.
+        "companies": [
+            {
+                "id": c.id,
+                "name": c.name,
+                "running": loads.get(c.id, (0, 0))[0],
+                "queued": loads.get(c.id, (0, 0))[1],
+                "maxRunning": c.max_running,
+            }
+            for c in companies
+        ],
         "node": snapshot.lease_owner,
         "accepting": snapshot.accepting,
         "workers": [

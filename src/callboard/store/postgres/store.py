@@ -357,6 +357,23 @@ class PostgresStore(JobStore):
     async def list_companies(self) -> list[Company]:
         return [ROWS.company(row) for row in await self._driver.fetch(Q["list_companies"])]
 
+    # --- fair share --------------------------------------------------------------------
+
+    async def set_company_max_running(self, company_id: str, max_running: int | None) -> Company:
+        if max_running is not None and max_running < 1:
+            await trio.lowlevel.checkpoint()
+            raise InvalidRequest("maxRunning must be at least 1, or null for no cap")
+        row = await self._driver.fetchrow(
+            Q["set_company_max_running"], company_id, max_running, write=True
+        )
+        if row is None:
+            raise CompanyNotFound(company_id)
+        return ROWS.company(row)
+
+    async def count_by_company(self) -> dict[str, tuple[int, int]]:
+        rows = await self._driver.fetch(Q["count_by_company"])
+        return {row["company_id"]: (row["running"], row["queued"]) for row in rows}
+
     # --- submitting --------------------------------------------------------------------
 
     async def insert_jobs(self, jobs: Sequence[NewJob], now: datetime) -> list[Inserted]:

@@ -510,6 +510,25 @@ class SqliteStore(JobStore):
     async def list_companies(self) -> list[Company]:
         return await self._read(_fetch(Q["list_companies"], {}, ROWS.company))
 
+    # --- fair share --------------------------------------------------------------------
+
+    async def set_company_max_running(self, company_id: str, max_running: int | None) -> Company:
+        if max_running is not None and max_running < 1:
+            raise InvalidRequest("maxRunning must be at least 1, or null for no cap")
+        params = {"id": company_id, "max_running": max_running}
+
+        def write(conn: sqlite3.Connection) -> Company:
+            row = conn.execute(Q["set_company_max_running"], params).fetchone()
+            if row is None:
+                raise CompanyNotFound(company_id)
+            return ROWS.company(row)
+
+        return await self._write(write)
+
+    async def count_by_company(self) -> dict[str, tuple[int, int]]:
+        rows = await self._read(_fetch(Q["count_by_company"], {}, tuple))
+        return {company_id: (running, queued) for company_id, running, queued in rows}
+
     # --- submitting --------------------------------------------------------------------
 
     async def insert_jobs(self, jobs: Sequence[NewJob], now: datetime) -> list[Inserted]:
@@ -656,8 +675,12 @@ class SqliteStore(JobStore):
             return []
 
         def write(conn: sqlite3.Connection) -> list[tuple[Job, JobEvent]]:
-            rows = conn.execute(Q["claim"], params).fetchall()
-            rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["created_at"], r["seq"]))
+            order = [r[0] for r in conn.execute(Q["claim_order"], params).fetchall()]
+            if not order:
+                return []
+            place = {job_id: i for i, job_id in enumerate(order)}
+            rows = conn.execute(Q["claim"], {**params, "ids": json.dumps(order)}).fetchall()
+            rows.sort(key=lambda r: place[r["id"]])
             claimed = []
             for row in rows:
                 job = ROWS.job(row)

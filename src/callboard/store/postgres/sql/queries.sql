@@ -36,7 +36,7 @@ INSERT INTO schema_version (version, name) VALUES ($1, $2);
 -- name: insert_company
 INSERT INTO companies (id, name, created_at)
 VALUES ($1, $2, $3)
-RETURNING id, name, created_at;
+RETURNING id, name, created_at, max_running;
 
 -- name: announce_node
 -- The node is alive ($7: now by its clock); rows last seen before $8 go (nodes that
@@ -66,13 +66,13 @@ SELECT * FROM callboard_nodes WHERE last_seen >= $1 ORDER BY started_at, node_id
 DELETE FROM callboard_nodes WHERE node_id = $1;
 
 -- name: get_company
-SELECT id, name, created_at FROM companies WHERE id = $1;
+SELECT id, name, created_at, max_running FROM companies WHERE id = $1;
 
 -- name: get_company_by_name
-SELECT id, name, created_at FROM companies WHERE name = $1;
+SELECT id, name, created_at, max_running FROM companies WHERE name = $1;
 
 -- name: list_companies
-SELECT id, name, created_at FROM companies ORDER BY created_at, seq;
+SELECT id, name, created_at, max_running FROM companies ORDER BY created_at, seq;
 
 -- name: missing_companies
 SELECT c.id FROM unnest($1::text[]) AS c (id)
@@ -131,7 +131,8 @@ ORDER BY ordered.event_ord;
 -- $13 expiry), with its queued event ($14: its payload as queued, rendered by the
 -- node) and its running event: only when it is runnable now ($11) and no queued
 -- runnable job of its type has the same or a higher priority (it would overtake
--- it; the partial index content_jobs_claim answers this). Otherwise, and when its
+-- it; the partial index content_jobs_claim answers this) and its company has no
+-- cap. Otherwise, and when its
 -- idempotency key exists, nothing is written and no row comes back.
 WITH inserted AS (
     INSERT INTO content_jobs AS j (
@@ -143,6 +144,9 @@ WITH inserted AS (
     WHERE $8::timestamptz <= $11::timestamptz AND NOT EXISTS (
         SELECT 1 FROM content_jobs AS q
         WHERE q.job_type = $3 AND q.status = 'queued' AND q.run_at <= $11 AND q.priority >= $4
+    ) AND NOT EXISTS (
+        -- A capped company's running jobs are counted by the claim only, under its lock.
+        SELECT 1 FROM companies AS c WHERE c.id = $2 AND c.max_running IS NOT NULL
     )
     ON CONFLICT (company_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING j.*, callboard_job_payload(j) AS payload
@@ -186,55 +190,28 @@ WHERE status = 'queued' AND job_type = ANY($1::text[]);
 
 -- name: claim
 -- $1 job types, $2 their caps (NULL: no cap), $3 limit, $4 now, $5 lease owner,
--- $6 lease expiry. Each type's first min(cap, limit) runnable jobs in claim
--- order are locked, skipping those another claim holds, and the best $3 of them
--- are taken. The rest stay locked only until this statement commits.
-WITH caps AS (
-    SELECT * FROM unnest($1::text[], $2::integer[]) AS c (job_type, cap)
-),
-candidates AS (
-    SELECT k.* FROM caps CROSS JOIN LATERAL (
-        SELECT j.id, j.priority, j.run_at, j.created_at, j.seq
-        FROM content_jobs AS j
-        WHERE j.job_type = caps.job_type AND j.status = 'queued' AND j.run_at <= $4
-        ORDER BY j.priority DESC, j.run_at, j.created_at, j.seq
-        LIMIT least(coalesce(caps.cap, $3), $3)
-        FOR UPDATE SKIP LOCKED
-    ) AS k
-),
-chosen AS (
-    SELECT id, row_number() OVER (ORDER BY priority DESC, run_at, created_at, seq) AS event_ord
-    FROM candidates
-    ORDER BY priority DESC, run_at, created_at, seq
-    LIMIT $3
-),
-changed AS (
-    UPDATE content_jobs AS j
-    SET status = 'running',
-        attempt = j.attempt + 1,
-        started_at = $4,
-        finished_at = NULL,
-        lease_owner = $5,
-        lease_expires_at = $6,
-        progress_percent = 0,
-        progress_message = NULL,
-        updated_at = $4
-    FROM chosen
-    WHERE j.id = chosen.id AND j.status = 'queued'
-    RETURNING j.*, callboard_job_payload(j) AS payload, chosen.event_ord
-),
-appended AS (
-    SELECT callboard_append_events(
-        array_agg(id ORDER BY event_ord), array_agg(company_id ORDER BY event_ord),
-        array_agg('content_job.running'::text ORDER BY event_ord), array_agg(payload ORDER BY event_ord),
-        array_agg($4::timestamptz ORDER BY event_ord)
-    ) AS last_id, count(*) AS n
-    FROM changed
-)
-SELECT changed.*, appended.last_id - appended.n
-       + row_number() OVER (ORDER BY changed.event_ord) AS event_id
-FROM changed, appended
-ORDER BY changed.event_ord;
+-- $6 lease expiry: callboard_claim (in schema.sql) takes the jobs, fair between
+-- companies, and appends their events; here they come back in claim order.
+SELECT (c.job).*, c.payload, c.event_id
+FROM callboard_claim($1::text[], $2::integer[], $3::integer, $4, $5, $6) AS c
+ORDER BY c.event_id;
+
+-- name: set_company_max_running
+UPDATE companies SET max_running = $2 WHERE id = $1
+RETURNING id, name, created_at, max_running;
+
+-- name: count_by_company
+-- Running and queued jobs by company, from the two partial indexes that lead with
+-- company_id, never a walk of the finished jobs.
+SELECT company_id, sum(running)::bigint AS running, sum(queued)::bigint AS queued FROM (
+    SELECT company_id, count(*) AS running, 0 AS queued FROM content_jobs
+    WHERE status = 'running' GROUP BY company_id
+    UNION ALL
+    SELECT company_id, 0, count(*) FROM content_jobs
+    WHERE status = 'queued' GROUP BY company_id
+) AS counts
+GROUP BY company_id
+ORDER BY company_id;
 
 -- name: claimed_at
 -- The jobs one claim of this node took ($1 lease owner, $2 the claim's time), with

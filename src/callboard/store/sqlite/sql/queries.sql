@@ -68,17 +68,34 @@ ORDER BY type, name;
 -- name: insert_company
 INSERT INTO companies (id, name, created_at)
 VALUES (:id, :name, :created_at)
-RETURNING id, name, created_at;
+RETURNING id, name, created_at, max_running;
 
 -- name: get_company
-SELECT id, name, created_at FROM companies WHERE id = :id;
+SELECT id, name, created_at, max_running FROM companies WHERE id = :id;
 
 -- name: get_company_by_name
-SELECT id, name, created_at FROM companies WHERE name = :name;
+SELECT id, name, created_at, max_running FROM companies WHERE name = :name;
 
 -- name: list_companies
 -- rowid breaks ties in insertion order.
-SELECT id, name, created_at FROM companies ORDER BY created_at, rowid;
+SELECT id, name, created_at, max_running FROM companies ORDER BY created_at, rowid;
+
+-- name: set_company_max_running
+UPDATE companies SET max_running = :max_running WHERE id = :id
+RETURNING id, name, created_at, max_running;
+
+-- name: count_by_company
+-- Running and queued jobs by company (both partial indexes lead with company_id).
+-- Two scans of partial indexes, never of the finished jobs.
+SELECT company_id, sum(running), sum(queued) FROM (
+    SELECT company_id, count(*) AS running, 0 AS queued FROM content_jobs
+    WHERE status = 'running' GROUP BY company_id
+    UNION ALL
+    SELECT company_id, 0, count(*) FROM content_jobs
+    WHERE status = 'queued' GROUP BY company_id
+)
+GROUP BY company_id
+ORDER BY company_id;
 
 -- name: company_exists
 SELECT 1 FROM companies WHERE id = :id;
@@ -104,10 +121,13 @@ RETURNING *;
 
 -- name: overtakes_queued
 -- A queued job of :job_type, due at :now, with the same or a higher :priority than
--- a job about to be started on insert (content_jobs_claim answers it).
+-- a job about to be started on insert (content_jobs_claim answers it); or a cap on
+-- the job's company (:company_id), whose running jobs only the claim counts.
 SELECT 1 FROM content_jobs
 WHERE job_type = :job_type AND status = 'queued' AND priority >= :priority
   AND run_at <= :now
+UNION ALL
+SELECT 1 FROM companies WHERE id = :company_id AND max_running IS NOT NULL
 LIMIT 1;
 
 -- name: start_job
@@ -160,39 +180,58 @@ SELECT count(*) FROM (
 SELECT min(run_at) FROM content_jobs
 WHERE status = 'queued' AND job_type IN (SELECT value FROM json_each(:job_types));
 
--- name: claim
--- :type_caps is a JSON object {job_type: cap or null}. Only each type's first
--- :limit queued jobs in claim order can be taken, so those are read, one seek of
--- content_jobs_claim per type (the unary + keeps the planner from range-scanning
--- content_jobs_queued_type on run_at instead, which sorts every queued job).
--- They are ranked within their type, those past their type's cap dropped, and the
--- best :limit of the rest taken. The caller sorts the RETURNING rows (unordered).
+-- name: claim_order
+-- The jobs a claim takes, in claim order (JobStore.claim: fair between companies).
+-- :type_caps is a JSON object {job_type: cap or null}. Only each company's first
+-- :limit queued jobs of a type in claim order can be taken, so those are read, one
+-- seek of content_jobs_fair per company and type (the unary + keeps the planner
+-- from range-scanning on run_at instead). Each company's are ranked from 0 on top
+-- of its running count (its load), those at or past its cap dropped, then those
+-- past their type's cap, and the best :limit of the rest taken.
 WITH caps AS (
     SELECT key AS job_type, value AS cap FROM json_each(:type_caps)
 ),
+running AS (
+    SELECT company_id, count(*) AS n FROM content_jobs
+    WHERE status = 'running' GROUP BY company_id
+),
+fleet AS (
+    SELECT c.id, c.max_running, coalesce(r.n, 0) AS running
+    FROM companies AS c LEFT JOIN running AS r ON r.company_id = c.id
+    WHERE c.max_running IS NULL OR coalesce(r.n, 0) < c.max_running
+),
 candidates AS (
-    SELECT j.id, j.job_type, j.priority, j.run_at, j.created_at, j.rowid AS seq, caps.cap
-    FROM caps JOIN content_jobs AS j ON j.rowid IN (
+    SELECT j.id, j.company_id, j.job_type, j.priority, j.run_at, j.created_at,
+           j.rowid AS seq, caps.cap, fleet.running, fleet.max_running
+    FROM caps CROSS JOIN fleet JOIN content_jobs AS j ON j.rowid IN (
         SELECT k.rowid FROM content_jobs AS k
-        WHERE k.job_type = caps.job_type AND k.status = 'queued' AND +k.run_at <= :now
+        WHERE k.company_id = fleet.id AND k.job_type = caps.job_type
+          AND k.status = 'queued' AND +k.run_at <= :now
         ORDER BY k.priority DESC, k.run_at, k.created_at, k.rowid
         LIMIT :limit
     )
 ),
-ranked AS (
-    SELECT id, priority, run_at, created_at, seq, cap,
-           row_number() OVER (
-               PARTITION BY job_type
-               ORDER BY priority DESC, run_at, created_at, seq
-           ) AS type_rank
+loaded AS (
+    SELECT *, running - 1 + row_number() OVER (
+        PARTITION BY company_id ORDER BY priority DESC, run_at, created_at, seq
+    ) AS load
     FROM candidates
 ),
-chosen AS (
-    SELECT id FROM ranked
-    WHERE cap IS NULL OR type_rank <= cap
-    ORDER BY priority DESC, run_at, created_at, seq
-    LIMIT :limit
+eligible AS (
+    SELECT *, row_number() OVER (
+        PARTITION BY job_type ORDER BY priority DESC, load, run_at, created_at, seq
+    ) AS type_rank
+    FROM loaded
+    WHERE max_running IS NULL OR load < max_running
 )
+SELECT id FROM eligible
+WHERE cap IS NULL OR type_rank <= cap
+ORDER BY priority DESC, load, run_at, created_at, seq
+LIMIT :limit;
+
+-- name: claim
+-- Starts the jobs of :ids (a JSON array, from claim_order, in the same transaction).
+-- The caller puts the RETURNING rows (unordered) back in claim order.
 UPDATE content_jobs
 SET status = 'running',
     attempt = attempt + 1,
@@ -203,7 +242,7 @@ SET status = 'running',
     progress_percent = 0,
     progress_message = NULL,
     updated_at = :now
-WHERE id IN (SELECT id FROM chosen)
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
 RETURNING *, rowid AS seq;
 
 -- name: renew_leases

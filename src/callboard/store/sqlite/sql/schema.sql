@@ -9,7 +9,9 @@
 CREATE TABLE companies (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    -- At most this many of its jobs run at once; NULL: no cap.
+    max_running INTEGER CHECK (max_running >= 1)
 ) STRICT;
 
 CREATE TABLE api_tokens (
@@ -69,6 +71,16 @@ CREATE INDEX content_jobs_claim
 CREATE INDEX content_jobs_queued_type
     ON content_jobs (job_type, run_at)
     WHERE status = 'queued';
+
+-- The fair claim reads each company's queued jobs of a type in claim order, and
+-- counts each company's running jobs.
+CREATE INDEX content_jobs_fair
+    ON content_jobs (company_id, job_type, priority DESC, run_at, created_at)
+    WHERE status = 'queued';
+
+CREATE INDEX content_jobs_running_company
+    ON content_jobs (company_id)
+    WHERE status = 'running';
 
 -- The reaper looks for running jobs by lease expiry.
 CREATE INDEX content_jobs_leases
