@@ -687,20 +687,40 @@ _SCHEDULE_SCHEMA: dict[str, Any] = {
 }
 
 
+def _only(given: str, kind: str, other: str) -> dict[str, Any]:
+    return {"required": [given], "properties": {given: {"type": kind}, other: {"type": "null"}}}
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    kind = schema["type"]
+    kinds = kind if isinstance(kind, list) else [kind]
+    nullable = {**schema, "type": [*kinds, "null"] if "null" not in kinds else kinds}
+    if "enum" in schema:
+        nullable["enum"] = [*schema["enum"], None]
+    return nullable
+
+
 def _schedule_paths(job_types: list[str]) -> dict[str, Any]:
     fields = schedule_schemas()
     fields["jobType"] = {**fields["jobType"], "enum": job_types}
+    # In a create, null is "left out" (the default) for every field but the two
+    # required ones; exactly one of cron and every is given.
     create = {
         "type": "object",
         "additionalProperties": False,
         "required": ["name", "jobType"],
-        "properties": fields,
+        "properties": {
+            wire: schema if wire in ("name", "jobType") else _or_null(schema)
+            for wire, schema in fields.items()
+        },
+        "oneOf": [_only("cron", "string", "every"), _only("every", "number", "cron")],
     }
     change = {
         "type": "object",
         "additionalProperties": False,
         "minProperties": 1,
         "properties": fields,
+        "not": {"required": ["cron", "every"]},
     }
     one = _json(_ref("Schedule"), "the schedule")
     return {

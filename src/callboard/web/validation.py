@@ -11,9 +11,11 @@ from typing import Any
 
 from ..jobs import (
     MAX_ATTEMPTS,
+    MAX_NAME,
     MAX_PRIORITY,
     MAX_REFERENCE,
     MAX_SECONDS,
+    NAME_PATTERN,
     REFERENCE_PATTERN,
     SCHEDULE_FIELDS,
     SUBMIT_OPTIONS,
@@ -212,12 +214,12 @@ def _schedule_rules() -> dict[str, OptionRule]:
     """How each field of a schedule's body is checked, by wire name: its type here (and
     in the OpenAPI document); its meaning (a valid cron expression, a known timezone,
     the bounds) by `RunningBoard.create_schedule`, which the Python API shares."""
-    text = OptionRule(lambda v: isinstance(v, str), "a string", {"type": "string"})
+    text = OptionRule(lambda v: isinstance(v, str), "a string", {"type": "string", "minLength": 1})
     return {
         "name": OptionRule(
             lambda v: isinstance(v, str),
             "a string",
-            {"type": "string", "minLength": 1, "maxLength": 200},
+            {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": NAME_PATTERN},
         ),
         "jobType": OptionRule(
             lambda v: isinstance(v, str) and v != "", "a non-empty string", {"type": "string"}
@@ -247,9 +249,9 @@ def _schedule_rules() -> dict[str, OptionRule]:
 
 
 SCHEDULE_RULES: Mapping[str, OptionRule] = _schedule_rules()
-#: Fields that may be null in a PATCH (null clears them: the other of cron and every
-#: is then needed, maxAttempts and timeoutSeconds go back to the handler's).
-SCHEDULE_NULLABLE = frozenset({"cron", "every", "maxAttempts", "timeoutSeconds"})
+#: Fields that may be null in a PATCH (null clears them: they go back to the handler's).
+#: cron and every are never null: giving one drops the other.
+SCHEDULE_NULLABLE = frozenset({"maxAttempts", "timeoutSeconds"})
 
 
 def schedule_changes(body: Any, *, new: bool) -> dict[str, Any]:
