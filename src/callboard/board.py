@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -90,6 +90,7 @@ class Board:
         self.progress_interval = progress_interval
         self._store = store
         self._registry = HandlerRegistry()
+        self._schedules: dict[tuple[str, str], dict[str, Any]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Board:
@@ -132,6 +133,45 @@ class Board:
 
         return register
 
+    def schedule(
+        self,
+        name: str,
+        *,
+        company: str,
+        job_type: str,
+        input: Mapping[str, Any] | None = None,
+        cron: str | None = None,
+        every: float | None = None,
+        timezone: str = "UTC",
+        priority: int = 0,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        catch_up: str = "skip",
+    ) -> None:
+        """Declare a schedule in code: at start-up the node creates it in `company` (a
+        company id or name; a name that does not exist yet is created), or updates the
+        company's schedule of that name to match. Give `cron` (five fields, read in
+        `timezone`) or `every` (seconds). A schedule paused through the API stays
+        paused; its next tick moves only when its timing changed. The fields are
+        checked at start-up, as `RunningBoard.create_schedule` checks them."""
+        self._schedules[(company, name)] = {
+            "name": name,
+            "job_type": job_type,
+            "input": {} if input is None else input,
+            "cron": cron,
+            "every": every,
+            "timezone": timezone,
+            "priority": priority,
+            "max_attempts": max_attempts,
+            "timeout": timeout,
+            "catch_up": catch_up,
+        }
+
+    @property
+    def declared_schedules(self) -> list[tuple[str, dict[str, Any]]]:
+        """(company, fields) of every schedule declared with `schedule`."""
+        return [(company, dict(fields)) for (company, _), fields in self._schedules.items()]
+
     def load_handlers(self, module_name: str) -> None:
         """Import a module that registers handlers on a Board named `board` (or exposes a
         `register(board)` function)."""
@@ -152,6 +192,7 @@ class Board:
                     max_attempts=spec.max_attempts,
                     concurrency=spec.concurrency,
                 )
+            self._schedules.update(other._schedules)
         else:
             raise SettingError(
                 f"--handlers: module {module_name!r} has neither a `board = Board()` "

@@ -60,6 +60,17 @@ class AssetNotFound(NotFound):
         super().__init__(f"asset {asset_id!r} not found")
 
 
+class ScheduleNotFound(NotFound):
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"schedule {schedule_id!r} not found")
+
+
+class InvalidSchedule(InvalidRequest):
+    """A cron expression or a timezone that is well formed but means nothing (HTTP 422,
+    as an unknown job type)."""
+
+
 class AssetTooLarge(CallboardError):
     """An asset went over its namespace's size cap while it was being written (HTTP 413).
     Nothing of it was kept."""
@@ -95,6 +106,13 @@ class CompanyExists(Conflict):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"a company named {name!r} already exists")
+
+
+class ScheduleExists(Conflict):
+    def __init__(self, company_id: str, name: str) -> None:
+        self.company_id = company_id
+        self.name = name
+        super().__init__(f"company {company_id!r} has a schedule named {name!r} already")
 
 
 class InvalidTransition(Conflict):

@@ -132,6 +132,9 @@ class Job:
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     cancel_requested: bool = False
+    #: The schedule that made the job, and the tick it was made for (None otherwise).
+    schedule_id: str | None = None
+    scheduled_for: datetime | None = None
 
     @property
     def terminal(self) -> bool:
@@ -159,6 +162,8 @@ class Job:
             "startedAt": iso(self.started_at),
             "finishedAt": iso(self.finished_at),
             "updatedAt": iso(self.updated_at),
+            "scheduleId": self.schedule_id,
+            "scheduledFor": iso(self.scheduled_for),
         }
 
     @classmethod
@@ -187,6 +192,8 @@ class Job:
             started_at=parse_iso(data["startedAt"]),
             finished_at=parse_iso(data["finishedAt"]),
             updated_at=parse_iso(data["updatedAt"]),  # type: ignore[arg-type]
+            schedule_id=data.get("scheduleId"),
+            scheduled_for=parse_iso(data.get("scheduledFor")),
         )
 
 
@@ -395,6 +402,8 @@ class NewJob:
     run_at: datetime
     source_task_id: str | None
     idempotency_key: str | None
+    schedule_id: str | None = None
+    scheduled_for: datetime | None = None
 
     def queued(self, now: datetime) -> Job:
         """The job as inserting it at `now` makes it: queued, attempt 0, progress 0."""
@@ -418,6 +427,8 @@ class NewJob:
             started_at=None,
             finished_at=None,
             updated_at=now,
+            schedule_id=self.schedule_id,
+            scheduled_for=self.scheduled_for,
         )
 
 
@@ -593,3 +604,115 @@ def _problem(value: object, path: list[object], seen: set[int]) -> tuple[str, li
         seen.discard(id(value))
         return None
     return f"Object of type {type(value).__name__} is not JSON serializable", path
+
+
+# --- schedules -------------------------------------------------------------------------
+
+
+class CatchUp(enum.StrEnum):
+    """What a schedule does with the ticks that passed while no node ran: `skip` them
+    (the default), or make `once` one job for all of them."""
+
+    SKIP = "skip"
+    ONCE = "once"
+
+
+#: A schedule's fields: each one's Python name (a keyword of `create_schedule` and
+#: `update_schedule`) and its name on the wire, as `SUBMIT_OPTIONS` are.
+SCHEDULE_FIELDS: Mapping[str, str] = MappingProxyType(
+    {
+        "name": "name",
+        "job_type": "jobType",
+        "input": "input",
+        "cron": "cron",
+        "every": "every",
+        "timezone": "timezone",
+        "priority": "priority",
+        "max_attempts": "maxAttempts",
+        "timeout": "timeoutSeconds",
+        "catch_up": "catchUp",
+        "paused": "paused",
+    }
+)
+
+#: A schedule's interval (`every`) is at least a second and at most ten years.
+MIN_EVERY = 1
+#: A cron expression is five fields: minute, hour, day of month, month, day of week.
+MAX_CRON = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A schedule of one company: it makes an ordinary job of `job_type` with `input`
+    at every tick of `cron` (in `timezone`) or `every` seconds.
+
+    `next_run_at` is the next tick (None while paused); `last_run_at` the tick of the
+    last job it made, `last_job_id` that job. `revision` increases with every change
+    (an edit, a tick): a write made from an older read changes nothing. It is not on
+    the wire."""
+
+    id: str
+    company_id: str
+    name: str
+    job_type: str
+    input: Mapping[str, Any]
+    cron: str | None
+    every: float | None
+    timezone: str
+    priority: int
+    max_attempts: int | None
+    timeout_seconds: float | None
+    catch_up: CatchUp
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    last_job_id: str | None
+    paused: bool
+    created_at: datetime
+    updated_at: datetime
+    revision: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "companyId": self.company_id,
+            "name": self.name,
+            "jobType": self.job_type,
+            "input": dict(self.input),
+            "cron": self.cron,
+            "every": self.every,
+            "timezone": self.timezone,
+            "priority": self.priority,
+            "maxAttempts": self.max_attempts,
+            "timeoutSeconds": self.timeout_seconds,
+            "catchUp": str(self.catch_up),
+            "nextRunAt": iso(self.next_run_at),
+            "lastRunAt": iso(self.last_run_at),
+            "lastJobId": self.last_job_id,
+            "paused": self.paused,
+            "createdAt": iso(self.created_at),
+            "updatedAt": iso(self.updated_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Schedule:
+        """Inverse of `to_dict` (the client reads the API's answers with it)."""
+        return cls(
+            id=data["id"],
+            company_id=data["companyId"],
+            name=data["name"],
+            job_type=data["jobType"],
+            input=data["input"],
+            cron=data.get("cron"),
+            every=data.get("every"),
+            timezone=data.get("timezone") or "UTC",
+            priority=data.get("priority", 0),
+            max_attempts=data.get("maxAttempts"),
+            timeout_seconds=data.get("timeoutSeconds"),
+            catch_up=CatchUp(data.get("catchUp", "skip")),
+            next_run_at=parse_iso(data.get("nextRunAt")),
+            last_run_at=parse_iso(data.get("lastRunAt")),
+            last_job_id=data.get("lastJobId"),
+            paused=bool(data.get("paused")),
+            created_at=parse_iso(data["createdAt"]),  # type: ignore[arg-type]
+            updated_at=parse_iso(data.get("updatedAt") or data["createdAt"]),  # type: ignore[arg-type]
+        )

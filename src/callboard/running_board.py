@@ -12,6 +12,7 @@ The tree `run_node` builds:
     ├── workers supervisor (one_for_one)
     │   └── worker-1 .. worker-N     run handlers, one job each at a time
     ├── dispatcher                   claims runnable jobs for idle workers
+    ├── scheduler                    makes each schedule's job at its tick
     ├── stats                        runtime.stats on the operator feed, every second
     └── (extra children: the web server under `callboard serve`)
 
@@ -57,6 +58,7 @@ from .actors.lease_keeper import LeaseKeeper
 from .actors.ledger import Ledger
 from .actors.presence import Presence
 from .actors.reaper import Reaper, ReaperStatistics
+from .actors.scheduler import Scheduler, apply_changes
 from .actors.stats import StatsReporter
 from .actors.worker import JobRunner, Worker, WorkerSettings
 from .config import Settings
@@ -66,9 +68,11 @@ from .errors import (
     InvalidRequest,
     JobNotFound,
     Lagged,
+    ScheduleNotFound,
     ShuttingDown,
 )
 from .jobs import (
+    SCHEDULE_FIELDS,
     Asset,
     Company,
     Inserted,
@@ -77,6 +81,7 @@ from .jobs import (
     JobStatus,
     NewJob,
     Page,
+    Schedule,
     check_max_running,
     check_name,
     check_reference,
@@ -135,6 +140,7 @@ class RunningBoard:
         settings: Settings,
         presence: Presence,
         leases: LeaseKeeper | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         #: The node's configuration (the web server reads its part from here).
         self.settings = settings
@@ -147,6 +153,7 @@ class RunningBoard:
         self._dispatcher = dispatcher
         self._reaper = reaper
         self._presence = presence
+        self._scheduler = scheduler
         self.supervisor: Supervisor | None = None
         self.watchdog = LoopWatchdog()
         self.lease_owner = lease_owner
@@ -356,6 +363,122 @@ class RunningBoard:
             include_runtime_events=include_runtime_events,
         ) as events:
             yield events
+
+    # --- schedules -----------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        company_id: str,
+        name: str,
+        job_type: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        cron: str | None = None,
+        every: float | None = None,
+        timezone: str = "UTC",
+        priority: int = 0,
+        max_attempts: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the jobs' timeout, not this call's
+        catch_up: str = "skip",
+        paused: bool = False,
+    ) -> Schedule:
+        """A schedule of the company that makes a `job_type` job at every tick of `cron`
+        (five fields, read in `timezone`) or every `every` seconds. Raises
+        InvalidRequest, InvalidSchedule (a cron expression or timezone that means
+        nothing), UnknownJobType, CompanyNotFound or ScheduleExists (the company has
+        one of that name), having written nothing."""
+        changes = {
+            "name": name,
+            "job_type": job_type,
+            "input": {} if input is None else input,
+            "cron": cron,
+            "every": every,
+            "timezone": timezone,
+            "priority": priority,
+            "max_attempts": max_attempts,
+            "timeout": timeout,
+            "catch_up": catch_up,
+            "paused": paused,
+        }
+        schedule = apply_changes(self._ledger.registry, None, company_id, changes, self.now())
+        made = await self._store.create_schedule(schedule)
+        self._schedules_changed()
+        return made
+
+    async def schedules(
+        self, company_id: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[Schedule]:
+        """A company's schedules (None: every company's), newest first."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be an integer from 1 to {MAX_PAGE}")
+        return await self._store.list_schedules(company_id, limit=limit, cursor=cursor)
+
+    async def get_schedule(self, schedule_id: str, company_id: str | None = None) -> Schedule:
+        """Raises ScheduleNotFound for an unknown id, or one of another company than
+        `company_id` when given."""
+        found = await self._store.get_schedule(schedule_id)
+        if found is None or (company_id is not None and found.company_id != company_id):
+            raise ScheduleNotFound(schedule_id)
+        return found
+
+    async def update_schedule(
+        self, schedule_id: str, *, company_id: str | None = None, **changes: Any
+    ) -> Schedule:
+        """Change any of a schedule's fields (the keywords of `create_schedule`:
+        `jobs.SCHEDULE_FIELDS`). Giving `cron` drops `every` and the reverse; a change
+        of timing (or a resume) moves its next tick to the first one from now."""
+        unknown = sorted(set(changes) - set(SCHEDULE_FIELDS))
+        if unknown:
+            raise InvalidRequest(
+                f"unknown schedule field(s): {', '.join(unknown)}; "
+                f"allowed: {', '.join(SCHEDULE_FIELDS)}"
+            )
+        while True:
+            current = await self.get_schedule(schedule_id, company_id)
+            updated = apply_changes(
+                self._ledger.registry, current, current.company_id, changes, self.now()
+            )
+            stored = await self._store.update_schedule(updated)
+            if stored is not None:
+                self._schedules_changed()
+                return stored
+            # It ticked (or was edited) since it was read: apply the change to it anew.
+
+    async def pause_schedule(self, schedule_id: str, company_id: str | None = None) -> Schedule:
+        """No job until it is resumed; the ticks in between are not made up for."""
+        return await self.update_schedule(schedule_id, company_id=company_id, paused=True)
+
+    async def resume_schedule(self, schedule_id: str, company_id: str | None = None) -> Schedule:
+        """Its next tick is the first one from now."""
+        return await self.update_schedule(schedule_id, company_id=company_id, paused=False)
+
+    async def delete_schedule(self, schedule_id: str, company_id: str | None = None) -> None:
+        """The jobs it made stay. Raises ScheduleNotFound."""
+        await self.get_schedule(schedule_id, company_id)
+        if not await self._store.delete_schedule(schedule_id):
+            raise ScheduleNotFound(schedule_id)
+        self._schedules_changed()
+
+    async def apply_declared_schedules(
+        self, declared: Iterable[tuple[str, Mapping[str, Any]]]
+    ) -> None:
+        """Create, or update to match, the schedules declared on the Board
+        (`Board.schedule`), by company and name."""
+        for company_ref, fields in declared:
+            company = await self._store.get_company(company_ref)
+            if company is None:
+                company = await self._store.get_company_by_name(company_ref)
+            if company is None:
+                company = await self.create_company(company_ref)
+            existing = await self._store.get_schedule_by_name(company.id, fields["name"])
+            if existing is None:
+                await self.create_schedule(company.id, **fields)
+            else:
+                await self.update_schedule(existing.id, **fields)
+
+    def _schedules_changed(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.wake()
 
     # --- assets --------------------------------------------------------------------------
 
@@ -627,7 +750,10 @@ async def run_node(
         children.append(ChildSpec("leases", leases.run, Restart.PERMANENT))
         children.append(ChildSpec("workers", worker_pool.run, Restart.PERMANENT))
         children.append(ChildSpec("dispatcher", dispatcher.run, Restart.PERMANENT))
+    scheduler = Scheduler(ledger)
+    children.append(ChildSpec("scheduler", scheduler.run, Restart.PERMANENT))
     rt = RunningBoard(
+        scheduler=scheduler,
         ledger=ledger,
         storage=storage,
         capacity=capacity,
@@ -650,6 +776,9 @@ async def run_node(
         "callboard", children, strategy=Strategy.ONE_FOR_ONE, max_restarts=5, period=60.0
     )
     rt.supervisor = root
+    # Before the tree starts: a declaration that is wrong stops the start-up with its
+    # own error, and the scheduler's first pass sees the schedules as declared.
+    await rt.apply_declared_schedules(board.declared_schedules)
     # The caller's own exception, or the root supervisor's escalation, comes out
     # as itself.
     with unwrap_sole():

@@ -94,6 +94,7 @@ async def test_migrations_replay_gives_schema_sql(tmp_path) -> None:
             "event_log_state",
             "assets",
             "callboard_nodes",
+            "schedules",
         }
     finally:
         migrated.close()

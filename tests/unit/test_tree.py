@@ -58,6 +58,7 @@ async def test_statistics_describe_the_tree(make_board, autojump_clock):
         "leases",
         "workers",
         "dispatcher",
+        "scheduler",
         "stats",
     ]
     assert [w.name for w in stats.workers] == ["worker-1", "worker-2", "worker-3"]

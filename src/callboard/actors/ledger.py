@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from ..errors import InvalidRequest, UnknownJobType
 from ..handlers import HandlerRegistry, build_new_job
-from ..jobs import Asset, Inserted, Job, JobEvent, JobSpec, NewJob
+from ..jobs import Asset, Inserted, Job, JobEvent, JobSpec, NewJob, Schedule
 from ..runtime.clock import TrioWallClock
 from ..store.base import CancelOutcome, JobStore, Renewal
 from .broker import Broker
@@ -75,6 +75,15 @@ class Ledger:
         if any(item.created for item in inserted):
             self._wake_dispatcher()
         return inserted
+
+    async def fire_schedule(
+        self, schedule: Schedule, job: NewJob | None, next_run_at: datetime, now: datetime
+    ) -> Inserted | None:
+        """A schedule's tick: its job (None: none) and its next tick, in one transaction."""
+        made = await self.store.fire_schedule(schedule, job, next_run_at, now)
+        if made is not None:
+            self._wake_dispatcher()
+        return made
 
     # --- operator actions ----------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import admin, assets, common, dashboard, events, jobs
+from . import admin, assets, common, dashboard, events, jobs, schedules
 
 
 def _location_flags(parser: argparse.ArgumentParser) -> None:
@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_commands(commands)
     assets.add_commands(commands)
     admin.add_commands(commands)
+    schedules.add_commands(commands)
     dashboard.add_commands(commands)
     return parser
 

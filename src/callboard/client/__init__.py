@@ -40,7 +40,7 @@ Decisions:
 
 from __future__ import annotations
 
-from ..jobs import Job, JobEvent, JobStatus, NodeEvent
+from ..jobs import Job, JobEvent, JobStatus, NodeEvent, Schedule
 from ._async import AsyncClient, AsyncEventStream, AsyncPages
 from ._core import DEFAULT_URL, read_token_file
 from ._sync import Client, EventIterator
@@ -80,6 +80,7 @@ __all__ = [
     "JobStatus",
     "NodeEvent",
     "NotFound",
+    "Schedule",
     "StreamGap",
     "StreamState",
     "Submitted",

@@ -17,7 +17,7 @@ import httpx
 from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from ..jobs import Job, JobEvent, JobSpec, JobStatus, SubmitOptions
+from ..jobs import Job, JobEvent, JobSpec, JobStatus, Schedule, SubmitOptions
 from ._core import (
     DEFAULT_URL,
     ApiBase,
@@ -34,6 +34,7 @@ from ._core import (
     job_params,
     open_temp,
     origin,
+    schedule_body,
     spec_body,
     store_refused,
     tls_verify,
@@ -245,6 +246,67 @@ class AsyncClient(ApiBase):
 
     async def revoke_token(self, company: str, token_id: str) -> None:
         await self._drive(self._revoke_token_op(company, token_id))
+
+    # schedules
+
+    async def create_schedule(
+        self,
+        name: str,
+        job_type: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        company: str | None = None,
+        cron: str | None = None,
+        every: float | None = None,
+        timezone: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the jobs' timeout
+        catch_up: str | None = None,
+        paused: bool | None = None,
+    ) -> Schedule:
+        """A schedule making a `job_type` job at every tick of `cron` (five fields, in
+        `timezone`, UTC by default) or every `every` seconds."""
+        body = schedule_body(
+            {
+                "name": name,
+                "job_type": job_type,
+                "input": input,
+                "cron": cron,
+                "every": every,
+                "timezone": timezone,
+                "priority": priority,
+                "max_attempts": max_attempts,
+                "timeout": timeout,
+                "catch_up": catch_up,
+                "paused": paused,
+            }
+        )
+        return await self._drive(self._create_schedule_op(company, body))
+
+    async def schedules(self, company: str | None = None) -> list[Schedule]:
+        """Every schedule of the company, newest first."""
+        return await self._drive(self._schedules_op(company))
+
+    async def get_schedule(self, schedule: str, company: str | None = None) -> Schedule:
+        """A schedule by id or name."""
+        return await self._drive(self._get_schedule_op(company, schedule))
+
+    async def update_schedule(
+        self, schedule: str, *, company: str | None = None, **changes: Any
+    ) -> Schedule:
+        """Change fields (the keywords of `create_schedule`); None clears one."""
+        body = schedule_body(changes, keep_none=True)
+        return await self._drive(self._update_schedule_op(company, schedule, body))
+
+    async def pause_schedule(self, schedule: str, company: str | None = None) -> Schedule:
+        return await self.update_schedule(schedule, company=company, paused=True)
+
+    async def resume_schedule(self, schedule: str, company: str | None = None) -> Schedule:
+        return await self.update_schedule(schedule, company=company, paused=False)
+
+    async def delete_schedule(self, schedule: str, company: str | None = None) -> None:
+        await self._drive(self._delete_schedule_op(company, schedule))
 
     # jobs
 

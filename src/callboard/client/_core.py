@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import ServerSentEvent
 
-from ..jobs import Job, JobEvent, JobSpec, JobStatus
+from ..jobs import SCHEDULE_FIELDS, Job, JobEvent, JobSpec, JobStatus, Schedule
 from .errors import (
     ChecksumMismatch,
     ClientError,
@@ -469,6 +469,48 @@ class ApiBase:
             data = yield call
         return Asset.from_dict(data)
 
+    # schedules
+
+    def _schedules_op(self, company: str | None) -> Op[list[Schedule]]:
+        cid = yield from self._company_id_op(company)
+        found: list[Schedule] = []
+        cursor = None
+        while True:
+            params = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+            data = yield Call("GET", api_path("companies", cid, "schedules"), params=params)
+            found.extend(Schedule.from_dict(item) for item in data["items"])
+            cursor = data.get("nextCursor")
+            if not cursor:
+                return found
+
+    def _schedule_path_op(self, company: str | None, schedule: str) -> Op[str]:
+        """The path of a schedule given by id or by name (names are unique within a
+        company)."""
+        cid = yield from self._company_id_op(company)
+        for item in (yield from self._schedules_op(cid)):
+            if schedule in (item.id, item.name):
+                return api_path("companies", cid, "schedules", item.id)
+        raise NotFound(404, "not_found", f"no schedule named or with id {schedule!r}")
+
+    def _create_schedule_op(self, company: str | None, body: dict[str, Any]) -> Op[Schedule]:
+        cid = yield from self._company_id_op(company)
+        data = yield Call("POST", api_path("companies", cid, "schedules"), json=body)
+        return Schedule.from_dict(data)
+
+    def _get_schedule_op(self, company: str | None, schedule: str) -> Op[Schedule]:
+        path = yield from self._schedule_path_op(company, schedule)
+        return Schedule.from_dict((yield Call("GET", path)))
+
+    def _update_schedule_op(
+        self, company: str | None, schedule: str, body: dict[str, Any]
+    ) -> Op[Schedule]:
+        path = yield from self._schedule_path_op(company, schedule)
+        return Schedule.from_dict((yield Call("PATCH", path, json=body)))
+
+    def _delete_schedule_op(self, company: str | None, schedule: str) -> Op[None]:
+        path = yield from self._schedule_path_op(company, schedule)
+        yield Call("DELETE", path)
+
     def _stats_op(self) -> Op[dict[str, Any]]:
         return (yield Call("GET", "/api/stats"))
 
@@ -521,3 +563,16 @@ def asset_params(
     if job_id is not None:
         params["jobId"] = job_id
     return params
+
+
+def schedule_body(fields: Mapping[str, Any], *, keep_none: bool = False) -> dict[str, Any]:
+    """The wire body of a schedule's fields (Python names, `jobs.SCHEDULE_FIELDS`):
+    None means "left out" in a create, and "clear it" in a change (`keep_none`)."""
+    unknown = sorted(set(fields) - set(SCHEDULE_FIELDS))
+    if unknown:
+        raise TypeError(f"unknown schedule field(s): {', '.join(unknown)}")
+    return {
+        SCHEDULE_FIELDS[name]: dict(value) if name == "input" and value is not None else value
+        for name, value in fields.items()
+        if keep_none or value is not None
+    }

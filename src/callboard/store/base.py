@@ -29,6 +29,10 @@ Rules every implementation keeps:
   it does not (the reaper took the job, or it was retried elsewhere) they change
   nothing and return None / leave the id out, so a lost worker can never overwrite
   another attempt.
+- Schedules: a job made by a schedule carries (`schedule_id`, `scheduled_for`), and
+  no two jobs carry the same pair (a unique key), so a tick makes one job however
+  many nodes race for it. `fire_schedule` writes that job and advances the schedule
+  in one transaction, and only while the schedule is at the revision it was read at.
 """
 
 from __future__ import annotations
@@ -44,7 +48,18 @@ from typing import Self
 
 import trio
 
-from ..jobs import Asset, Company, Inserted, Job, JobEvent, JobStatus, NewJob, Page, iso
+from ..jobs import (
+    Asset,
+    Company,
+    Inserted,
+    Job,
+    JobEvent,
+    JobStatus,
+    NewJob,
+    Page,
+    Schedule,
+    iso,
+)
 
 log = logging.getLogger("callboard.store")
 
@@ -543,3 +558,61 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def existing_asset_keys(self, object_keys: Collection[str]) -> set[str]:
         """Which of these object keys have an `assets` row (gc keeps their files)."""
+
+    # --- schedules ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_schedule(self, schedule: Schedule) -> Schedule:
+        """Store a new schedule (its revision as given). Raises CompanyNotFound for an
+        unknown company, ScheduleExists when the company has one of that name."""
+
+    @abc.abstractmethod
+    async def get_schedule(self, schedule_id: str) -> Schedule | None: ...
+
+    @abc.abstractmethod
+    async def get_schedule_by_name(self, company_id: str, name: str) -> Schedule | None: ...
+
+    @abc.abstractmethod
+    async def list_schedules(
+        self, company_id: str | None, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[Schedule]:
+        """Newest first, keyset-paginated as `list_jobs` is (`company_id` None: every
+        company's). Raises InvalidRequest for a cursor it did not issue."""
+
+    @abc.abstractmethod
+    async def update_schedule(self, schedule: Schedule) -> Schedule | None:
+        """Replace every field but id, company and created_at of the stored schedule
+        whose revision is `schedule.revision`, and raise its revision by one; None when
+        the revision moved on (read it again). Raises ScheduleNotFound when it is gone,
+        ScheduleExists when the new name is taken in its company."""
+
+    @abc.abstractmethod
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """True when there was one. The jobs it made stay."""
+
+    @abc.abstractmethod
+    async def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
+        """Up to `limit` schedules not paused whose next_run_at <= now, earliest first."""
+
+    @abc.abstractmethod
+    async def next_schedule_at(self) -> datetime | None:
+        """The earliest next_run_at of the schedules not paused, or None."""
+
+    @abc.abstractmethod
+    async def fire_schedule(
+        self,
+        schedule: Schedule,
+        job: NewJob | None,
+        next_run_at: datetime,
+        now: datetime,
+    ) -> Inserted | None:
+        """In one transaction, while the stored schedule is at `schedule.revision` and
+        not paused: set its next_run_at, raise its revision, and insert `job` (queued,
+        with its `content_job.queued` event; its schedule_id is the schedule's and its
+        scheduled_for the tick) unless a job of that schedule and tick exists already.
+        The schedule's last_run_at and last_job_id become the job's when it is made.
+        `job` None advances the schedule without a job (a skipped tick).
+
+        Returns the inserted job, or None when no job was made: the revision moved on
+        (another node fired it, or it was edited, paused or deleted), the tick's job
+        exists, or `job` was None."""

@@ -27,6 +27,8 @@ from ..errors import (
     InvalidRequest,
     InvalidTransition,
     JobNotFound,
+    ScheduleExists,
+    ScheduleNotFound,
     StoreUnavailable,
     TokenNotFound,
 )
@@ -43,6 +45,7 @@ from ..jobs import (
     NewJob,
     Page,
     Progress,
+    Schedule,
     new_id,
     storable_text,
 )
@@ -88,6 +91,7 @@ class MemoryStore(JobStore):
         self._tokens: dict[str, ApiToken] = {}
         self._assets: dict[str, Asset] = {}
         self._nodes: dict[str, NodeInfo] = {}
+        self._schedules: dict[str, Schedule] = {}
         self._pruned_through = 0
         self._outbox: list[JobEvent] = []
         self._last_event_id = 0
@@ -804,3 +808,160 @@ class MemoryStore(JobStore):
         await self._enter()
         wanted = set(object_keys)
         return {a.object_key for a in self._assets.values() if a.object_key in wanted}
+
+    # --- schedules ---------------------------------------------------------------------
+
+    @staticmethod
+    def _schedule_out(schedule: Schedule) -> Schedule:
+        return replace(schedule, input=copy.deepcopy(dict(schedule.input)))
+
+    def _name_taken(self, schedule: Schedule) -> bool:
+        return any(
+            s.company_id == schedule.company_id and s.name == schedule.name and s.id != schedule.id
+            for s in self._schedules.values()
+        )
+
+    @staticmethod
+    def _schedule_in(schedule: Schedule) -> Schedule:
+        return replace(
+            schedule,
+            input=_json_copy(schedule.input),
+            next_run_at=None if schedule.next_run_at is None else _utc(schedule.next_run_at),
+            last_run_at=None if schedule.last_run_at is None else _utc(schedule.last_run_at),
+            created_at=_utc(schedule.created_at),
+            updated_at=_utc(schedule.updated_at),
+        )
+
+    async def create_schedule(self, schedule: Schedule) -> Schedule:
+        await self._enter()
+        if schedule.company_id not in self._companies:
+            raise CompanyNotFound(schedule.company_id)
+        if schedule.id in self._schedules:
+            raise InvalidRequest(f"schedule id {schedule.id!r} already exists")
+        if self._name_taken(schedule):
+            raise ScheduleExists(schedule.company_id, schedule.name)
+        stored = self._schedule_in(schedule)
+        self._schedules[stored.id] = stored
+        await self._leave()
+        return self._schedule_out(stored)
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        await self._enter()
+        found = self._schedules.get(schedule_id)
+        return None if found is None else self._schedule_out(found)
+
+    async def get_schedule_by_name(self, company_id: str, name: str) -> Schedule | None:
+        await self._enter()
+        found = next(
+            (s for s in self._schedules.values() if (s.company_id, s.name) == (company_id, name)),
+            None,
+        )
+        return None if found is None else self._schedule_out(found)
+
+    async def list_schedules(
+        self, company_id: str | None, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[Schedule]:
+        await self._enter()
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        after = decode_cursor(cursor) if cursor is not None else None
+        matching = [
+            s
+            for s in self._schedules.values()
+            if (company_id is None or s.company_id == company_id)
+            and (after is None or (s.created_at, s.id) < after)
+        ]
+        matching.sort(key=lambda s: (s.created_at, s.id), reverse=True)
+        items = [self._schedule_out(s) for s in matching[:limit]]
+        more = len(matching) > limit
+        return Page(items, encode_cursor(items[-1]) if more else None)
+
+    async def update_schedule(self, schedule: Schedule) -> Schedule | None:
+        await self._enter()
+        stored = self._schedules.get(schedule.id)
+        if stored is None:
+            raise ScheduleNotFound(schedule.id)
+        if stored.revision != schedule.revision:
+            await self._leave()
+            return None
+        if self._name_taken(schedule):
+            raise ScheduleExists(stored.company_id, schedule.name)
+        updated = replace(
+            self._schedule_in(schedule),
+            company_id=stored.company_id,
+            created_at=stored.created_at,
+            revision=stored.revision + 1,
+        )
+        self._schedules[updated.id] = updated
+        await self._leave()
+        return self._schedule_out(updated)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        await self._enter()
+        found = self._schedules.pop(schedule_id, None) is not None
+        await self._leave()
+        return found
+
+    async def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
+        await self._enter()
+        now = _utc(now)
+        due = [
+            s
+            for s in self._schedules.values()
+            if not s.paused and s.next_run_at is not None and s.next_run_at <= now
+        ]
+        due.sort(key=lambda s: (s.next_run_at, s.id))
+        return [self._schedule_out(s) for s in due[:limit]]
+
+    async def next_schedule_at(self) -> datetime | None:
+        await self._enter()
+        times = [
+            s.next_run_at
+            for s in self._schedules.values()
+            if not s.paused and s.next_run_at is not None
+        ]
+        return min(times, default=None)
+
+    async def fire_schedule(
+        self,
+        schedule: Schedule,
+        job: NewJob | None,
+        next_run_at: datetime,
+        now: datetime,
+    ) -> Inserted | None:
+        await self._enter()
+        now = _utc(now)
+        stored = self._schedules.get(schedule.id)
+        if stored is None or stored.paused or stored.revision != schedule.revision:
+            await self._leave()
+            return None
+        if job is not None and job.company_id not in self._companies:
+            raise CompanyNotFound(job.company_id)
+        made = None
+        if job is not None and job.scheduled_for is not None:
+            tick = _utc(job.scheduled_for)
+            exists = any(
+                j.schedule_id == schedule.id and j.scheduled_for == tick
+                for j in self._jobs.values()
+            )
+            if not exists:
+                if job.id in self._jobs:
+                    raise InvalidRequest(f"job id {job.id!r} already exists")
+                queued = replace(
+                    job.queued(now),
+                    input=_json_copy(job.input),
+                    run_at=_utc(job.run_at),
+                    schedule_id=schedule.id,
+                    scheduled_for=tick,
+                )
+                made = Inserted(self._out(queued), self._save(queued, EventType.QUEUED, now), True)
+        self._schedules[stored.id] = replace(
+            stored,
+            next_run_at=_utc(next_run_at),
+            last_run_at=made.job.scheduled_for if made else stored.last_run_at,
+            last_job_id=made.job.id if made else stored.last_job_id,
+            updated_at=now,
+            revision=stored.revision + 1,
+        )
+        await self._leave()
+        return made

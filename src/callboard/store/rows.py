@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..jobs import Asset, Company, EventType, Job, JobEvent, JobStatus, Progress
+from ..jobs import Asset, CatchUp, Company, EventType, Job, JobEvent, JobStatus, Progress, Schedule
 from .base import ApiToken, NodeInfo
 
 __all__ = ["Row", "Rows"]
@@ -63,6 +63,8 @@ class Rows:
             lease_owner=row["lease_owner"] if with_lease else None,
             lease_expires_at=dt(row["lease_expires_at"]) if with_lease else None,
             cancel_requested=bool(row["cancel_requested"]) and with_lease,
+            schedule_id=row["schedule_id"],
+            scheduled_for=dt(row["scheduled_for"]),
         )
 
     def event(self, row: Row) -> JobEvent:
@@ -130,4 +132,28 @@ class Rows:
             storage_url=row["storage_url"],
             job_types=tuple(json.loads(row["job_types"])),
             last_seen=self.to_datetime(row["last_seen"]),
+        )
+
+    def schedule(self, row: Row) -> Schedule:
+        dt = self.to_datetime
+        return Schedule(
+            id=row["id"],
+            company_id=row["company_id"],
+            name=row["name"],
+            job_type=row["job_type"],
+            input=json.loads(row["input"]),
+            cron=row["cron"],
+            every=row["every"],
+            timezone=row["timezone"],
+            priority=row["priority"],
+            max_attempts=row["max_attempts"],
+            timeout_seconds=row["timeout_seconds"],
+            catch_up=CatchUp(row["catch_up"]),
+            next_run_at=dt(row["next_run_at"]),
+            last_run_at=dt(row["last_run_at"]),
+            last_job_id=row["last_job_id"],
+            paused=bool(row["paused"]),
+            created_at=dt(row["created_at"]),
+            updated_at=dt(row["updated_at"]),
+            revision=row["revision"],
         )

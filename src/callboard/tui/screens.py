@@ -26,6 +26,7 @@ from ..client import Asset, AsyncClient, ClientError, Job, JobEvent
 from . import cells
 from .dialogs import ConfirmScreen, FilterScreen, SearchScreen
 from .model import DashboardModel, JobFilter
+from .schedules import SchedulesScreen
 from .widgets import ConnectionHeader, EventLog, JobTable, Summary, WorkersPanel
 
 FLUSH_SECONDS = 0.25  # redraw changed rows at most 4 times a second
@@ -38,6 +39,7 @@ class DashboardScreen(Screen[None]):
         Binding("f", "filter", "filter"),
         Binding("slash", "search", "search", key_display="/"),
         Binding("p", "pause", "pause"),
+        Binding("s", "schedules", "schedules"),
         Binding("enter", "detail", "detail", show=True, priority=False),
         Binding("q", "app.quit", "quit"),
     ]
@@ -197,6 +199,9 @@ class DashboardScreen(Screen[None]):
 
     def action_pause(self) -> None:
         self.paused = not self.paused
+
+    def action_schedules(self) -> None:
+        self.app.push_screen(SchedulesScreen(self.client))
 
     def action_detail(self) -> None:
         job_id = self._selected()

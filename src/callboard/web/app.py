@@ -21,6 +21,7 @@ from .routes_admin import admin
 from .routes_assets import assets
 from .routes_events import events
 from .routes_jobs import jobs
+from .routes_schedules import schedules
 from .routes_system import system
 from .validation import MAX_BODY_BYTES
 
@@ -70,7 +71,7 @@ def create_app(rt: RunningBoard) -> QuartTrio:
         backlog=backlog,
         storage_check=StorageCheck(rt.storage.check),
     )
-    for blueprint in (jobs, assets, admin, events, system):
+    for blueprint in (jobs, assets, admin, events, system, schedules):
         app.register_blueprint(blueprint)
     origins = set(settings.cors_origins)
 

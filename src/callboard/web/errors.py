@@ -11,7 +11,9 @@ from ..errors import (
     CompanyExists,
     Conflict,
     InvalidRequest,
+    InvalidSchedule,
     NotFound,
+    ScheduleExists,
     ShuttingDown,
     StorageFull,
     StorageUnavailable,
@@ -58,12 +60,16 @@ def from_domain(exc: CallboardError) -> ApiError:
         return ApiError(413, "too_large", str(exc))
     if isinstance(exc, StorageFull):
         return ApiError(507, "insufficient_storage", str(exc))
+    if isinstance(exc, InvalidSchedule):
+        return ApiError(422, "invalid_schedule", str(exc))
     if isinstance(exc, InvalidRequest):
         return bad_request(str(exc))
     if isinstance(exc, NotFound):
         return not_found(str(exc))
     if isinstance(exc, CompanyExists):
         return ApiError(409, "company_exists", str(exc))
+    if isinstance(exc, ScheduleExists):
+        return ApiError(409, "schedule_exists", str(exc))
     if isinstance(exc, Conflict):
         return ApiError(409, "conflict", str(exc))
     if isinstance(exc, ShuttingDown):

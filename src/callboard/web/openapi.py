@@ -8,7 +8,7 @@ from typing import Any
 
 from ..jobs import CURSOR_PATTERN, MAX_COMPANY_RUNNING, MAX_NAME, NAME_PATTERN, JobStatus
 from ..storage.names import PRESIGN_SECONDS
-from .validation import MAX_LAST_EVENT_ID, REFERENCE_SCHEMA, option_schemas
+from .validation import MAX_LAST_EVENT_ID, REFERENCE_SCHEMA, option_schemas, schedule_schemas
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -349,6 +349,7 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
             ),
         },
         **_asset_paths(),
+        **_schedule_paths(job_types),
         "/api/gc": {
             "post": _op(
                 "Delete asset files no row refers to, older than an hour (operator); "
@@ -485,8 +486,18 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
                 "startedAt": nullable_str,
                 "finishedAt": nullable_str,
                 "updatedAt": {"type": "string", "format": "date-time"},
+                "scheduleId": {
+                    "type": ["string", "null"],
+                    "description": "the schedule that made the job",
+                },
+                "scheduledFor": {
+                    "type": ["string", "null"],
+                    "format": "date-time",
+                    "description": "the tick of its schedule the job was made for",
+                },
             },
         },
+        "Schedule": _SCHEDULE_SCHEMA,
     }
     schemas.update(_ASSET_SCHEMAS)
     schemas.update(_NODE_SCHEMAS)
@@ -693,7 +704,119 @@ _NODE_SCHEMAS: dict[str, Any] = {
 }
 
 
+_S = _param("scheduleId", "path", {"type": "string", "format": "uuid"}, "the schedule's id")
+_TIME = {"type": "string", "format": "date-time"}
+_OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time"}
+_SCHEDULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Makes a job of jobType with input at every tick of cron (5 fields, read "
+    "in timezone) or every `every` seconds; exactly one of the two is set.",
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "companyId": {"type": "string", "format": "uuid"},
+        "name": {"type": "string"},
+        "jobType": {"type": "string"},
+        "input": {"type": "object"},
+        "cron": {"type": ["string", "null"]},
+        "every": {"type": ["number", "null"]},
+        "timezone": {"type": "string", "description": "an IANA name; UTC by default"},
+        "priority": {"type": "integer"},
+        "maxAttempts": {"type": ["integer", "null"]},
+        "timeoutSeconds": {"type": ["number", "null"]},
+        "catchUp": {
+            "type": "string",
+            "enum": ["skip", "once"],
+            "description": "ticks missed while no node ran: skipped, or one job for all",
+        },
+        "nextRunAt": {**_OPTIONAL_TIME, "description": "null while paused"},
+        "lastRunAt": {**_OPTIONAL_TIME, "description": "the tick of the last job it made"},
+        "lastJobId": {"type": ["string", "null"]},
+        "paused": {"type": "boolean"},
+        "createdAt": _TIME,
+        "updatedAt": _TIME,
+    },
+}
+
+
+def _only(given: str, kind: str, other: str) -> dict[str, Any]:
+    return {"required": [given], "properties": {given: {"type": kind}, other: {"type": "null"}}}
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    kind = schema["type"]
+    kinds = kind if isinstance(kind, list) else [kind]
+    nullable = {**schema, "type": [*kinds, "null"] if "null" not in kinds else kinds}
+    if "enum" in schema:
+        nullable["enum"] = [*schema["enum"], None]
+    return nullable
+
+
+def _schedule_paths(job_types: list[str]) -> dict[str, Any]:
+    fields = schedule_schemas()
+    fields["jobType"] = {**fields["jobType"], "enum": job_types}
+    # In a create, null is "left out" (the default) for every field but the two
+    # required ones; exactly one of cron and every is given.
+    create = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "jobType"],
+        "properties": {
+            wire: schema if wire in ("name", "jobType") else _or_null(schema)
+            for wire, schema in fields.items()
+        },
+        "oneOf": [_only("cron", "string", "every"), _only("every", "number", "cron")],
+    }
+    change = {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": fields,
+        "not": {"required": ["cron", "every"]},
+    }
+    one = _json(_ref("Schedule"), "the schedule")
+    return {
+        "/api/companies/{companyId}/schedules": {
+            "post": _op(
+                "Create a schedule (422: a cron expression or timezone that means nothing, "
+                "or an unknown job type; 409: the company has one of that name)",
+                {"201": one, **_errors(400, 401, 404, 409, 413, 422)},
+                params=[_C],
+                body=create,
+            ),
+            "get": _op(
+                "A page of the company's schedules, newest first",
+                {"200": _json(_page("Schedule"), "schedules"), **_errors(400, 401, 404)},
+                params=[
+                    _C,
+                    _param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                    ),
+                    _param("cursor", "query", _CURSOR, "the nextCursor of the page before"),
+                ],
+            ),
+        },
+        "/api/companies/{companyId}/schedules/{scheduleId}": {
+            "get": _op("One schedule", {"200": one, **_errors(401, 404)}, params=[_C, _S]),
+            "patch": _op(
+                "Change any field (paused: true pauses, false resumes); cron replaces every "
+                "and the reverse; a change of timing, or a resume, moves the next tick",
+                {"200": one, **_errors(400, 401, 404, 409, 413, 422)},
+                params=[_C, _S],
+                body=change,
+            ),
+            "delete": _op(
+                "Delete a schedule (the jobs it made stay)",
+                {"204": {"description": "deleted"}, **_errors(401, 404)},
+                params=[_C, _S],
+            ),
+        },
+    }
+
+
 _JOB = "/api/companies/{companyId}/content-jobs"
+_SCHEDULES = "/api/companies/{companyId}/schedules"
 _ASSET = "/api/companies/{companyId}/assets"
 _TOKENS = "/api/companies/{companyId}/tokens"
 _OPERATION_IDS = {
@@ -721,6 +844,11 @@ _OPERATION_IDS = {
     ("post", "/api/gc"): "collectGarbage",
     ("get", "/api/stats"): "stats",
     ("get", "/api/nodes"): "listNodes",
+    ("post", _SCHEDULES): "createSchedule",
+    ("get", _SCHEDULES): "listSchedules",
+    ("get", _SCHEDULES + "/{scheduleId}"): "getSchedule",
+    ("patch", _SCHEDULES + "/{scheduleId}"): "updateSchedule",
+    ("delete", _SCHEDULES + "/{scheduleId}"): "deleteSchedule",
     ("get", "/healthz"): "healthz",
     ("get", "/readyz"): "readyz",
     ("get", "/metrics"): "metrics",
@@ -742,8 +870,14 @@ _LINKS = {
             "uploadAsset",
             "listAssets",
             "companyEvents",
+            "createSchedule",
+            "listSchedules",
         ],
         {"companyId": "$response.body#/id"},
+    ),
+    ("post", _SCHEDULES, "201"): (
+        ["getSchedule", "updateSchedule", "deleteSchedule"],
+        {**_SAME_COMPANY, "scheduleId": "$response.body#/id"},
     ),
     ("post", _JOB, "202"): (
         ["getJob", "getJobById", "cancelJob", "retryJob", "jobEvents"],

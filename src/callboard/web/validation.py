@@ -11,10 +11,13 @@ from typing import Any
 
 from ..jobs import (
     MAX_ATTEMPTS,
+    MAX_NAME,
     MAX_PRIORITY,
     MAX_REFERENCE,
     MAX_SECONDS,
+    NAME_PATTERN,
     REFERENCE_PATTERN,
+    SCHEDULE_FIELDS,
     SUBMIT_OPTIONS,
     JobSpec,
     is_reference,
@@ -202,3 +205,91 @@ def check_query(args: Mapping[str, str], allowed: set[str]) -> None:
             f"unknown query parameter(s): {', '.join(unknown)}; "
             f"allowed: {', '.join(sorted(allowed))}"
         )
+
+
+# --- schedules ------------------------------------------------------------------------
+
+
+def _schedule_rules() -> dict[str, OptionRule]:
+    """How each field of a schedule's body is checked, by wire name: its type here (and
+    in the OpenAPI document); its meaning (a valid cron expression, a known timezone,
+    the bounds) by `RunningBoard.create_schedule`, which the Python API shares."""
+    text = OptionRule(lambda v: isinstance(v, str), "a string", {"type": "string", "minLength": 1})
+    return {
+        "name": OptionRule(
+            lambda v: isinstance(v, str),
+            "a string",
+            {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": NAME_PATTERN},
+        ),
+        "jobType": OptionRule(
+            lambda v: isinstance(v, str) and v != "", "a non-empty string", {"type": "string"}
+        ),
+        "input": OptionRule(lambda v: isinstance(v, dict), "a JSON object", {"type": "object"}),
+        "cron": OptionRule(
+            lambda v: isinstance(v, str),
+            "a cron expression of 5 fields",
+            {"type": "string", "maxLength": 200, "examples": ["30 2 * * *"]},
+        ),
+        "every": OptionRule(
+            lambda v: _is_number(v) and 1 <= v <= MAX_SECONDS,
+            f"a number of seconds from 1 to {MAX_SECONDS} (ten years)",
+            {"type": "number", "minimum": 1, "maximum": MAX_SECONDS},
+        ),
+        "timezone": text,
+        "priority": OPTION_RULES["priority"],
+        "maxAttempts": OPTION_RULES["max_attempts"],
+        "timeoutSeconds": OPTION_RULES["timeout"],
+        "catchUp": OptionRule(
+            lambda v: v in ("skip", "once"),
+            "'skip' or 'once'",
+            {"type": "string", "enum": ["skip", "once"]},
+        ),
+        "paused": OptionRule(lambda v: isinstance(v, bool), "true or false", {"type": "boolean"}),
+    }
+
+
+SCHEDULE_RULES: Mapping[str, OptionRule] = _schedule_rules()
+#: Fields that may be null in a PATCH (null clears them: they go back to the handler's).
+#: cron and every are never null: giving one drops the other.
+SCHEDULE_NULLABLE = frozenset({"maxAttempts", "timeoutSeconds"})
+
+
+def schedule_changes(body: Any, *, new: bool) -> dict[str, Any]:
+    """The Python keywords (`jobs.SCHEDULE_FIELDS`) of a schedule's POST (`new`) or
+    PATCH body; types checked here, meaning by the running board."""
+    body = require_object(body)
+    wire_to_python = {wire: name for name, wire in SCHEDULE_FIELDS.items()}
+    check_fields(body, set(wire_to_python))
+    if new:
+        for required in ("name", "jobType"):
+            if body.get(required) is None:
+                raise bad_request(f"{required} is required")
+    elif not body:
+        raise bad_request(f"give at least one field to change: {', '.join(sorted(wire_to_python))}")
+    changes: dict[str, Any] = {}
+    for wire, value in body.items():
+        if value is None:
+            if new:
+                continue  # as if left out: the default
+            if wire not in SCHEDULE_NULLABLE:
+                raise bad_request(f"{wire} cannot be null")
+            changes[wire_to_python[wire]] = None
+            continue
+        rule = SCHEDULE_RULES[wire]
+        value = _integral(value)
+        if not rule.ok(value):
+            raise bad_request(f"{wire} must be {rule.expected}")
+        changes[wire_to_python[wire]] = value
+    return changes
+
+
+def schedule_schemas() -> dict[str, Any]:
+    """The OpenAPI properties of a schedule's body, by wire name."""
+    return {
+        wire: (
+            {**rule.schema, "type": [rule.schema["type"], "null"]}
+            if wire in SCHEDULE_NULLABLE
+            else dict(rule.schema)
+        )
+        for wire, rule in SCHEDULE_RULES.items()
+    }

@@ -40,6 +40,8 @@ from ...errors import (
     InvalidRequest,
     InvalidTransition,
     JobNotFound,
+    ScheduleExists,
+    ScheduleNotFound,
     StoreUnavailable,
     TokenNotFound,
 )
@@ -54,6 +56,7 @@ from ...jobs import (
     JobStatus,
     NewJob,
     Page,
+    Schedule,
     new_id,
     storable_text,
 )
@@ -71,6 +74,7 @@ __all__ = ["PostgresStore", "SchemaOutdated"]
 log = logging.getLogger("callboard.store")
 
 Q = load_queries("postgres")
+QS = load_queries("postgres", "schedules.sql")
 
 #: pg_advisory_lock key of the migrations ("callboard" in ASCII, as a bigint).
 MIGRATION_LOCK = 0x63616C6C626F6172
@@ -966,8 +970,114 @@ class PostgresStore(JobStore):
         rows = await self._driver.fetch(Q["existing_asset_keys"], list(object_keys))
         return {row[0] for row in rows}
 
+    # --- migrations (asyncio side: runs inside the driver's loop) ----------------------------
 
-# --- migrations (asyncio side: runs inside the driver's loop) ----------------------------
+    # --- schedules ---------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: Schedule) -> Schedule:
+        try:
+            row = await self._driver.fetchrow(
+                QS["insert_schedule"],
+                schedule.id,
+                schedule.company_id,
+                *_schedule_fields(schedule),
+                _utc(schedule.created_at),
+                _utc(schedule.updated_at),
+                schedule.revision,
+                write=True,
+            )
+        except ForeignKeyViolation:
+            raise CompanyNotFound(schedule.company_id) from None
+        except UniqueViolation as exc:
+            if exc.constraint_name == "schedules_pkey":
+                raise InvalidRequest(f"schedule id {schedule.id!r} already exists") from None
+            raise ScheduleExists(schedule.company_id, schedule.name) from None
+        assert row is not None
+        return ROWS.schedule(row)
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        row = await self._driver.fetchrow(QS["get_schedule"], schedule_id)
+        return None if row is None else ROWS.schedule(row)
+
+    async def get_schedule_by_name(self, company_id: str, name: str) -> Schedule | None:
+        row = await self._driver.fetchrow(QS["get_schedule_by_name"], company_id, name)
+        return None if row is None else ROWS.schedule(row)
+
+    async def list_schedules(
+        self, company_id: str | None, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[Schedule]:
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        after_at, after_id = decode_cursor(cursor) if cursor is not None else (None, None)
+        rows = await self._driver.fetch(
+            QS["list_schedules"], company_id, after_at, after_id, limit + 1
+        )
+        found = [ROWS.schedule(row) for row in rows]
+        items = found[:limit]
+        return Page(items, encode_cursor(items[-1]) if len(found) > limit else None)
+
+    async def update_schedule(self, schedule: Schedule) -> Schedule | None:
+        try:
+            row = await self._driver.fetchrow(
+                QS["update_schedule"],
+                schedule.id,
+                schedule.revision,
+                *_schedule_fields(schedule),
+                _utc(schedule.updated_at),
+                write=True,
+            )
+        except UniqueViolation:
+            raise ScheduleExists(schedule.company_id, schedule.name) from None
+        if row is not None:
+            return ROWS.schedule(row)
+        if await self.get_schedule(schedule.id) is None:
+            raise ScheduleNotFound(schedule.id)
+        return None
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        row = await self._driver.fetchrow(QS["delete_schedule"], schedule_id, write=True)
+        return row is not None
+
+    async def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
+        rows = await self._driver.fetch(QS["due_schedules"], _utc(now), limit)
+        return [ROWS.schedule(row) for row in rows]
+
+    async def next_schedule_at(self) -> datetime | None:
+        return await self._driver.fetchval(QS["next_schedule_at"])
+
+    async def fire_schedule(
+        self,
+        schedule: Schedule,
+        job: NewJob | None,
+        next_run_at: datetime,
+        now: datetime,
+    ) -> Inserted | None:
+        at = _utc(now)
+        if job is None:
+            job_args: list[Any] = [None] * 9
+        else:
+            job_args = [
+                job.id,
+                job.company_id,
+                job.job_type,
+                job.priority,
+                input_json(job.input),
+                job.max_attempts,
+                job.timeout_seconds,
+                _utc(job.run_at),
+                _opt_utc(job.scheduled_for),
+            ]
+        args = [schedule.id, schedule.revision, _utc(next_run_at), at, *job_args]
+        try:
+            _, events = await self._changes(
+                lambda: self._driver.fetch(QS["fire_schedule"], *args, write=True),
+                EventType.QUEUED,
+            )
+        except ForeignKeyViolation:
+            raise CompanyNotFound(schedule.company_id) from None
+        if not events:
+            return None
+        return Inserted(events[0].job, events[0], True)
 
 
 async def _apply_migrations(conn: Any, known: Sequence[Any], *, migrate: bool) -> list[int]:
@@ -1001,3 +1111,23 @@ async def _apply_migrations(conn: Any, known: Sequence[Any], *, migrate: bool) -
         return done
     finally:
         await conn.execute(Q["advisory_unlock"], MIGRATION_LOCK)
+
+
+def _schedule_fields(schedule: Schedule) -> list[Any]:
+    """insert_schedule's $3..$16 (update_schedule's too): everything an edit may change."""
+    return [
+        schedule.name,
+        schedule.job_type,
+        input_json(schedule.input),
+        schedule.cron,
+        schedule.every,
+        schedule.timezone,
+        schedule.priority,
+        schedule.max_attempts,
+        schedule.timeout_seconds,
+        str(schedule.catch_up),
+        _opt_utc(schedule.next_run_at),
+        _opt_utc(schedule.last_run_at),
+        schedule.last_job_id,
+        schedule.paused,
+    ]

@@ -36,6 +36,8 @@ from ...errors import (
     InvalidRequest,
     InvalidTransition,
     JobNotFound,
+    ScheduleExists,
+    ScheduleNotFound,
     StoreInUse,
     StoreUnavailable,
     TokenNotFound,
@@ -52,6 +54,7 @@ from ...jobs import (
     JobStatus,
     NewJob,
     Page,
+    Schedule,
     iso,
     new_id,
     parse_iso,
@@ -67,6 +70,7 @@ from .writer import Checkpointer, Writer, WriterStatistics, outbox
 __all__ = ["SqliteStatistics", "SqliteStore"]
 
 Q = load_queries("sqlite")
+QS = load_queries("sqlite", "schedules.sql")
 T = TypeVar("T")
 
 _SYNCHRONOUS = {"OFF", "NORMAL", "FULL", "EXTRA"}
@@ -166,6 +170,8 @@ def _wire(row: sqlite3.Row, job: Job) -> dict[str, Any]:
         "startedAt": row["started_at"],
         "finishedAt": row["finished_at"],
         "updatedAt": row["updated_at"],
+        "scheduleId": job.schedule_id,
+        "scheduledFor": row["scheduled_for"],
     }
 
 
@@ -1044,3 +1050,149 @@ class SqliteStore(JobStore):
             return set()
         params = {"object_keys": json.dumps(list(object_keys))}
         return set(await self._read(_fetch(Q["existing_asset_keys"], params, lambda r: r[0])))
+
+    # --- schedules ---------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: Schedule) -> Schedule:
+        params = _schedule_params(schedule)
+
+        def write(conn: sqlite3.Connection) -> Schedule:
+            if conn.execute(Q["company_exists"], {"id": schedule.company_id}).fetchone() is None:
+                raise CompanyNotFound(schedule.company_id)
+            try:
+                return ROWS.schedule(conn.execute(QS["insert_schedule"], params).fetchone())
+            except sqlite3.IntegrityError as exc:
+                if exc.sqlite_errorname == "SQLITE_CONSTRAINT_UNIQUE":
+                    raise ScheduleExists(schedule.company_id, schedule.name) from None
+                if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
+                    raise InvalidRequest(f"schedule id {schedule.id!r} already exists") from None
+                raise
+
+        return await self._write(write)
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        rows = await self._read(_fetch(QS["get_schedule"], {"id": schedule_id}, ROWS.schedule))
+        return rows[0] if rows else None
+
+    async def get_schedule_by_name(self, company_id: str, name: str) -> Schedule | None:
+        params = {"company_id": company_id, "name": name}
+        rows = await self._read(_fetch(QS["get_schedule_by_name"], params, ROWS.schedule))
+        return rows[0] if rows else None
+
+    async def list_schedules(
+        self, company_id: str | None, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[Schedule]:
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        after_created_at, after_id = _decode_cursor(cursor) if cursor is not None else (None, None)
+        params = {
+            "company_id": company_id,
+            "after_created_at": after_created_at,
+            "after_id": after_id,
+            "limit": limit + 1,
+        }
+        query = QS["list_schedules_all"] if company_id is None else QS["list_schedules_company"]
+        found = await self._read(_fetch(query, params, ROWS.schedule))
+        items = found[:limit]
+        return Page(items, encode_cursor(items[-1]) if len(found) > limit else None)
+
+    async def update_schedule(self, schedule: Schedule) -> Schedule | None:
+        params = _schedule_params(schedule)
+
+        def write(conn: sqlite3.Connection) -> Schedule | None:
+            try:
+                row = conn.execute(QS["update_schedule"], params).fetchone()
+            except sqlite3.IntegrityError as exc:
+                if exc.sqlite_errorname == "SQLITE_CONSTRAINT_UNIQUE":
+                    raise ScheduleExists(schedule.company_id, schedule.name) from None
+                raise
+            if row is not None:
+                return ROWS.schedule(row)
+            if conn.execute(QS["get_schedule"], {"id": schedule.id}).fetchone() is None:
+                raise ScheduleNotFound(schedule.id)
+            return None
+
+        return await self._write(write)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            return conn.execute(QS["delete_schedule"], {"id": schedule_id}).fetchone() is not None
+
+        return await self._write(write)
+
+    async def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
+        params = {"now": _ts(now), "limit": limit}
+        return await self._read(_fetch(QS["due_schedules"], params, ROWS.schedule))
+
+    async def next_schedule_at(self) -> datetime | None:
+        rows = await self._read(_fetch(QS["next_schedule_at"], {}, lambda r: r[0]))
+        return _dt(rows[0]) if rows else None
+
+    async def fire_schedule(
+        self,
+        schedule: Schedule,
+        job: NewJob | None,
+        next_run_at: datetime,
+        now: datetime,
+    ) -> Inserted | None:
+        at = _ts(now)
+        guard = {"id": schedule.id, "revision": schedule.revision}
+        row = None
+        if job is not None:
+            row = {
+                **_new_job_row(job, at),
+                "schedule_id": schedule.id,
+                "scheduled_for": _opt_ts(job.scheduled_for),
+            }
+
+        def write(conn: sqlite3.Connection) -> Inserted | None:
+            if conn.execute(QS["schedule_at_revision"], guard).fetchone() is None:
+                return None
+            made = None
+            if row is not None and (
+                conn.execute(QS["schedule_tick_exists"], row).fetchone() is None
+            ):
+                if conn.execute(Q["company_exists"], {"id": row["company_id"]}).fetchone() is None:
+                    raise CompanyNotFound(row["company_id"])
+                inserted = conn.execute(QS["insert_scheduled_job"], row).fetchone()
+                job_made = ROWS.job(inserted)
+                made = Inserted(
+                    job_made, _record(conn, EventType.QUEUED, inserted, job_made, at), True
+                )
+            conn.execute(
+                QS["advance_schedule"],
+                {
+                    **guard,
+                    "next_run_at": _ts(next_run_at),
+                    "last_run_at": row["scheduled_for"] if made and row else None,
+                    "last_job_id": made.job.id if made else None,
+                    "now": at,
+                },
+            )
+            return made
+
+        return await self._write(write)
+
+
+def _schedule_params(schedule: Schedule) -> dict[str, Any]:
+    return {
+        "id": schedule.id,
+        "company_id": schedule.company_id,
+        "name": schedule.name,
+        "job_type": schedule.job_type,
+        "input": input_json(schedule.input),
+        "cron": schedule.cron,
+        "every": schedule.every,
+        "timezone": schedule.timezone,
+        "priority": schedule.priority,
+        "max_attempts": schedule.max_attempts,
+        "timeout_seconds": schedule.timeout_seconds,
+        "catch_up": str(schedule.catch_up),
+        "next_run_at": _opt_ts(schedule.next_run_at),
+        "last_run_at": _opt_ts(schedule.last_run_at),
+        "last_job_id": schedule.last_job_id,
+        "paused": int(schedule.paused),
+        "created_at": _ts(schedule.created_at),
+        "updated_at": _ts(schedule.updated_at),
+        "revision": schedule.revision,
+    }

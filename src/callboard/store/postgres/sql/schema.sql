@@ -56,8 +56,16 @@ CREATE TABLE content_jobs (
     seq bigint GENERATED ALWAYS AS IDENTITY,
     -- What the handler returned (compact JSON, kept as written); set by the done
     -- transition.
-    result json
+    result json,
+    -- The schedule that made the job and the tick it was made for.
+    schedule_id text,
+    scheduled_for timestamptz
 );
+
+-- One job per schedule and tick, whichever node makes it.
+CREATE UNIQUE INDEX content_jobs_schedule_tick
+    ON content_jobs (schedule_id, scheduled_for)
+    WHERE schedule_id IS NOT NULL;
 
 CREATE UNIQUE INDEX content_jobs_idempotency
     ON content_jobs (company_id, idempotency_key)
@@ -176,6 +184,39 @@ CREATE INDEX assets_source_task
 
 CREATE INDEX assets_job ON assets (created_by_job_id) WHERE created_by_job_id IS NOT NULL;
 
+-- Schedules make ordinary jobs at their ticks (actors/scheduler.py). revision
+-- increases with every change, so a write made from an older read changes nothing.
+CREATE TABLE schedules (
+    id text PRIMARY KEY,
+    company_id text NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
+    name text NOT NULL,
+    job_type text NOT NULL,
+    input json NOT NULL,
+    cron text,
+    every double precision,
+    timezone text NOT NULL,
+    priority integer NOT NULL DEFAULT 0,
+    max_attempts integer,
+    timeout_seconds double precision,
+    catch_up text NOT NULL CHECK (catch_up IN ('skip', 'once')),
+    next_run_at timestamptz, -- NULL while paused
+    last_run_at timestamptz,
+    last_job_id text,
+    paused boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    revision bigint NOT NULL DEFAULT 1,
+    CHECK ((cron IS NULL) <> (every IS NULL))
+);
+
+CREATE UNIQUE INDEX schedules_company_name ON schedules (company_id, name);
+
+CREATE INDEX schedules_company_created ON schedules (company_id, created_at DESC, id DESC);
+
+CREATE INDEX schedules_created ON schedules (created_at DESC, id DESC);
+
+CREATE INDEX schedules_due ON schedules (next_run_at) WHERE next_run_at IS NOT NULL;
+
 -- A time as callboard.jobs.iso() writes it: UTC, microseconds, a trailing Z.
 CREATE FUNCTION callboard_iso(ts timestamptz) RETURNS text
 LANGUAGE sql STABLE
@@ -204,7 +245,9 @@ RETURN json_build_object(
     'createdAt', callboard_iso(j.created_at),
     'startedAt', callboard_iso(j.started_at),
     'finishedAt', callboard_iso(j.finished_at),
-    'updatedAt', callboard_iso(j.updated_at)
+    'updatedAt', callboard_iso(j.updated_at),
+    'scheduleId', j.schedule_id,
+    'scheduledFor', callboard_iso(j.scheduled_for)
 )::text;
 
 -- Append events (arrays in event order) and return the last id given out, 0 for

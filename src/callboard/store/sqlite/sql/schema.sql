@@ -55,12 +55,17 @@ CREATE TABLE content_jobs (
     lease_expires_at TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
     -- What the handler returned, as compact JSON text; set by the done transition.
-    result TEXT
+    result TEXT, schedule_id TEXT, scheduled_for TEXT
 ) STRICT;
 
 CREATE UNIQUE INDEX content_jobs_idempotency
     ON content_jobs (company_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+
+-- One job per schedule and tick, whichever node makes it.
+CREATE UNIQUE INDEX content_jobs_schedule_tick
+    ON content_jobs (schedule_id, scheduled_for)
+    WHERE schedule_id IS NOT NULL;
 
 -- Claiming reads each job type's queued jobs in claim order (the implicit rowid
 -- last is the insertion-order tie-break); next_run_at looks up per type.
@@ -157,3 +162,37 @@ CREATE TABLE callboard_nodes (
     job_types TEXT NOT NULL, -- a JSON array of strings
     last_seen TEXT NOT NULL
 ) STRICT;
+
+-- Schedules make ordinary jobs at their ticks (actors/scheduler.py); next_run_at is
+-- NULL while paused. revision increases with every change, so a write made from an
+-- older read changes nothing.
+CREATE TABLE schedules (
+    id TEXT PRIMARY KEY,
+    company_id TEXT NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    job_type TEXT NOT NULL,
+    input TEXT NOT NULL,
+    cron TEXT,
+    every REAL,
+    timezone TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER,
+    timeout_seconds REAL,
+    catch_up TEXT NOT NULL CHECK (catch_up IN ('skip', 'once')),
+    next_run_at TEXT, -- NULL while paused
+    last_run_at TEXT,
+    last_job_id TEXT,
+    paused INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1)),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 1,
+    CHECK ((cron IS NULL) <> (every IS NULL))
+) STRICT;
+
+CREATE UNIQUE INDEX schedules_company_name ON schedules (company_id, name);
+
+CREATE INDEX schedules_company_created ON schedules (company_id, created_at DESC, id DESC);
+
+CREATE INDEX schedules_created ON schedules (created_at DESC, id DESC);
+
+CREATE INDEX schedules_due ON schedules (next_run_at) WHERE next_run_at IS NOT NULL;
