@@ -21,8 +21,8 @@ async def test_patch_sets_and_lifts_the_cap(server, company):
         assert (await client.get(path)).json()["maxRunning"] == 3
         listed = (await client.get("/api/companies")).json()["items"]
         assert [c["maxRunning"] for c in listed] == [3]
-        # JSON's 2.0 is the integer 2, as everywhere else in the API.
-        assert (await client.patch(path, json={"maxRunning": 2})).json()["maxRunning"] == 2
+        # JSON's 2.0 is the integer 2, as everywhere else in the API (and the schema).
+        assert (await client.patch(path, json={"maxRunning": 2.0})).json()["maxRunning"] == 2
         lifted = await client.patch(path, json={"maxRunning": None})
         assert lifted.status_code == 200 and lifted.json()["maxRunning"] is None
     assert (await server.rt.get_company(company["id"])).max_running is None

@@ -8,7 +8,7 @@ from ..jobs import JobStatus, check_max_running, check_name
 from .auth import create_token
 from .context import company_for, ctx, operator, principal
 from .errors import bad_request, not_found
-from .validation import check_fields, parse_json, require_object
+from .validation import check_fields, integral, parse_json, require_object
 
 admin = Blueprint("admin", __name__)
 
@@ -53,7 +53,8 @@ async def update_company(company_id: str):
     if "maxRunning" not in body:
         raise bad_request("give maxRunning: an integer of at least 1, or null for no cap")
     # InvalidRequest (400) and CompanyNotFound (404) become JSON in web/errors.py.
-    updated = await ctx().rt.set_company_max_running(company, check_max_running(body["maxRunning"]))
+    cap = check_max_running(integral(body["maxRunning"]))  # 9.0 is the integer 9 in JSON
+    updated = await ctx().rt.set_company_max_running(company, cap)
     return updated.to_dict()
 
 

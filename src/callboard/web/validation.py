@@ -77,7 +77,7 @@ class OptionRule:
     schema: Mapping[str, Any]
 
 
-def _integral(value: Any) -> Any:
+def integral(value: Any) -> Any:
     """JSON has one number type: `2.0` is the integer 2 (as JSON Schema reads it)."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
         return int(value)
@@ -156,7 +156,7 @@ def job_spec(body: Any, where: str = "") -> JobSpec:
         if value is None:
             continue
         rule = OPTION_RULES[name]
-        value = _integral(value)
+        value = integral(value)
         if not rule.ok(value):
             raise bad_request(f"{where}{wire} must be {rule.expected}")
         options[name] = value
@@ -276,7 +276,7 @@ def schedule_changes(body: Any, *, new: bool) -> dict[str, Any]:
             changes[wire_to_python[wire]] = None
             continue
         rule = SCHEDULE_RULES[wire]
-        value = _integral(value)
+        value = integral(value)
         if not rule.ok(value):
             raise bad_request(f"{wire} must be {rule.expected}")
         changes[wire_to_python[wire]] = value
