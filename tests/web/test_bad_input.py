@@ -286,6 +286,19 @@ async def test_bad_last_event_id_is_400(server, company, value, where):
             assert error["code"] == "invalid_request"
 
 
+async def test_an_empty_last_event_id_is_none_in_the_header_and_refused_in_the_query(
+    server, company
+):
+    """EventSource sends an empty Last-Event-ID while it has seen no id; an empty
+    `?lastEventId=` is not an integer, as the document says it must be."""
+    async with server.client() as client:
+        url = f"/api/companies/{company['id']}/events"
+        refused = await client.get(url, params={"lastEventId": ""})
+        assert_error(refused, 400, "Last-Event-ID")
+        async with client.stream("GET", url, headers={"Last-Event-ID": ""}) as stream:
+            assert stream.status_code == 200
+
+
 async def test_bad_company_and_token_bodies(server, company):
     async with server.client() as client:
         cases = [

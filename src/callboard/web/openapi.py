@@ -149,7 +149,14 @@ def _op(
     if params:
         op["parameters"] = list(params)
     if body is not None:
-        op["requestBody"] = {"required": body_required, "content": {body_type: {"schema": body}}}
+        media: dict[str, Any] = {"schema": body}
+        if body_type == "multipart/form-data":
+            # Every part is bytes: say so, so that a client (and a fuzzer) sends them
+            # as a file and not as a JSON value written out as text.
+            media["encoding"] = {
+                name: {"contentType": "application/octet-stream"} for name in body["properties"]
+            }
+        op["requestBody"] = {"required": body_required, "content": {body_type: media}}
     if not secured:
         op["security"] = []
     elif query_token:

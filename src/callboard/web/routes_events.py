@@ -51,13 +51,16 @@ def last_event_id() -> int | None:
     checked, as both are ids the server once gave; so is the query, which holds
     nothing but these two."""
     check_query(request.args, {"token", "lastEventId"})
-    header = _event_id(request.headers.get("Last-Event-ID"))
-    query = _event_id(request.args.get("lastEventId"))
+    header = _event_id(request.headers.get("Last-Event-ID"), empty_is_none=True)
+    query = _event_id(request.args.get("lastEventId"), empty_is_none=False)
     return header if header is not None else query
 
 
-def _event_id(raw: str | None) -> int | None:
-    if raw is None or raw.strip() == "":
+def _event_id(raw: str | None, *, empty_is_none: bool) -> int | None:
+    """An empty header is how EventSource says "no id yet" (it sends what the last
+    `id:` field held), so it means none; an empty `?lastEventId=` is a caller's own
+    mistake (the document says integer), so it is refused like any other non-id."""
+    if raw is None or (empty_is_none and raw.strip() == ""):
         return None
     text = raw.strip()
     # At most 19 digits before int(): longer text is out of range anyway, and Python
