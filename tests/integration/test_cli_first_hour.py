@@ -194,7 +194,7 @@ def test_the_configuration_file_serves_migrates_and_finds_the_token(tmp_path):
     migrated = run(tmp_path, "migrate", "--config", str(config))
     assert migrated.returncode == 0, migrated.stderr
     assert (data / "callboard.db").exists()
-    with serving(tmp_path, env=clean_env(CALLBOARD_CONFIG=str(config))) as (url, log, _proc):
+    with serving(tmp_path, env=clean_env(CALLBOARD_CONFIG=str(config))) as (url, _log, _proc):
         # A client command given the same file finds the operator token in its data_dir.
         listed = run(
             tmp_path, "--config", str(config), "companies", "list", env=clean_env(CALLBOARD_URL=url)
