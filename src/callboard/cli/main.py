@@ -17,7 +17,7 @@ import argparse
 from collections.abc import Iterator, Sequence
 from importlib import metadata
 
-from . import admin, assets, common, dashboard, events, jobs, schedules
+from . import admin, assets, common, completion, dashboard, events, jobs, schedules
 
 
 def _store_flags(parser: argparse.ArgumentParser) -> None:
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_commands(commands)
     schedules.add_commands(commands)
     dashboard.add_commands(commands)
+    completion.add_commands(commands)
     for command in _all_parsers(parser):
         if command is not parser and "--debug" not in command._option_string_actions:
             # `callboard CMD --debug` as well as `callboard --debug CMD`, for every command.
