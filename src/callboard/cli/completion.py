@@ -247,7 +247,8 @@ fi
 """
 
 
-def add_commands(commands: Any) -> None:
+def add_commands(commands: Any, root: argparse.ArgumentParser) -> None:
+    """`completion`, which prints the scripts of `root` (the whole command line)."""
     completion = add_command(
         commands,
         "completion",
@@ -262,13 +263,10 @@ def add_commands(commands: Any) -> None:
         ],
     )
     completion.add_argument("shell", choices=SHELLS, help="the shell to complete in")
-    completion.set_defaults(run=run)
+    completion.set_defaults(run=lambda args: run(root, args))
 
 
-def run(args: argparse.Namespace) -> int:
-    from .main import build_parser
-
-    parser = build_parser()
-    script = bash_script(parser) if args.shell == "bash" else zsh_script(parser)
+def run(root: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    script = bash_script(root) if args.shell == "bash" else zsh_script(root)
     sys.stdout.write(script)
     return EXIT_OK

@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_commands(commands)
     schedules.add_commands(commands)
     dashboard.add_commands(commands)
-    completion.add_commands(commands)
+    completion.add_commands(commands, parser)
     for command in _all_parsers(parser):
         if command is not parser and "--debug" not in command._option_string_actions:
             # `callboard CMD --debug` as well as `callboard --debug CMD`, for every command.
