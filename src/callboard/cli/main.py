@@ -3,7 +3,13 @@
 `serve`, `migrate` and `storage copy` run in `cli.serve` (the only module here that
 loads the runtime); the client commands (submit, jobs, show, cancel, retry, events, assets,
 companies, tokens, gc, dashboard) are in `cli.jobs`, `cli.events`, `cli.assets`,
-`cli.admin` and `cli.dashboard`, over `callboard.client`.
+`cli.admin` and `cli.dashboard`, over `callboard.client`; `completion` prints shell
+scripts made from this parser (`cli.completion`).
+
+The same option means the same thing everywhere: `--debug` and `--config` go before or
+after the command; every client command takes `--url`, `--token` or `--token-file`,
+`--data-dir` and `--config`. A bare `callboard` (or command group) prints its help on
+stderr with exit code 2, as Click-based tools do.
 
 Exit codes (the README's "From the command line"): 0 success, 1 a followed job failed
 or was cancelled (or the server refused), 2 usage, configuration, connection or authorisation errors
@@ -81,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         "  callboard submit demo.sleep --input '{\"seconds\": 5}' --follow\n"
         "  callboard jobs\n"
         "  callboard events --since 0\n"
-        "`callboard COMMAND --help` explains each command, with examples.",
+        "elsewhere:\n"
+        "  callboard jobs --url http://10.0.0.5:8000 --token-file ~/.callboard-token\n"
+        "  callboard --config /etc/callboard/callboard.toml migrate\n"
+        "`callboard COMMAND --help` explains each command, with examples; "
+        "`callboard completion bash|zsh` prints a completion script.",
     )
     parser.add_argument(
         "--version", action="version", version=f"callboard {version()}", help="print the version"
