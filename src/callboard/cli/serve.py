@@ -4,7 +4,9 @@ run a node, or work on its store and storage directly.
 This is the only command module that imports the runtime (the board, the store, the
 storage, the web server); `cli.main` imports it only when one of these commands is
 asked for.
-`serve` stops gracefully on Ctrl-C or SIGTERM and exits 0. With `--processes N` (N > 1,
+`serve` binds its port before it makes anything (so a port in use is one line and exit
+2, with no data directory, database or operator token left behind), serves that socket,
+and stops gracefully on Ctrl-C or SIGTERM and exits 0. With `--processes N` (N > 1,
 PostgreSQL only) it becomes the parent of N such nodes (`cli.processes`), and each of
 them runs `serve` again on the socket the parent bound.
 """
