@@ -1,5 +1,6 @@
 """One settings object, read from command-line flags, then CALLBOARD_* environment
-variables, then defaults (docs/architecture.md, "Configuration"). The defaults live here
+variables, then a TOML configuration file (`--config` / CALLBOARD_CONFIG), then defaults
+(docs/architecture.md, "Configuration"). The defaults live here
 and nowhere else: `Board(...)` is built from a `Settings` (its keyword arguments
 override fields of it), and `callboard serve` hands the same object to the web
 server. Every value is checked here, once: a bad one raises `SettingError` whose
@@ -7,10 +8,12 @@ message names the setting and what was wrong."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -288,13 +291,113 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "loop_stall_exit": ("CALLBOARD_LOOP_STALL_EXIT", _bool),
 }
 
+#: Each setting's type as `Settings` declares it (a string: annotations are postponed).
+_SETTING_TYPES = {f.name: f.type for f in fields(Settings)}
+
+
+#: The environment variable naming the configuration file (as `--config` does).
+CONFIG_ENV = "CALLBOARD_CONFIG"
+
+
+def config_path(
+    flag: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> tuple[str, Path] | None:
+    """The configuration file asked for, with where it was asked (for messages): the
+    `--config` flag, else CALLBOARD_CONFIG, else none (no file is read by default)."""
+    if flag:
+        return "--config", Path(flag)
+    if environ.get(CONFIG_ENV, "").strip():
+        return CONFIG_ENV, Path(environ[CONFIG_ENV].strip())
+    return None
+
+
+def _file_kind(name: str) -> str:
+    """What a setting's value may be in TOML, from its type in `Settings` (so a setting
+    added to `_FIELDS` is understood in the file without more code)."""
+    hint = str(_SETTING_TYPES.get(name, "str"))
+    if _FIELDS[name][1] is _duration:
+        return "duration"
+    if hint == "bool":
+        return "bool"
+    if hint.startswith("int"):
+        return "int"
+    if hint.startswith("float"):
+        return "number"
+    if hint.startswith("tuple"):
+        return "list"
+    return "text"
+
+
+_KIND_WANTED = {
+    "bool": "true or false",
+    "int": "a whole number",
+    "number": "a number",
+    "duration": 'a number of seconds or a duration string such as "7d"',
+    "list": 'a list of strings such as ["a", "b"]',
+    "text": "a string",
+}
+
+
+def _file_text(kind: str, value: object) -> str | None:
+    """The value as the text its parser reads, or None when TOML gave the wrong type."""
+    if kind == "bool":
+        return ("true" if value else "false") if isinstance(value, bool) else None
+    if isinstance(value, bool):
+        return None
+    if kind == "int":
+        return str(value) if isinstance(value, int) else None
+    if kind in ("number", "duration") and isinstance(value, int | float):
+        return repr(value)
+    if kind == "list" and isinstance(value, list):
+        return ",".join(value) if all(isinstance(item, str) for item in value) else None
+    return value if isinstance(value, str) else None
+
+
+def read_config_file(path: str | os.PathLike[str], origin: str = "--config") -> dict[str, Any]:
+    """The settings of a TOML file, checked by the rules of the flags and environment:
+    top-level keys named as the settings (`workers = 8`, `database_url = "..."`).
+    SettingError (one line, naming the file) for a file that cannot be read, is not
+    TOML, has a key that is no setting, or a value of the wrong type or range."""
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        raise SettingError(f"{origin} {path}: cannot read it: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingError(f"{origin} {path}: not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in document.items():
+        if key not in _FIELDS:
+            near = difflib.get_close_matches(
+                key.lower().removeprefix("callboard_"), list(_FIELDS), n=1
+            )
+            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(_FIELDS)}"
+            raise SettingError(f"{path}: {key!r} is not a setting{hint}")
+        kind = _file_kind(key)
+        raw = _file_text(kind, value)
+        if raw is None:
+            raise SettingError(
+                f"{path}: {key}: expected {_KIND_WANTED[kind]}, got {type(value).__name__} "
+                f"{value!r}"
+            )
+        if raw.strip():  # as in the environment, an empty value means the default
+            values[key] = _FIELDS[key][1](f"{path}: {key}", raw.strip())
+    return values
+
 
 def load_settings(
-    flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
 ) -> Settings:
-    """Flags win over the environment, which wins over defaults. Flags arrive already
-    typed by argparse but are checked by the same rules as the environment."""
+    """Flags win over the environment, which wins over the configuration file
+    (`config_file`, else the file CALLBOARD_CONFIG names, if any), which wins over
+    defaults. Flags arrive already typed by argparse but are checked by the same rules
+    as the environment and the file."""
     env = os.environ if environ is None else environ
+    where = config_path(config_file, env)
+    from_file = read_config_file(where[1], where[0]) if where else {}
     values: dict[str, Any] = {}
     for name, (var, parse) in _FIELDS.items():
         flag = (flags or {}).get(name)
@@ -304,6 +407,8 @@ def load_settings(
             values[name] = parse(label, raw)
         elif env.get(var, "").strip():
             values[name] = parse(var, env[var].strip())
+        elif name in from_file:
+            values[name] = from_file[name]
     return Settings(**values)
 
 

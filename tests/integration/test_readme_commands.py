@@ -6,7 +6,8 @@ From each ```sh block this takes the lines that run `callboard` (or
 README order, each through bash, from a directory that looks like a checkout where
 `make run` is serving: `.venv` (linked to this one, and on PATH), `callboard-data`,
 a copy of README.md, and every ```python block whose first line is `# NAME.py`
-saved as NAME.py.
+saved as NAME.py (and every ```toml block whose first line is `# NAME.toml`, as
+NAME.toml).
 
 What a line's trailing comment says is checked: `exits N` expects exit code N (else
 0); `Ctrl-C` marks a command that runs until interrupted: it must print something,
@@ -98,8 +99,8 @@ def readme_steps(text: str) -> list[Step]:
 
 def readme_files(text: str) -> dict[str, str]:
     files = {}
-    for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
-        named = re.match(r"# ([\w./-]+\.py)\n", block)
+    for block in re.findall(r"```(?:python|toml)\n(.*?)```", text, flags=re.S):
+        named = re.match(r"# ([\w./-]+\.(?:py|toml))\n", block)
         if named:
             files[named.group(1)] = block
     return files

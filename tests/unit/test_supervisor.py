@@ -228,6 +228,25 @@ async def test_supervisor_returns_once_every_child_stopped_for_good(autojump_clo
     assert not any(child.running for child in stats.children)
 
 
+async def test_a_clean_end_logs_a_calm_line_and_a_crash_keeps_its_warning(autojump_clock, caplog):
+    """A TRANSIENT child that returns (the web server after its drain) ended normally:
+    its line must not read like a failure; a TEMPORARY child that crashed still gets
+    "stopped for good" after its traceback."""
+    events: list[str] = []
+    a, b = probes(events, "a", "b")
+    a.script = [("crash", 2.0)]
+    b.script = ["exit"]
+    supervisor = Supervisor(
+        "root", [a.spec(restart=Restart.TEMPORARY), b.spec(restart=Restart.TRANSIENT)]
+    )
+    caplog.set_level("INFO", logger="callboard.runtime")
+    await supervisor.run()
+    lines = [r.getMessage() for r in caplog.records if r.name == "callboard.runtime"]
+    assert "supervisor 'root': child 'b' ended normally" in lines
+    assert "supervisor 'root': child 'a' stopped for good" in lines
+    assert not any("'b' stopped for good" in line for line in lines)
+
+
 async def test_intensity_exceeded_escalates_and_stops_children_in_reverse(autojump_clock):
     events: list[str] = []
     a, b, c = probes(events, "a", "b", "c")

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import Any
 
-from ..client import DEFAULT_URL, AsyncClient, read_token_file
-from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_command, fail
+from ..client import DEFAULT_URL, AsyncClient
+from ..config import SettingError
+from .common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_command,
+    client_flags,
+    fail,
+    resolve_token,
+)
 
 
 def add_commands(commands: Any) -> None:
@@ -30,44 +38,19 @@ def add_commands(commands: Any) -> None:
             "callboard dashboard --url http://10.0.0.5:8000 --token-file ~/.callboard-token",
         ],
     )
-    group = dashboard.add_argument_group("connection")
-    group.add_argument("--url", help=f"server URL (CALLBOARD_URL, default {DEFAULT_URL})")
-    token = group.add_mutually_exclusive_group()
-    token.add_argument("--token", help="operator token (CALLBOARD_TOKEN)")
-    token.add_argument(
-        "--token-file",
-        type=Path,
-        metavar="PATH",
-        help="read the token from PATH (default: <data dir>/operator.token)",
-    )
-    group.add_argument(
-        "--data-dir",
-        help="where to find operator.token (CALLBOARD_DATA_DIR, default ./callboard-data)",
-    )
+    client_flags(dashboard, json=False)
     dashboard.set_defaults(run=run)
-
-
-def resolve_token(args: argparse.Namespace) -> tuple[str | None, str]:
-    """The token, or None with the reason."""
-    if args.token:
-        return args.token, ""
-    if args.token_file is not None:
-        token = read_token_file(args.token_file)
-        return token, f"no token in {args.token_file} (missing, unreadable or empty)"
-    if token := os.environ.get("CALLBOARD_TOKEN"):
-        return token, ""
-    data_dir = Path(args.data_dir or os.environ.get("CALLBOARD_DATA_DIR") or "callboard-data")
-    path = data_dir / "operator.token"
-    return read_token_file(path), (
-        f"no token: pass --token or --token-file, set CALLBOARD_TOKEN, or run where {path} exists"
-    )
 
 
 def run(args: argparse.Namespace) -> int:
     from ..tui import DashboardApp
 
     url = args.url or os.environ.get("CALLBOARD_URL") or DEFAULT_URL
-    token, why = resolve_token(args)
+    try:
+        token, why = resolve_token(args)
+    except SettingError as exc:
+        fail(str(exc))
+        return EXIT_USAGE
     if token is None:
         fail(why)
         return EXIT_USAGE

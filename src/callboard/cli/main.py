@@ -3,7 +3,13 @@
 `serve`, `migrate` and `storage copy` run in `cli.serve` (the only module here that
 loads the runtime); the client commands (submit, jobs, show, cancel, retry, events, assets,
 companies, tokens, gc, dashboard) are in `cli.jobs`, `cli.events`, `cli.assets`,
-`cli.admin` and `cli.dashboard`, over `callboard.client`.
+`cli.admin` and `cli.dashboard`, over `callboard.client`; `completion` prints shell
+scripts made from this parser (`cli.completion`).
+
+The same option means the same thing everywhere: `--debug` and `--config` go before or
+after the command; every client command takes `--url`, `--token` or `--token-file`,
+`--data-dir` and `--config`. A bare `callboard` (or command group) prints its help on
+stderr with exit code 2, as Click-based tools do.
 
 Exit codes (the README's "From the command line"): 0 success, 1 a followed job failed
 or was cancelled (or the server refused), 2 usage, configuration, connection or authorisation errors
@@ -14,13 +20,14 @@ or was cancelled (or the server refused), 2 usage, configuration, connection or 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from importlib import metadata
 
-from . import admin, assets, common, dashboard, events, jobs, schedules
+from . import admin, assets, common, completion, dashboard, events, jobs, schedules
 
 
-def _location_flags(parser: argparse.ArgumentParser) -> None:
-    """Where a node keeps its store and its assets."""
+def _store_flags(parser: argparse.ArgumentParser) -> None:
+    """Where a node keeps its store, and the file its settings may come from."""
     parser.add_argument(
         "--data-dir",
         help="holds the SQLite database, assets and operator.token "
@@ -31,6 +38,12 @@ def _location_flags(parser: argparse.ArgumentParser) -> None:
         dest="database_url",
         help="sqlite:///path.db or postgresql://user@host:port/db (CALLBOARD_DATABASE_URL)",
     )
+    common.config_flag(parser)
+
+
+def _location_flags(parser: argparse.ArgumentParser) -> None:
+    """Where a node keeps its store and its assets."""
+    _store_flags(parser)
     parser.add_argument(
         "--storage-dir",
         help="where assets are stored (CALLBOARD_STORAGE_DIR, default <data dir>/assets)",
@@ -74,16 +87,44 @@ def build_parser() -> argparse.ArgumentParser:
         "  callboard submit demo.sleep --input '{\"seconds\": 5}' --follow\n"
         "  callboard jobs\n"
         "  callboard events --since 0\n"
-        "`callboard COMMAND --help` explains each command, with examples.",
+        "elsewhere:\n"
+        "  callboard jobs --url http://10.0.0.5:8000 --token-file ~/.callboard-token\n"
+        "  callboard --config /etc/callboard/callboard.toml migrate\n"
+        "`callboard COMMAND --help` explains each command, with examples; "
+        "`callboard completion bash|zsh` prints a completion script.",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument(
+        "--version", action="version", version=f"callboard {version()}", help="print the version"
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show tracebacks and debug logs (also accepted after the command)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="a TOML file of settings (CALLBOARD_CONFIG); see `callboard serve --help`",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    serve = commands.add_parser(
+    serve = common.add_command(
+        commands,
         "serve",
-        help="run a node: store, dispatcher, workers, reaper",
-        description="Run a callboard node on the embedded SQLite store (default) and log "
-        "every job event. Example: callboard serve --workers 4 --demo 20",
+        "run a node: store, dispatcher, workers, reaper",
+        "Run a callboard node on the embedded SQLite store (default) or PostgreSQL. "
+        "Settings come from flags, then CALLBOARD_* variables, then a TOML file named by "
+        "--config or CALLBOARD_CONFIG whose keys are the settings' names (workers = 4, "
+        'database_url = "postgresql://..."), then defaults. --handlers imports modules '
+        "from the working directory too, as `python -m` would. Ctrl-C or SIGTERM stops "
+        "it gracefully (exit 0); a port already in use, or a bad setting, is one line "
+        "and exit 2.",
+        [
+            "callboard serve --workers 4 --demo 20",
+            "callboard serve --handlers myjobs --bind 0.0.0.0:8000",
+            "callboard serve --config /etc/callboard/callboard.toml",
+            "CALLBOARD_WORKERS=16 callboard serve --config callboard.toml",
+        ],
     )
     _server_flags(serve)
     serve.add_argument(
@@ -123,13 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="submit N demo jobs (noop, demo.sleep, demo.fail) to the company 'demo' at start",
     )
 
-    migrate = commands.add_parser(
+    migrate = common.add_command(
+        commands,
         "migrate",
-        help="apply pending schema migrations and exit",
-        description="Apply the store's pending migrations. "
-        "Example: callboard migrate --data-dir ./callboard-data",
+        "apply pending schema migrations and exit",
+        "Apply the store's pending migrations and exit; `serve` does it at start unless "
+        "--no-migrate. With several nodes on PostgreSQL, run it once before starting "
+        "them (with `serve --no-migrate`).",
+        [
+            "callboard migrate --data-dir ./callboard-data",
+            "callboard migrate --database postgresql://callboard@db.internal:5432/callboard",
+            "callboard migrate --config /etc/callboard/callboard.toml",
+        ],
     )
-    _server_flags(migrate)
+    _store_flags(migrate)
 
     storage = common.add_command(
         commands,
@@ -189,7 +237,33 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_commands(commands)
     schedules.add_commands(commands)
     dashboard.add_commands(commands)
+    completion.add_commands(commands, parser)
+    for command in _all_parsers(parser):
+        if command is not parser and "--debug" not in command._option_string_actions:
+            # `callboard CMD --debug` as well as `callboard --debug CMD`, for every command.
+            command.add_argument(
+                "--debug",
+                action="store_true",
+                default=argparse.SUPPRESS,  # so `callboard --debug CMD` is not reset here
+                help="show tracebacks and debug logs",
+            )
     return parser
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """The parser and every (sub)command's parser under it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from _all_parsers(sub)
+
+
+def version() -> str:
+    try:
+        return metadata.version("callboard")
+    except metadata.PackageNotFoundError:  # run from a source tree never installed
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

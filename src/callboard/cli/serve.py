@@ -4,7 +4,9 @@ run a node, or work on its store and storage directly.
 This is the only command module that imports the runtime (the board, the store, the
 storage, the web server); `cli.main` imports it only when one of these commands is
 asked for.
-`serve` stops gracefully on Ctrl-C or SIGTERM and exits 0. With `--processes N` (N > 1,
+`serve` binds its port before it makes anything (so a port in use is one line and exit
+2, with no data directory, database or operator token left behind), serves that socket,
+and stops gracefully on Ctrl-C or SIGTERM and exits 0. With `--processes N` (N > 1,
 PostgreSQL only) it becomes the parent of N such nodes (`cli.processes`), and each of
 them runs `serve` again on the socket the parent bound.
 """
@@ -17,6 +19,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -38,7 +41,7 @@ from ..jobs import JobEvent, JobSpec
 from ..running_board import RunningBoard
 from ..sizes import human_bytes
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from .processes import ChildInfo, run_group
+from .processes import ChildInfo, open_listeners, run_group
 
 if TYPE_CHECKING:
     from ..storage.copy import CopyReport
@@ -63,7 +66,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "handlers",
         "bind",
     )
-    return load_settings({k: getattr(args, k, None) for k in keys})
+    return load_settings(
+        {k: getattr(args, k, None) for k in keys}, config_file=getattr(args, "config", None)
+    )
 
 
 def describe(event: JobEvent) -> str:
@@ -98,20 +103,27 @@ def demo_specs(count: int) -> list[JobSpec]:
 
 
 async def serve(
-    settings: Settings, demo: int, log_events: bool, child: ChildInfo | None = None
+    settings: Settings,
+    demo: int,
+    log_events: bool,
+    child: ChildInfo | None = None,
+    listener: socket.socket | None = None,
 ) -> int:
+    """Run a node until a signal stops it. It serves `listener` (bound by the caller),
+    else the socket a `--processes` parent handed down, else it binds `settings.bind`."""
     from ..runtime import ChildSpec, Restart
     from ..web import WebServer
 
     board = Board.from_settings(settings)
+    listen_fd = child.listen_fd if child is not None else listener.fileno() if listener else None
 
     def web(rt: RunningBoard) -> list[ChildSpec]:
-        if child is None:
+        if listen_fd is None:
             return [ChildSpec("web", WebServer(rt).run, Restart.TRANSIENT)]
         # Hypercorn closes the socket it served: a restart of the web server must not
         # reuse that number (it may be another file by then), so each start serves a
-        # copy of the socket the parent handed down.
-        server = WebServer(rt, lambda: f"fd://{os.dup(child.listen_fd)}")
+        # copy of the socket bound before the node started.
+        server = WebServer(rt, lambda: f"fd://{os.dup(listen_fd)}")
         return [ChildSpec("web", server.run, Restart.TRANSIENT)]
 
     with contextlib.ExitStack() as stack:
@@ -369,8 +381,9 @@ def run_server(args: argparse.Namespace) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     if not getattr(args, "access_log", False):
         logging.getLogger("callboard.access").setLevel(logging.WARNING)
+    listener: socket.socket | None = None
+    stack = contextlib.ExitStack()
     try:
-        runner: Any
         if args.command == "serve":
             if args.demo < 0:
                 raise SettingError("--demo: must be 0 or more")
@@ -382,7 +395,16 @@ def run_server(args: argparse.Namespace) -> int:
                         "store has one writer per file"
                     )
                 return run_group(settings, lambda i, first: child_command(args, i, first))
-            runner = (serve, settings, args.demo, args.log_events, child)
+            # `--handlers mymodule` finds mymodule.py in the working directory, as with
+            # `python -m` (and RQ, arq, Celery): the console script's own directory is
+            # what Python put first on the path.
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            if child is None:
+                # Bound before anything is made: a port in use is one line and exit 2,
+                # with no data directory, database or operator token left behind.
+                listener = stack.enter_context(open_listeners(settings.bind, 1)[0])
+            runner = (serve, settings, args.demo, args.log_events, child, listener)
         elif args.command == "storage":
             runner = (copy_storage, settings, args)
         else:
@@ -395,3 +417,5 @@ def run_server(args: argparse.Namespace) -> int:
             raise
         print(f"callboard: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        stack.close()

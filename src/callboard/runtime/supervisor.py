@@ -296,7 +296,15 @@ class Supervisor:
             child.current = None
             if not _restartable(child.spec.restart, error):
                 child.finished = True
-                logger.info("supervisor %r: child %r stopped for good", self.name, child.spec.name)
+                if error is None:
+                    # A clean end (a web server that drained): nothing went wrong.
+                    logger.info(
+                        "supervisor %r: child %r ended normally", self.name, child.spec.name
+                    )
+                else:
+                    logger.info(
+                        "supervisor %r: child %r stopped for good", self.name, child.spec.name
+                    )
                 continue
             if not self._admit_restart():
                 why = f"exceeded {self._max_restarts} restarts in {self._period}s"
