@@ -432,15 +432,16 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def cancel(self, job_id: str, now: datetime) -> CancelOutcome:
         """queued -> cancelled at once (event `content_job.cancelled`, error_message
-        "cancelled", error_type and error_traceback None); running -> cancel_requested set, no event (idempotent).
+        "cancelled", error_type and error_traceback None); running -> cancel_requested
+        set, no event (idempotent).
         Raises JobNotFound, or InvalidTransition when the job is terminal."""
 
     @abc.abstractmethod
     async def retry(self, job_id: str, now: datetime) -> JobEvent:
         """failed | cancelled -> queued with run_at = now, cancel_requested cleared,
-        finished_at cleared, error_message (and its type and traceback) kept until the next attempt ends, and
-        max_attempts raised to attempt + 1 if it is lower (a manual retry always gets
-        one more run). Event `content_job.queued`.
+        finished_at cleared, error_message (and its type and traceback) kept until the
+        next attempt ends, and max_attempts raised to attempt + 1 if it is lower (a
+        manual retry always gets one more run). Event `content_job.queued`.
         Raises JobNotFound, or InvalidTransition from any other status."""
 
     @abc.abstractmethod
