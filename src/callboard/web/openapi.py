@@ -486,7 +486,34 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
                         "returned nothing, and for a job that failed or was cancelled."
                     ),
                 },
-                "errorMessage": nullable_str,
+                "errorMessage": {
+                    "type": ["string", "null"],
+                    "description": (
+                        "Why the last attempt failed (\"cancelled\" for a cancelled job); "
+                        "an exception whose message is only the repr of its argument "
+                        "reads with its type first (\"KeyError: 'topic'\")."
+                    ),
+                },
+                "errorType": {
+                    "type": ["string", "null"],
+                    "description": (
+                        "What failed the last attempt: the exception's type, bare for a "
+                        "Python built-in (\"KeyError\") and module-qualified otherwise "
+                        "(\"mymodule.MyError\"); or callboard's own ending: \"Timeout\", "
+                        "\"WorkerLost\" (the reaper took the job back), \"InvalidResult\" "
+                        "(the handler returned no JSON, or too much). Null when nothing "
+                        "failed, and for a cancelled job."
+                    ),
+                },
+                "errorTraceback": {
+                    "type": ["string", "null"],
+                    "description": (
+                        "The last failed attempt's traceback as Python prints it, at most "
+                        "16 KiB of UTF-8: a longer one keeps its tail, after a first line "
+                        "saying how many bytes were cut. Null when no exception failed "
+                        "the attempt."
+                    ),
+                },
                 "sourceTaskId": nullable_str,
                 "idempotencyKey": nullable_str,
                 "createdAt": {"type": "string", "format": "date-time"},
