@@ -489,7 +489,7 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
                 "errorMessage": {
                     "type": ["string", "null"],
                     "description": (
-                        "Why the last attempt failed (\"cancelled\" for a cancelled job); "
+                        'Why the last attempt failed ("cancelled" for a cancelled job); '
                         "an exception whose message is only the repr of its argument "
                         "reads with its type first (\"KeyError: 'topic'\")."
                     ),
@@ -498,9 +498,9 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
                     "type": ["string", "null"],
                     "description": (
                         "What failed the last attempt: the exception's type, bare for a "
-                        "Python built-in (\"KeyError\") and module-qualified otherwise "
-                        "(\"mymodule.MyError\"); or callboard's own ending: \"Timeout\", "
-                        "\"WorkerLost\" (the reaper took the job back), \"InvalidResult\" "
+                        'Python built-in ("KeyError") and module-qualified otherwise '
+                        '("mymodule.MyError"); or callboard\'s own ending: "Timeout", '
+                        '"WorkerLost" (the reaper took the job back), "InvalidResult" '
                         "(the handler returned no JSON, or too much). Null when nothing "
                         "failed, and for a cancelled job."
                     ),
