@@ -8,7 +8,7 @@ The public API is small on purpose (pinned by tests/unit/test_public_api.py):
     async def render(ctx: callboard.JobContext) -> None: ...
 
     async with board.running() as rt:
-        company = await rt.create_company("acme")
+        company = await rt.get_or_create_company("acme")
         job = await rt.submit(company.id, "diagram", {"x": 1})
         job = await rt.wait(job.id)
 

@@ -117,6 +117,38 @@ class Company:
 
 
 @dataclass(frozen=True, slots=True)
+class JobTypeInfo:
+    """A job type a node runs (README, "Job types"): its defaults per job (a submit may
+    override `timeout_seconds` and `max_attempts`), how many run at once on one node
+    (None: no cap but the workers), and whether callboard provides it."""
+
+    job_type: str
+    timeout_seconds: float | None
+    max_attempts: int
+    concurrency: int | None
+    builtin: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "jobType": self.job_type,
+            "timeoutSeconds": self.timeout_seconds,
+            "maxAttempts": self.max_attempts,
+            "concurrency": self.concurrency,
+            "builtIn": self.builtin,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobTypeInfo:
+        return cls(
+            job_type=data["jobType"],
+            timeout_seconds=data["timeoutSeconds"],
+            max_attempts=data["maxAttempts"],
+            concurrency=data["concurrency"],
+            builtin=bool(data["builtIn"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """A job as stored. Attributes are snake_case; `to_dict()` gives the camelCase wire form."""
 

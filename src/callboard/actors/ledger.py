@@ -64,7 +64,7 @@ class Ledger:
                 # Name the job in the batch, as the HTTP API does ("jobs[3]: ...").
                 where = f"jobs[{index}]: "
                 if isinstance(exc, UnknownJobType):
-                    raise UnknownJobType(exc.job_type, exc.known, where) from None
+                    raise UnknownJobType(exc.job_type, exc.known, where, exc.hint) from None
                 raise InvalidRequest(f"{where}{exc}") from None
         if len(new_jobs) == 1 and self._start_now is not None:
             started = await self._start_now(new_jobs[0], now)

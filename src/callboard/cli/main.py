@@ -2,7 +2,7 @@
 
 `serve`, `migrate` and `storage copy` run in `cli.serve` (the only module here that
 loads the runtime); the client commands (submit, jobs, show, cancel, retry, events, assets,
-companies, tokens, gc, dashboard) are in `cli.jobs`, `cli.events`, `cli.assets`,
+companies, tokens, types, gc, dashboard) are in `cli.jobs`, `cli.events`, `cli.assets`,
 `cli.admin` and `cli.dashboard`, over `callboard.client`.
 
 Exit codes (the README's "From the command line"): 0 success, 1 a followed job failed
@@ -82,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run a node: store, dispatcher, workers, reaper",
-        description="Run a callboard node on the embedded SQLite store (default) and log "
-        "every job event. Example: callboard serve --workers 4 --demo 20",
+        description="Run a callboard node on the embedded SQLite store (default). "
+        "Examples: callboard serve --workers 4 --demo 20 (tries it out with demo jobs); "
+        "callboard serve --handlers mypkg.handlers (runs your own job types)",
     )
     _server_flags(serve)
     serve.add_argument(
@@ -120,7 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="submit N demo jobs (noop, demo.sleep, demo.fail) to the company 'demo' at start",
+        help="submit N demo jobs (noop, demo.sleep, demo.fail) to the company 'demo' at "
+        "start; turns on --demo-types",
+    )
+    serve.add_argument(
+        "--demo-types",
+        dest="demo_types",
+        action="store_const",
+        const="true",
+        help="run the built-in demo.sleep, demo.fail and demo.render job types "
+        "(CALLBOARD_DEMO_TYPES, default off: one demo.render job may write 500 MiB)",
     )
 
     migrate = commands.add_parser(
