@@ -196,3 +196,13 @@ async def test_get_or_create_company_loses_a_race_gracefully(autojump_clock):
         company = await rt.get_or_create_company("acme")
         assert store.raced
         assert [c.id for c in await rt.companies()] == [company.id]
+
+
+def test_the_nodes_of_serve_processes_inherit_the_demo_types(monkeypatch):
+    from callboard.cli.processes import settings_environment
+
+    monkeypatch.delenv("CALLBOARD_DEMO_TYPES", raising=False)
+    args = build_parser().parse_args(["serve", "--demo", "3"])
+    env = settings_environment(settings_from(args))
+    assert env["CALLBOARD_DEMO_TYPES"] == "true"
+    assert load_settings(environ=env).demo_types is True
