@@ -14,8 +14,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The demo job types (demo.sleep, demo.fail, demo.render) are for trying callboard out:
+# on here, off in a plain `callboard serve` (README, "Job types").
 run: $(STAMP)
-	$(BIN)/callboard serve
+	$(BIN)/callboard serve --demo-types
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -8,7 +8,7 @@ The public API is small on purpose (pinned by tests/unit/test_public_api.py):
     async def render(ctx: callboard.JobContext) -> None: ...
 
     async with board.running() as rt:
-        company = await rt.create_company("acme")
+        company = await rt.get_or_create_company("acme")
         job = await rt.submit(company.id, "diagram", {"x": 1})
         job = await rt.wait(job.id)
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         JobNotFound,
         Lagged,
         NotFound,
+        ReservedJobType,
         ShuttingDown,
         StoreInUse,
         StoreUnavailable,
@@ -69,6 +70,7 @@ _WHERE: dict[str, str] = {
     "NotFound": "errors",
     "Page": "jobs",
     "Progress": "jobs",
+    "ReservedJobType": "errors",
     "RunningBoard": "running_board",
     "ShuttingDown": "errors",
     "StoreInUse": "errors",
@@ -101,6 +103,7 @@ __all__ = [
     "NotFound",
     "Page",
     "Progress",
+    "ReservedJobType",
     "RunningBoard",
     "ShuttingDown",
     "StoreInUse",

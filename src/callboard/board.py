@@ -17,7 +17,8 @@ from typing import Any
 
 from .actors.worker import Backoff
 from .config import SettingError, Settings
-from .handlers import Handler, HandlerRegistry, HandlerSpec, builtins
+from .errors import ReservedJobType
+from .handlers import Handler, HandlerRegistry, HandlerSpec, builtins, demos
 from .running_board import RunningBoard, run_node
 from .runtime import ChildSpec
 from .storage.names import GENERATED, UPLOADS
@@ -58,6 +59,7 @@ class Board:
         database_pool_size: int | None = None,
         migrate: bool | None = None,
         loop_stall_exit: bool | None = None,
+        demo_types: bool | None = None,
         poll_interval: float = 2.0,
         retry_backoff: Backoff | None = None,
         progress_interval: float = 0.25,
@@ -77,6 +79,7 @@ class Board:
                 ("database_pool_size", database_pool_size),
                 ("migrate", migrate),
                 ("loop_stall_exit", loop_stall_exit),
+                ("demo_types", demo_types),
             )
             if value is not None
         }
@@ -174,16 +177,24 @@ class Board:
 
     def load_handlers(self, module_name: str) -> None:
         """Import a module that registers handlers on a Board named `board` (or exposes a
-        `register(board)` function)."""
+        `register(board)` function). A module that registers a built-in type's name is
+        refused (SettingError naming both): the built-in would be shadowed on this node
+        and not on the others, or the module's handler never run."""
         try:
             module = importlib.import_module(module_name)
+            register = getattr(module, "register", None)
+            other = getattr(module, "board", None)
+            if callable(register):
+                register(self)
+                return
         except ImportError as exc:
             raise SettingError(f"--handlers: cannot import {module_name!r}: {exc}") from exc
-        register = getattr(module, "register", None)
-        other = getattr(module, "board", None)
-        if callable(register):
-            register(self)
-        elif isinstance(other, Board):
+        except ReservedJobType as exc:
+            raise SettingError(
+                f"--handlers: module {module_name!r} registers {exc.job_type!r}, a built-in "
+                "job type; register its handler under another name"
+            ) from exc
+        if isinstance(other, Board):
             for spec in other._registry.specs():
                 self._registry.register(
                     spec.job_type,
@@ -201,8 +212,9 @@ class Board:
 
     @property
     def registry(self) -> HandlerRegistry:
-        """The built-in job types plus this board's."""
-        return builtins.merged(self._registry)
+        """The built-in job types (the demo ones with `demo_types`) plus this board's."""
+        known = builtins.merged(demos) if self.settings.demo_types else builtins
+        return known.merged(self._registry)
 
     def handler_specs(self) -> list[HandlerSpec]:
         return self.registry.specs()

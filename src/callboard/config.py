@@ -148,6 +148,9 @@ class Settings:
     #: End the process when its event loop stays blocked for half a lease (a handler
     #: that blocks it), before another node can take its jobs; False only warns.
     loop_stall_exit: bool = True
+    #: Run the built-in `demo.*` job types (README, "Job types"): off unless asked for,
+    #: since one `demo.render` job may write 500 MiB. `serve --demo N` turns them on.
+    demo_types: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -289,6 +292,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "cors_origins": ("CALLBOARD_CORS_ORIGINS", _list),
     "shutdown_grace": ("CALLBOARD_SHUTDOWN_GRACE", _duration),
     "loop_stall_exit": ("CALLBOARD_LOOP_STALL_EXIT", _bool),
+    "demo_types": ("CALLBOARD_DEMO_TYPES", _bool),
 }
 
 #: Each setting's type as `Settings` declares it (a string: annotations are postponed).
@@ -455,6 +459,8 @@ def _check(settings: Settings) -> None:
             f"event_retention: must be a positive number of seconds or None, "
             f"got {settings.event_retention!r}"
         )
+    if not isinstance(settings.demo_types, bool):
+        raise SettingError(f"demo_types: must be True or False, got {settings.demo_types!r}")
     _database_url("database_url", settings.database_url)
     _bind("bind", settings.bind)
 

@@ -20,15 +20,29 @@ class InvalidRequest(CallboardError):
 
 
 class UnknownJobType(CallboardError):
-    """`where` names the job in a batch (e.g. "jobs[3]: ")."""
+    """`where` names the job in a batch (e.g. "jobs[3]: "); `hint` says how to get the
+    type when the node could have it (the demo types, switched off)."""
 
-    def __init__(self, job_type: str, known: Iterable[str], where: str = "") -> None:
+    def __init__(
+        self, job_type: str, known: Iterable[str], where: str = "", hint: str = ""
+    ) -> None:
         self.job_type = job_type
         self.known = sorted(known)
         self.where = where
+        self.hint = hint
         super().__init__(
             f"{where}unknown job type {job_type!r}; "
-            f"known job types: {', '.join(self.known) or '(none)'}"
+            f"known job types: {', '.join(self.known) or '(none)'}" + (f"; {hint}" if hint else "")
+        )
+
+
+class ReservedJobType(CallboardError, ValueError):
+    """A handler registered under the name of a built-in job type (`noop`, `demo.*`)."""
+
+    def __init__(self, job_type: str) -> None:
+        self.job_type = job_type
+        super().__init__(
+            f"{job_type!r} is a built-in job type; register the handler under another name"
         )
 
 

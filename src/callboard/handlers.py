@@ -1,7 +1,7 @@
 """The handler API: the registry of job types, the validation of a submission against
 it, `JobContext` (what a handler gets), the asset sink protocols the worker
-implements, and the built-in job types every node knows (demos, smoke tests,
-benchmarks)."""
+implements, and the built-in job types: `noop` on every node (smoke tests,
+benchmarks), the `demo.*` types on a node that asks for them (README, "Job types")."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 import trio
 from trio.lowlevel import RunVar
 
-from .errors import InvalidRequest, UnknownJobType
+from .errors import InvalidRequest, ReservedJobType, UnknownJobType
 from .jobs import (
     MAX_ATTEMPTS,
     MAX_PRIORITY,
@@ -65,6 +65,8 @@ class HandlerSpec:
     timeout: float | None = None
     max_attempts: int = 1
     concurrency: int | None = None
+    #: One of callboard's own types (`noop`, `demo.*`), not a handler of the user's.
+    builtin: bool = False
 
 
 class HandlerRegistry:
@@ -81,7 +83,10 @@ class HandlerRegistry:
         timeout: float | None = None,
         max_attempts: int = 1,
         concurrency: int | None = None,
+        builtin: bool = False,
     ) -> HandlerSpec:
+        if not builtin and job_type in BUILTIN_TYPES:
+            raise ReservedJobType(job_type)
         if not _JOB_TYPE.match(job_type):
             raise ValueError(
                 f"invalid job type {job_type!r}: use 1-128 letters, digits and _ . : -"
@@ -99,7 +104,7 @@ class HandlerRegistry:
             raise ValueError(f"concurrency for {job_type!r} must be at least 1")
         if job_type in self._specs:
             raise ValueError(f"a handler for {job_type!r} is already registered")
-        spec = HandlerSpec(job_type, fn, timeout, max_attempts, concurrency)
+        spec = HandlerSpec(job_type, fn, timeout, max_attempts, concurrency, builtin)
         self._specs[job_type] = spec
         return spec
 
@@ -107,7 +112,13 @@ class HandlerRegistry:
         try:
             return self._specs[job_type]
         except KeyError:
-            raise UnknownJobType(job_type, self._specs) from None
+            hint = ""
+            if job_type.startswith("demo.") and not any(t in self for t in DEMO_TYPES):
+                hint = (
+                    "the demo.* job types are off on this node: start it with "
+                    "`callboard serve --demo-types` (or CALLBOARD_DEMO_TYPES=true)"
+                )
+            raise UnknownJobType(job_type, self._specs, hint=hint) from None
 
     def __contains__(self, job_type: object) -> bool:
         return job_type in self._specs
@@ -341,7 +352,11 @@ class JobContext:
 
 # --- built-in job types ---------------------------------------------------------------
 
+#: What every node runs: `noop`, to measure the runtime itself.
 builtins = HandlerRegistry()
+#: What a node runs when asked (`Settings.demo_types`): off by default, since one
+#: `demo.render` job may write 500 MiB of storage, and `demo.fail` fails at will.
+demos = HandlerRegistry()
 
 
 async def noop(ctx: JobContext) -> None:
@@ -416,10 +431,14 @@ async def render(ctx: JobContext) -> None:
     await ctx.progress(100, f"rendered {total} bytes")
 
 
-builtins.register("noop", noop)
-builtins.register("demo.sleep", sleep)
-builtins.register("demo.fail", fail)
-builtins.register("demo.render", render)
+#: The demo types' names, and every built-in name: no handler of the user's may take one.
+DEMO_TYPES = frozenset({"demo.sleep", "demo.fail", "demo.render"})
+BUILTIN_TYPES = frozenset({"noop"}) | DEMO_TYPES
+
+builtins.register("noop", noop, builtin=True)
+demos.register("demo.sleep", sleep, builtin=True)
+demos.register("demo.fail", fail, builtin=True)
+demos.register("demo.render", render, builtin=True)
 
 
 async def _stop_group(process: trio.Process) -> None:

@@ -55,6 +55,18 @@ TERMINAL_EVENTS: frozenset[EventType] = frozenset(
 )
 
 WORKER_LOST = "worker lost"
+#: The `error_type` of the failures callboard itself decides; an exception's type is
+#: its bare name for a built-in ("KeyError") and module-qualified otherwise
+#: ("mymodule.MyError"), so these bare names never meet one of a handler's.
+#: The reaper ended the attempt: its worker was lost.
+WORKER_LOST_TYPE = "WorkerLost"
+#: The attempt ran past its timeout.
+TIMEOUT_TYPE = "Timeout"
+#: The handler returned a value that is no JSON or is too big (`encode_result`).
+INVALID_RESULT_TYPE = "InvalidResult"
+#: A failed attempt keeps at most this much of its traceback (UTF-8), the tail: the
+#: frames nearest the raise and the exception line are what explain it.
+MAX_TRACEBACK_BYTES = 16 * 1024
 
 
 def utcnow() -> datetime:
@@ -105,6 +117,38 @@ class Company:
 
 
 @dataclass(frozen=True, slots=True)
+class JobTypeInfo:
+    """A job type a node runs (README, "Job types"): its defaults per job (a submit may
+    override `timeout_seconds` and `max_attempts`), how many run at once on one node
+    (None: no cap but the workers), and whether callboard provides it."""
+
+    job_type: str
+    timeout_seconds: float | None
+    max_attempts: int
+    concurrency: int | None
+    builtin: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "jobType": self.job_type,
+            "timeoutSeconds": self.timeout_seconds,
+            "maxAttempts": self.max_attempts,
+            "concurrency": self.concurrency,
+            "builtIn": self.builtin,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobTypeInfo:
+        return cls(
+            job_type=data["jobType"],
+            timeout_seconds=data["timeoutSeconds"],
+            max_attempts=data["maxAttempts"],
+            concurrency=data["concurrency"],
+            builtin=bool(data["builtIn"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """A job as stored. Attributes are snake_case; `to_dict()` gives the camelCase wire form."""
 
@@ -135,6 +179,12 @@ class Job:
     #: The schedule that made the job, and the tick it was made for (None otherwise).
     schedule_id: str | None = None
     scheduled_for: datetime | None = None
+    #: What failed the last attempt (README, "When a job fails"): the exception's type
+    #: ("KeyError", "mymodule.MyError") or callboard's own ending (TIMEOUT_TYPE,
+    #: WORKER_LOST_TYPE, INVALID_RESULT_TYPE), and the traceback's tail (at most
+    #: MAX_TRACEBACK_BYTES). None while nothing failed, and for a cancelled job.
+    error_type: str | None = None
+    error_traceback: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -156,6 +206,8 @@ class Job:
             "resultAssetId": self.result_asset_id,
             "result": self.result,
             "errorMessage": self.error_message,
+            "errorType": self.error_type,
+            "errorTraceback": self.error_traceback,
             "sourceTaskId": self.source_task_id,
             "idempotencyKey": self.idempotency_key,
             "createdAt": iso(self.created_at),
@@ -186,6 +238,9 @@ class Job:
             # Absent from events stored before results existed.
             result=data.get("result"),
             error_message=data["errorMessage"],
+            # Absent from events stored before failure details existed.
+            error_type=data.get("errorType"),
+            error_traceback=data.get("errorTraceback"),
             source_task_id=data["sourceTaskId"],
             idempotency_key=data["idempotencyKey"],
             created_at=parse_iso(data["createdAt"]),  # type: ignore[arg-type]

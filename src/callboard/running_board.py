@@ -64,6 +64,7 @@ from .actors.worker import JobRunner, Worker, WorkerSettings
 from .config import Settings
 from .errors import (
     AssetNotFound,
+    CompanyExists,
     CompanyNotFound,
     InvalidRequest,
     JobNotFound,
@@ -79,6 +80,7 @@ from .jobs import (
     Job,
     JobSpec,
     JobStatus,
+    JobTypeInfo,
     NewJob,
     Page,
     Schedule,
@@ -181,6 +183,14 @@ class RunningBoard:
     def job_types(self) -> list[str]:
         return self._ledger.registry.job_types()
 
+    def job_type_details(self) -> list[JobTypeInfo]:
+        """Every job type this node accepts and runs, by name: its defaults, its cap per
+        node, and whether it is built in (`noop`; `demo.*` with `demo_types`)."""
+        return [
+            JobTypeInfo(s.job_type, s.timeout, s.max_attempts, s.concurrency, s.builtin)
+            for s in self._ledger.registry.specs()
+        ]
+
     # --- companies -----------------------------------------------------------------------
 
     async def create_company(self, name: str) -> Company:
@@ -193,6 +203,23 @@ class RunningBoard:
 
     async def get_company_by_name(self, name: str) -> Company | None:
         return await self._store.get_company_by_name(name)
+
+    async def get_or_create_company(self, name: str) -> Company:
+        """The company named `name`, made if there is none yet: what a program that
+        runs again (or on several nodes at once) calls instead of `create_company`,
+        which raises CompanyExists the second time."""
+        name = check_name("company name", name)
+        found = await self._store.get_company_by_name(name)
+        if found is not None:
+            return found
+        try:
+            return await self._store.create_company(name, self._ledger.now())
+        except CompanyExists:
+            # Another node or task made it between the read and the insert.
+            made = await self._store.get_company_by_name(name)
+            if made is None:
+                raise
+            return made
 
     async def companies(self) -> list[Company]:
         return await self._store.list_companies()
@@ -467,9 +494,8 @@ class RunningBoard:
         for company_ref, fields in declared:
             company = await self._store.get_company(company_ref)
             if company is None:
-                company = await self._store.get_company_by_name(company_ref)
-            if company is None:
-                company = await self.create_company(company_ref)
+                # Nodes that start together declare the same companies.
+                company = await self.get_or_create_company(company_ref)
             existing = await self._store.get_schedule_by_name(company.id, fields["name"])
             if existing is None:
                 await self.create_schedule(company.id, **fields)

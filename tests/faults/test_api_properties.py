@@ -96,9 +96,14 @@ def run_on(kind: str, scenario: Callable[[RunningBoard, str, Path], Awaitable[No
         # delete in a worker thread, which the clock cannot see) passed at once, the
         # delete was abandoned to gc, and the test saw its file (flaky).
         if kind == "memory":
-            board = Board(store=MemoryStore(), storage_dir=storage, workers=0)
+            board = Board(store=MemoryStore(), storage_dir=storage, workers=0, demo_types=True)
         else:
-            board = Board(database_url=f"sqlite:///{tmp}/cb.db", storage_dir=storage, workers=0)
+            board = Board(
+                database_url=f"sqlite:///{tmp}/cb.db",
+                storage_dir=storage,
+                workers=0,
+                demo_types=True,
+            )
 
         async def main() -> None:
             async with board.running() as rt:

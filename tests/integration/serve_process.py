@@ -44,9 +44,12 @@ class ServeProcess:
 
 
 @contextmanager
-def serve(tmp_path: Path, *args: str) -> Iterator[ServeProcess]:
+def serve(tmp_path: Path, *args: str, demo_types: bool = True) -> Iterator[ServeProcess]:
+    """`demo_types`: the tests use the demo types as ready-made handlers, so they are on
+    (CALLBOARD_DEMO_TYPES) unless a test checks a node without them."""
     data_dir = tmp_path / "callboard-data"
     env = {**os.environ, "CALLBOARD_DATA_DIR": str(data_dir)}
+    env["CALLBOARD_DEMO_TYPES"] = "true" if demo_types else "false"
     proc = subprocess.Popen(
         [sys.executable, "-m", "callboard", "serve", "--bind", "127.0.0.1:0", *args],
         stdout=subprocess.PIPE,

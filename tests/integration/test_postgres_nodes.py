@@ -209,7 +209,11 @@ async def test_two_nodes_run_every_job_once_and_see_the_same_events(pg_url, tmp_
 
 async def test_a_cancel_on_one_node_stops_the_job_running_on_another(pg_url, tmp_path):
     front = callboard.Board(
-        database_url=pg_url, workers=0, storage_dir=tmp_path / "a", poll_interval=0.5
+        database_url=pg_url,
+        workers=0,
+        storage_dir=tmp_path / "a",
+        poll_interval=0.5,
+        demo_types=True,
     )
     # A lease renewal (lease/3 = 40 s) would come far too late: only the NOTIFY on
     # callboard_cancel can stop the job within the test's 10 s.
@@ -220,6 +224,7 @@ async def test_a_cancel_on_one_node_stops_the_job_running_on_another(pg_url, tmp
         lease_seconds=120,
         poll_interval=0.5,
         shutdown_grace=1,
+        demo_types=True,
     )
     async with front.running() as rt_a, back.running() as rt_b:
         company = await rt_a.create_company("acme")

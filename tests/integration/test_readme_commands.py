@@ -213,6 +213,13 @@ def run_step(step: Step, cwd: Path, env: dict[str, str]) -> tuple[int, str, str]
         return proc.returncode, "".join(out), stderr.read()
 
 
+def make_run() -> str:
+    """What `make run` runs, from the Makefile, as the reader's shell would spell it."""
+    recipe = re.search(r"^run:.*\n\t(.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert recipe, "the Makefile lost its run target"
+    return recipe.group(1).replace("$(BIN)/", ".venv/bin/")
+
+
 # --- the tests -----------------------------------------------------------------------------
 
 
@@ -235,7 +242,7 @@ def test_every_readme_command_runs_as_written(tmp_path):
     assert steps, "the README shows no callboard command"
     failures = []
     with checkout(tmp_path, text) as (cwd, env):
-        node = start_node(".venv/bin/callboard serve", cwd, env)  # what `make run` runs
+        node = start_node(make_run(), cwd, env)
         variables: dict[str, str] = {}
         try:
             for step in steps:

@@ -55,10 +55,10 @@ async def test_a_second_node_on_the_same_embedded_store_is_refused(tmp_path):
 
 async def test_jobs_and_events_survive_a_restart(tmp_path):
     url = f"sqlite:///{tmp_path / 'cb.db'}"
-    async with callboard.Board(database_url=url, workers=0).running() as rt:
+    async with callboard.Board(database_url=url, workers=0, demo_types=True).running() as rt:
         company = await rt.create_company("acme")
         job = await rt.submit(company.id, "demo.sleep", {"seconds": 0.05})
-    async with callboard.Board(database_url=url, workers=2).running() as rt:
+    async with callboard.Board(database_url=url, workers=2, demo_types=True).running() as rt:
         done = await rt.wait(job.id, timeout=30)
         assert done.status is JobStatus.DONE
         assert (await rt.get_company_by_name("acme")).id == company.id

@@ -23,6 +23,7 @@ from callboard.errors import (
 )
 from callboard.jobs import (
     WORKER_LOST,
+    WORKER_LOST_TYPE,
     Asset,
     EventType,
     Job,
@@ -1423,3 +1424,96 @@ class StoreContract:
             await store.retry(job.id, at(4))
         done = await store.get_job(job.id)
         assert done is not None and done.result == {"attempt": 2}
+
+    # --- failure details -------------------------------------------------------------
+
+    TRACEBACK = (
+        "Traceback (most recent call last):\n"
+        '  File "handlers.py", line 3, in haiku\n'
+        "    topic = ctx.input['topic']\n"
+        "KeyError: 'topic'\n"
+    )
+
+    async def test_a_failed_attempt_keeps_its_type_and_traceback(self, store: JobStore) -> None:
+        """Each attempt's failure is in its own event; the job holds the latest one."""
+        c = await company(store)
+        job = await running(store, c, max_attempts=2)
+        before = await store.last_event_id()
+        retrying = await store.fail(
+            job.id,
+            "w1",
+            at(2),
+            "KeyError: 'topic'",
+            retry_at=at(2),
+            error_type="KeyError",
+            error_traceback=self.TRACEBACK,
+        )
+        after = await expect_one_event(store, before, retrying, EventType.RETRYING, at(2))
+        assert after.error_type == "KeyError" and after.error_traceback == self.TRACEBACK
+        assert retrying.job.to_dict()["errorType"] == "KeyError"
+        assert retrying.job.to_dict()["errorTraceback"] == self.TRACEBACK
+        [again] = await claim(store, now=at(3))
+        assert again.error_type == "KeyError"  # kept until the next attempt ends
+        failed = await store.fail(
+            job.id, "w1", at(4), "nope", error_type="mymodule.MyError", error_traceback="tb 2\x00"
+        )
+        assert failed is not None and failed.type == EventType.FAILED
+        ended = await store.get_job(job.id)
+        assert ended.error_type == "mymodule.MyError" and ended.error_traceback == "tb 2\ufffd"
+        first, second = [
+            e.job for e in await store.events_after(before) if e.type != EventType.RUNNING
+        ]
+        assert (first.error_type, first.error_traceback) == ("KeyError", self.TRACEBACK)
+        assert (second.error_type, second.error_traceback) == ("mymodule.MyError", "tb 2\ufffd")
+        [listed] = (await store.list_jobs(c, limit=1)).items
+        assert listed.error_type == "mymodule.MyError"
+        retried = await store.retry(job.id, at(5))
+        assert retried.job.error_type == "mymodule.MyError"  # kept, as the message is
+        [job] = await claim(store, now=at(5))
+        done = await store.complete(job.id, "w1", at(6))
+        assert done is not None
+        assert (done.job.error_message, done.job.error_type, done.job.error_traceback) == (
+            None,
+            None,
+            None,
+        )
+
+    async def test_a_failure_without_details_has_none(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c)
+        event = await store.fail(job.id, "w1", at(1), "boom")
+        assert event is not None
+        assert event.job.error_type is None and event.job.error_traceback is None
+        wire = event.job.to_dict()
+        assert wire["errorType"] is None and wire["errorTraceback"] is None
+
+    async def test_cancels_and_the_reaper_set_the_error_type(self, store: JobStore) -> None:
+        c = await company(store)
+        details = {"error_type": "ValueError", "error_traceback": "tb"}
+        # A cancel request turns a failed attempt into a cancel: no exception details.
+        asked = await running(store, c, max_attempts=2)
+        await store.cancel(asked.id, at(1))
+        event = await store.fail(asked.id, "w1", at(2), "boom", retry_at=at(3), **details)
+        assert event is not None and event.type == EventType.CANCELLED
+        assert (event.job.error_type, event.job.error_traceback) == (None, None)
+        # Cancelled jobs (queued, or stopped while running) have no error type.
+        job = await running(store, c, max_attempts=3)
+        await store.fail(job.id, "w1", at(2), "boom", retry_at=at(2), **details)
+        outcome = await store.cancel(job.id, at(3))
+        assert outcome.event is not None
+        assert (outcome.job.error_type, outcome.job.error_traceback) == (None, None)
+        stopped = await running(store, c)
+        await store.cancel(stopped.id, at(3))
+        marked = await store.mark_cancelled(stopped.id, "w1", at(4))
+        assert marked is not None and marked.job.error_type is None
+        # A lost worker: WORKER_LOST_TYPE, and no traceback (there was no exception).
+        await store.retry(job.id, at(5))
+        [job] = await claim(store, now=at(5), owner="dead")
+        await store.fail(job.id, "dead", at(6), "boom", retry_at=at(6), **details)
+        [job] = await claim(store, now=at(6), owner="dead")
+        events = await store.reap_expired(now=at(50), expired_before=at(40), retry_at=at(60))
+        [reaped] = [e for e in events if e.job_id == job.id]
+        assert reaped.type == EventType.FAILED
+        assert reaped.job.error_message == WORKER_LOST
+        assert (reaped.job.error_type, reaped.job.error_traceback) == (WORKER_LOST_TYPE, None)
+        assert (await store.get_job(job.id)).error_type == WORKER_LOST_TYPE

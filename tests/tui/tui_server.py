@@ -52,6 +52,7 @@ class Server:
                     f"127.0.0.1:{self.port}",
                     "--workers",
                     str(self.workers),
+                    "--demo-types",  # the dashboard's tests run demo.sleep jobs
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

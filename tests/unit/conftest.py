@@ -19,6 +19,9 @@ def make_board() -> Callable[..., Board]:
         kwargs.setdefault("workers", 2)
         kwargs.setdefault("lease_seconds", 30.0)
         kwargs.setdefault("retry_backoff", Backoff(base=1.0, maximum=60.0))
+        # The tests use the demo types as ready-made handlers (a production node has
+        # them off: tests/unit/test_job_types.py).
+        kwargs.setdefault("demo_types", True)
         return Board(**kwargs)
 
     return make

@@ -32,6 +32,7 @@ def test_exported_names():
         "NotFound",
         "Page",
         "Progress",
+        "ReservedJobType",
         "RunningBoard",
         "ShuttingDown",
         "StoreInUse",

@@ -70,6 +70,8 @@ def test_board(settings: Any, **kwargs: Any) -> Board:
         # In-process nodes share the test runner: a stall (a slow machine) must not end
         # it. tests/faults/test_blocked_loop.py tests the exit with real processes.
         loop_stall_exit=kwargs.pop("loop_stall_exit", False),
+        # The demo types serve as ready-made handlers here (off by default in a node).
+        demo_types=kwargs.pop("demo_types", True),
         **kwargs,
     )
 

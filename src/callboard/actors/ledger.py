@@ -19,6 +19,7 @@ from ..jobs import Asset, Inserted, Job, JobEvent, JobSpec, NewJob, Schedule
 from ..runtime.clock import TrioWallClock
 from ..store.base import CancelOutcome, JobStore, Renewal
 from .broker import Broker
+from .failure import Failure
 from .grouped_insert import GroupedInsert
 
 
@@ -63,7 +64,7 @@ class Ledger:
                 # Name the job in the batch, as the HTTP API does ("jobs[3]: ...").
                 where = f"jobs[{index}]: "
                 if isinstance(exc, UnknownJobType):
-                    raise UnknownJobType(exc.job_type, exc.known, where) from None
+                    raise UnknownJobType(exc.job_type, exc.known, where, exc.hint) from None
                 raise InvalidRequest(f"{where}{exc}") from None
         if len(new_jobs) == 1 and self._start_now is not None:
             started = await self._start_now(new_jobs[0], now)
@@ -141,9 +142,17 @@ class Ledger:
         return event
 
     async def fail(
-        self, job_id: str, lease_owner: str, error_message: str, retry_at: datetime | None
+        self, job_id: str, lease_owner: str, failure: Failure, retry_at: datetime | None
     ) -> JobEvent | None:
-        event = await self.store.fail(job_id, lease_owner, self.now(), error_message, retry_at)
+        event = await self.store.fail(
+            job_id,
+            lease_owner,
+            self.now(),
+            failure.message,
+            retry_at,
+            error_type=failure.type,
+            error_traceback=failure.traceback,
+        )
         if retry_at is not None and event is not None:
             self._wake_dispatcher()
         return event

@@ -7,9 +7,11 @@ job's cancel scope, with the handler's timeout around it:
 - it returns: the job is done, with what it returned as its result (JSON text,
   bounded by `result_max_bytes`; a result that is too big or no JSON fails the
   attempt as an exception would, with a message saying which);
-- it raises: the attempt failed with the exception's message (the worker carries on);
-  with attempts left the job is requeued with exponential backoff plus jitter;
-- the timeout fires: the attempt failed with "timed out after N seconds";
+- it raises: the attempt failed with the exception's message, type and traceback
+  (`failure`; the worker carries on); with attempts left the job is requeued with
+  exponential backoff plus jitter;
+- the timeout fires: the attempt failed with "timed out after N seconds" (type
+  `Timeout`);
 - a cancel was requested (here, or on another node, learnt at the next renewal):
   the job ends cancelled;
 - the lease is lost (the reaper took the job, or renewals failed until the lease ran
@@ -38,9 +40,10 @@ import trio
 from ..config import DEFAULT_RESULT_MAX_BYTES
 from ..errors import StoreUnavailable
 from ..handlers import HandlerRegistry, HandlerSpec, JobContext
-from ..jobs import Job, JobEvent, NodeEvent, encode_result
+from ..jobs import INVALID_RESULT_TYPE, TIMEOUT_TYPE, Job, JobEvent, NodeEvent, encode_result
 from ..storage.local import AssetStorage
 from .capacity import Capacity, RunningJob
+from .failure import Failure, failure_of
 from .job_assets import JobAssets
 from .lease_keeper import LeaseKeeper
 from .ledger import Ledger
@@ -59,15 +62,6 @@ class Backoff:
     def delay(self, attempt: int, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
         full = min(self.maximum, self.base * 2 ** max(0, attempt - 1))
         return full / 2 + rng.uniform(0, full / 2)
-
-
-def describe_error(exc: BaseException) -> str:
-    """A one-line message for a failed attempt: the exception's own message, or its type
-    when it has none; the leaves of an exception group joined."""
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(describe_error(e) for e in exc.exceptions)
-    text = str(exc).strip()
-    return text if text else type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,15 +207,17 @@ class JobRunner:
             await self._write(lambda: self._ledger.mark_cancelled(job.id, owner), running)
             return
         if outcome.timed_out:
-            error_message = f"timed out after {job.timeout_seconds:g} seconds"
+            failure = Failure(f"timed out after {job.timeout_seconds:g} seconds", TIMEOUT_TYPE)
+        elif outcome.error is not None and outcome.invalid_result:
+            failure = Failure(str(outcome.error), INVALID_RESULT_TYPE)
         elif outcome.error is not None:
-            error_message = describe_error(outcome.error)
+            failure = failure_of(outcome.error)
             log.info(
                 "job %s (%s) attempt %d failed: %s",
                 job.id,
                 job.job_type,
                 job.attempt,
-                error_message,
+                failure.message,
             )
         else:
             rows, result_asset_id = assets.rows, assets.result_asset_id
@@ -236,9 +232,7 @@ class JobRunner:
                 assets.keep_for_gc()
             return
         retry_at = self._retry_at(job)
-        await self._write(
-            lambda: self._ledger.fail(job.id, owner, error_message, retry_at), running
-        )
+        await self._write(lambda: self._ledger.fail(job.id, owner, failure, retry_at), running)
 
     def _retry_at(self, job: Job) -> datetime | None:
         if job.attempt >= job.max_attempts:
@@ -288,6 +282,8 @@ class _Outcome:
     error: BaseException | None = None
     #: What the handler returned, as `encode_result` checked and wrote it.
     result: str | None = None
+    #: `error` is encode_result's refusal of what the handler returned.
+    invalid_result: bool = False
 
 
 async def _call_handler(
@@ -327,6 +323,7 @@ async def _call_handler(
             # retried while attempts are left.
             outcome.finished = False
             outcome.error = exc
+            outcome.invalid_result = True
 
 
 class Worker:

@@ -1,4 +1,5 @@
-"""Client commands that manage the server over its API: companies, tokens, gc.
+"""Client commands that manage the server over its API: companies, tokens, the job
+types it runs, gc.
 
 Conventions (flags, defaults, exit codes) are in `cli_client`.
 """
@@ -101,6 +102,19 @@ def add_commands(commands: Any) -> None:
     client_flags(revoke)
     revoke.set_defaults(handler=_revoke_token)
 
+    types = add_command(
+        commands,
+        "types",
+        "the job types the server runs, with their defaults",
+        "List every job type the server accepts and runs: its timeout per attempt and "
+        "its attempts per job (a submit may override both), how many run at once on one "
+        "node, and whether it is built in (noop; demo.sleep, demo.fail and demo.render "
+        "only on a server started with --demo-types). Any token may ask.",
+        ["callboard types", "callboard types --json"],
+    )
+    client_flags(types)
+    types.set_defaults(handler=_types)
+
     gc = add_command(
         commands,
         "gc",
@@ -166,6 +180,29 @@ def _list_tokens(client: Client, args: argparse.Namespace) -> None:
 def _revoke_token(client: Client, args: argparse.Namespace) -> None:
     client.revoke_token(args.company, args.token_id)
     _show(args, {"revoked": args.token_id}, f"revoked {args.token_id}")
+
+
+def _types(client: Client, args: argparse.Namespace) -> None:
+    found = client.job_types()
+    if args.json:
+        print(json.dumps([t.to_dict() for t in found], indent=2))
+        return
+    rows = [("TYPE", "TIMEOUT", "MAX ATTEMPTS", "CONCURRENCY", "BUILT-IN")]
+    rows += [
+        (
+            t.job_type,
+            "none" if t.timeout_seconds is None else f"{t.timeout_seconds:g}s",
+            str(t.max_attempts),
+            "any" if t.concurrency is None else str(t.concurrency),
+            "yes" if t.builtin else "no",
+        )
+        for t in found
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 def _gc(client: Client, args: argparse.Namespace) -> None:

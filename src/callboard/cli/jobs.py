@@ -117,7 +117,8 @@ def add_commands(commands: Any) -> None:
         "show",
         "every field of a job, its assets and its events",
         "Show a job found by its id alone: every field, the assets it produced, and its "
-        "stored event history.",
+        "stored event history. A failed job shows what raised (errorType) and its "
+        "traceback; each failed attempt's event in the history names its error type.",
         ["callboard show JOB_ID", "callboard show JOB_ID --json"],
     )
     show.add_argument("job_id", metavar="JOB_ID")
@@ -398,6 +399,8 @@ def _show(client: Client, args: argparse.Namespace) -> None:
             value = json.dumps(value, ensure_ascii=False)
             if len(value) > _RESULT_INLINE:
                 result_below, value = True, "(below)"
+        elif key == "errorTraceback" and value is not None:
+            value = "(below)"  # many lines: a section of its own
         elif isinstance(value, dict):
             value = json.dumps(value)
         out.print(f"{key:<16}{'' if value is None else value}", markup=False)
@@ -407,6 +410,9 @@ def _show(client: Client, args: argparse.Namespace) -> None:
         out.print(
             json.dumps(job.result, ensure_ascii=False, indent=2), markup=False, soft_wrap=True
         )
+    if job.error_traceback is not None:
+        out.print("\ntraceback", style="bold")
+        out.print(job.error_traceback.rstrip("\n"), markup=False, soft_wrap=True)
     out.print(f"\nassets ({len(assets)})", style="bold")
     for asset in assets:
         result = "  (result)" if asset.id == job.result_asset_id else ""
@@ -426,7 +432,8 @@ def _history_line(event: JobEvent) -> str:
     if event.type == "content_job.progress" or job.progress.percent:
         parts.append(f"{job.progress.percent:g}% {job.progress.message or ''}".rstrip())
     if job.error_message and event.type != "content_job.done":
-        parts.append(f"error: {job.error_message}")
+        kind = f" ({job.error_type})" if job.error_type else ""
+        parts.append(f"error: {job.error_message}{kind}")
     return "  ".join(parts)
 
 

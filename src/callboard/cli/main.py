@@ -2,7 +2,7 @@
 
 `serve`, `migrate` and `storage copy` run in `cli.serve` (the only module here that
 loads the runtime); the client commands (submit, jobs, show, cancel, retry, events, assets,
-companies, tokens, gc, dashboard) are in `cli.jobs`, `cli.events`, `cli.assets`,
+companies, tokens, types, gc, dashboard) are in `cli.jobs`, `cli.events`, `cli.assets`,
 `cli.admin` and `cli.dashboard`, over `callboard.client`; `completion` prints shell
 scripts made from this parser (`cli.completion`).
 
@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         "it gracefully (exit 0); a port already in use, or a bad setting, is one line "
         "and exit 2.",
         [
-            "callboard serve --workers 4 --demo 20",
+            "callboard serve --workers 4 --demo 20    # tries it out with demo jobs",
+            "callboard serve --demo-types              # the demo.* job types, no jobs",
             "callboard serve --handlers myjobs --bind 0.0.0.0:8000",
             "callboard serve --config /etc/callboard/callboard.toml",
             "CALLBOARD_WORKERS=16 callboard serve --config callboard.toml",
@@ -161,7 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="submit N demo jobs (noop, demo.sleep, demo.fail) to the company 'demo' at start",
+        help="submit N demo jobs (noop, demo.sleep, demo.fail) to the company 'demo' at "
+        "start; turns on --demo-types",
+    )
+    serve.add_argument(
+        "--demo-types",
+        dest="demo_types",
+        action="store_const",
+        const="true",
+        help="run the built-in demo.sleep, demo.fail and demo.render job types "
+        "(CALLBOARD_DEMO_TYPES, default off: one demo.render job may write 500 MiB)",
     )
 
     migrate = common.add_command(

@@ -65,10 +65,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "lease_seconds",
         "handlers",
         "bind",
+        "demo_types",
     )
-    return load_settings(
-        {k: getattr(args, k, None) for k in keys}, config_file=getattr(args, "config", None)
-    )
+    flags = {k: getattr(args, k, None) for k in keys}
+    if getattr(args, "demo", 0) > 0:
+        flags["demo_types"] = "true"  # the demo jobs need their types
+    return load_settings(flags, config_file=getattr(args, "config", None))
 
 
 def describe(event: JobEvent) -> str:
@@ -143,7 +145,7 @@ async def serve(
             if log_events:
                 await nursery.start(_log_events, rt)
             if demo > 0:
-                company = await rt.get_company_by_name("demo") or await rt.create_company("demo")
+                company = await rt.get_or_create_company("demo")
                 jobs = await rt.submit_many(company.id, demo_specs(demo))
                 log.info("submitted %d demo jobs to company 'demo'", len(jobs))
             with contextlib.ExitStack() as inner:

@@ -40,7 +40,7 @@ Decisions:
 
 from __future__ import annotations
 
-from ..jobs import Job, JobEvent, JobStatus, NodeEvent, Schedule
+from ..jobs import Job, JobEvent, JobStatus, JobTypeInfo, NodeEvent, Schedule
 from ._async import AsyncClient, AsyncEventStream, AsyncPages
 from ._core import DEFAULT_URL, read_token_file
 from ._sync import Client, EventIterator
@@ -78,6 +78,7 @@ __all__ = [
     "Job",
     "JobEvent",
     "JobStatus",
+    "JobTypeInfo",
     "NodeEvent",
     "NotFound",
     "Schedule",

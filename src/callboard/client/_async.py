@@ -17,7 +17,7 @@ import httpx
 from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from ..jobs import Job, JobEvent, JobSpec, JobStatus, Schedule, SubmitOptions
+from ..jobs import Job, JobEvent, JobSpec, JobStatus, JobTypeInfo, Schedule, SubmitOptions
 from ._core import (
     DEFAULT_URL,
     ApiBase,
@@ -217,6 +217,12 @@ class AsyncClient(ApiBase):
                 result, error = await self._send(call), None
             except ClientError as exc:
                 result, error = None, exc
+
+    # job types
+
+    async def job_types(self) -> list[JobTypeInfo]:
+        """Every job type the server runs, by name, with its defaults (any token)."""
+        return await self._drive(self._job_types_op())
 
     # companies and tokens
 

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import ServerSentEvent
 
-from ..jobs import SCHEDULE_FIELDS, Job, JobEvent, JobSpec, JobStatus, Schedule
+from ..jobs import SCHEDULE_FIELDS, Job, JobEvent, JobSpec, JobStatus, JobTypeInfo, Schedule
 from .errors import (
     ChecksumMismatch,
     ClientError,
@@ -349,6 +349,12 @@ class ApiBase:
     def company_name(self, company_id: str) -> str | None:
         """A company's name if this client has listed companies already (display only)."""
         return self._company_names.get(company_id)
+
+    # job types
+
+    def _job_types_op(self) -> Op[list[JobTypeInfo]]:
+        items = (yield Call("GET", "/api/job-types"))["items"]
+        return [JobTypeInfo.from_dict(item) for item in items]
 
     # companies and tokens
 

@@ -18,7 +18,7 @@ from httpx_sse import ServerSentEvent
 # httpx's body iterators end (see _async._finish).
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from ..jobs import Job, JobEvent, JobSpec, JobStatus, Schedule, SubmitOptions
+from ..jobs import Job, JobEvent, JobSpec, JobStatus, JobTypeInfo, Schedule, SubmitOptions
 from ._core import (
     DEFAULT_URL,
     ApiBase,
@@ -124,6 +124,12 @@ class Client(ApiBase):
                 result, error = self._send(call), None
             except ClientError as exc:
                 result, error = None, exc
+
+    # job types
+
+    def job_types(self) -> list[JobTypeInfo]:
+        """Every job type the server runs, by name, with its defaults (any token)."""
+        return self._drive(self._job_types_op())
 
     # companies and tokens
 

@@ -387,9 +387,10 @@ class JobStore(abc.ABC):
         result: str | None = None,
     ) -> JobEvent | None:
         """running -> done: progress percent 100 (message kept), finished_at, lease
-        cleared, error_message cleared, result_asset_id set when given, and `result`
-        (what the handler returned, as the compact JSON text `jobs.encode_result`
-        wrote; None for none) stored as given, so the job's `result` is this attempt's.
+        cleared, error_message, error_type and error_traceback cleared, result_asset_id
+        set when given, and `result` (what the handler returned, as the compact JSON
+        text `jobs.encode_result` wrote; None for none) stored as given, so the job's
+        `result` is this attempt's.
         Event `content_job.done`. None if the lease is lost.
 
         `assets` (the files the attempt wrote) are inserted in the SAME transaction, so
@@ -406,17 +407,24 @@ class JobStore(abc.ABC):
         now: datetime,
         error_message: str,
         retry_at: datetime | None = None,
+        *,
+        error_type: str | None = None,
+        error_traceback: str | None = None,
     ) -> JobEvent | None:
         """End a failed attempt. With `retry_at`: running -> queued, run_at = retry_at,
-        error_message kept, lease cleared, event `content_job.retrying`. Without:
-        running -> failed, finished_at set, event `content_job.failed`. Either way, a
-        job asked to stop (cancel_requested) ends as `mark_cancelled` does instead.
+        error_message, error_type and error_traceback kept (made storable as
+        `storable_text` does, so the outcome is recorded whatever they hold), lease
+        cleared, event `content_job.retrying`. Without: running -> failed, finished_at
+        set, event `content_job.failed`. Either way, a job asked to stop
+        (cancel_requested) ends as `mark_cancelled` does instead. The event's job
+        carries the three, so every attempt's failure stays in the history.
         None if the lease is lost."""
 
     @abc.abstractmethod
     async def mark_cancelled(self, job_id: str, lease_owner: str, now: datetime) -> JobEvent | None:
         """running -> cancelled (the handler was stopped): finished_at set, lease
-        cleared, error_message "cancelled", event `content_job.cancelled`.
+        cleared, error_message "cancelled" (error_type and error_traceback None), event
+        `content_job.cancelled`.
         None if the lease is lost."""
 
     # --- operator actions --------------------------------------------------------------
@@ -424,15 +432,16 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def cancel(self, job_id: str, now: datetime) -> CancelOutcome:
         """queued -> cancelled at once (event `content_job.cancelled`, error_message
-        "cancelled"); running -> cancel_requested set, no event (idempotent).
+        "cancelled", error_type and error_traceback None); running -> cancel_requested
+        set, no event (idempotent).
         Raises JobNotFound, or InvalidTransition when the job is terminal."""
 
     @abc.abstractmethod
     async def retry(self, job_id: str, now: datetime) -> JobEvent:
         """failed | cancelled -> queued with run_at = now, cancel_requested cleared,
-        finished_at cleared, error_message kept until the next attempt ends, and
-        max_attempts raised to attempt + 1 if it is lower (a manual retry always gets
-        one more run). Event `content_job.queued`.
+        finished_at cleared, error_message (and its type and traceback) kept until the
+        next attempt ends, and max_attempts raised to attempt + 1 if it is lower (a
+        manual retry always gets one more run). Event `content_job.queued`.
         Raises JobNotFound, or InvalidTransition from any other status."""
 
     @abc.abstractmethod
@@ -448,9 +457,9 @@ class JobStore(abc.ABC):
         """Reclaim running jobs whose lease_expires_at <= expired_before (their worker is
         gone), skipping `exclude_owner`'s leases when given:
         cancel_requested -> cancelled (event cancelled);
-        attempt < max_attempts -> queued with run_at = retry_at and error_message
-        "worker lost" (event retrying);
-        otherwise -> failed with error_message "worker lost" (event failed).
+        attempt < max_attempts -> queued with run_at = retry_at, error_message
+        "worker lost" and error_type WORKER_LOST_TYPE, no traceback (event retrying);
+        otherwise -> failed with the same error fields (event failed).
         At most `limit` jobs per call, oldest lease first."""
 
     # --- events ------------------------------------------------------------------------

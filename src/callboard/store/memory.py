@@ -35,6 +35,7 @@ from ..errors import (
 from ..jobs import (
     RETRYABLE,
     WORKER_LOST,
+    WORKER_LOST_TYPE,
     Asset,
     Company,
     EventType,
@@ -476,6 +477,8 @@ class MemoryStore(JobStore):
             lease_owner=None,
             lease_expires_at=None,
             error_message=None,
+            error_type=None,
+            error_traceback=None,
             result_asset_id=result_asset_id if result_asset_id is not None else job.result_asset_id,
             # Parsed, as the SQL stores read it back: the job holds its own copy.
             result=None if result is None else json.loads(result),
@@ -492,6 +495,9 @@ class MemoryStore(JobStore):
         now: datetime,
         error_message: str,
         retry_at: datetime | None = None,
+        *,
+        error_type: str | None = None,
+        error_traceback: str | None = None,
     ) -> JobEvent | None:
         await self._enter()
         now = _utc(now)
@@ -506,6 +512,8 @@ class MemoryStore(JobStore):
         job = replace(
             job,
             error_message=storable_text(error_message),
+            error_type=storable_text(error_type),
+            error_traceback=storable_text(error_traceback),
             lease_owner=None,
             lease_expires_at=None,
             updated_at=now,
@@ -538,6 +546,8 @@ class MemoryStore(JobStore):
             lease_owner=None,
             lease_expires_at=None,
             error_message=CANCELLED_MESSAGE,
+            error_type=None,
+            error_traceback=None,
             updated_at=now,
         )
 
@@ -612,6 +622,8 @@ class MemoryStore(JobStore):
             job = replace(
                 job,
                 error_message=WORKER_LOST,
+                error_type=WORKER_LOST_TYPE,
+                error_traceback=None,
                 lease_owner=None,
                 lease_expires_at=None,
                 updated_at=now,

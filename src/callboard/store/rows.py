@@ -54,6 +54,8 @@ class Rows:
             result_asset_id=row["result_asset_id"],
             result=None if row["result"] is None else json.loads(row["result"]),
             error_message=row["error_message"],
+            error_type=row["error_type"],
+            error_traceback=row["error_traceback"],
             source_task_id=row["source_task_id"],
             idempotency_key=row["idempotency_key"],
             created_at=dt(row["created_at"]),

@@ -380,6 +380,15 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
                 {"200": _json(_STATS, "stats"), **_errors(401, 403)},
             ),
         },
+        "/api/job-types": {
+            "get": _op(
+                "Every job type this node accepts and runs, by name: its defaults per job "
+                "(a submit may override timeoutSeconds and maxAttempts), its cap per node, "
+                "and whether it is built in (any token); the demo.* types only on a node "
+                "started with --demo-types",
+                {"200": _json(_page("JobType"), "job types"), **_errors(401)},
+            ),
+        },
         "/api/nodes": {
             "get": _op(
                 "The nodes on this node's store seen in the last 15 s, this one included, "
@@ -486,7 +495,34 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
                         "returned nothing, and for a job that failed or was cancelled."
                     ),
                 },
-                "errorMessage": nullable_str,
+                "errorMessage": {
+                    "type": ["string", "null"],
+                    "description": (
+                        'Why the last attempt failed ("cancelled" for a cancelled job); '
+                        "an exception whose message is only the repr of its argument "
+                        "reads with its type first (\"KeyError: 'topic'\")."
+                    ),
+                },
+                "errorType": {
+                    "type": ["string", "null"],
+                    "description": (
+                        "What failed the last attempt: the exception's type, bare for a "
+                        'Python built-in ("KeyError") and module-qualified otherwise '
+                        '("mymodule.MyError"); or callboard\'s own ending: "Timeout", '
+                        '"WorkerLost" (the reaper took the job back), "InvalidResult" '
+                        "(the handler returned no JSON, or too much). Null when nothing "
+                        "failed, and for a cancelled job."
+                    ),
+                },
+                "errorTraceback": {
+                    "type": ["string", "null"],
+                    "description": (
+                        "The last failed attempt's traceback as Python prints it, at most "
+                        "16 KiB of UTF-8: a longer one keeps its tail, after a first line "
+                        "saying how many bytes were cut. Null when no exception failed "
+                        "the attempt."
+                    ),
+                },
                 "sourceTaskId": nullable_str,
                 "idempotencyKey": nullable_str,
                 "createdAt": {"type": "string", "format": "date-time"},
@@ -505,6 +541,31 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
             },
         },
         "Schedule": _SCHEDULE_SCHEMA,
+        "JobType": {
+            "type": "object",
+            "required": ["jobType", "timeoutSeconds", "maxAttempts", "concurrency", "builtIn"],
+            "properties": {
+                "jobType": {"type": "string"},
+                "timeoutSeconds": {
+                    "type": ["number", "null"],
+                    "description": "each attempt's timeout unless a submit gives one; null: none",
+                },
+                "maxAttempts": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "attempts per job unless a submit gives a number",
+                },
+                "concurrency": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "description": "at most this many run at once on one node; null: no cap",
+                },
+                "builtIn": {
+                    "type": "boolean",
+                    "description": "callboard's own (noop, demo.*), not a handler module's",
+                },
+            },
+        },
     }
     schemas.update(_ASSET_SCHEMAS)
     schemas.update(_NODE_SCHEMAS)
@@ -851,6 +912,7 @@ _OPERATION_IDS = {
     ("post", "/api/gc"): "collectGarbage",
     ("get", "/api/stats"): "stats",
     ("get", "/api/nodes"): "listNodes",
+    ("get", "/api/job-types"): "listJobTypes",
     ("post", _SCHEDULES): "createSchedule",
     ("get", _SCHEDULES): "listSchedules",
     ("get", _SCHEDULES + "/{scheduleId}"): "getSchedule",

@@ -1,4 +1,5 @@
-"""Companies, their tokens, and the operator's stats and list of nodes."""
+"""Companies, their tokens, the job types this node runs, and the operator's stats and
+list of nodes."""
 
 from __future__ import annotations
 
@@ -85,6 +86,15 @@ async def revoke_company_token(company_id: str, token_id: str):
     record = await rt.store.revoke_token(token_id, company, rt.now())
     ctx().auth.forget(record.prefix)
     return "", 204
+
+
+@admin.get("/api/job-types")
+async def list_job_types():
+    # Any token: a company's program may check what it can submit, and the list holds
+    # nothing of another company's.
+    await principal()
+    items = [t.to_dict() for t in ctx().rt.job_type_details()]
+    return {"items": items, "nextCursor": None}
 
 
 @admin.get("/api/nodes")

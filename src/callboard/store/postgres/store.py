@@ -47,6 +47,7 @@ from ...errors import (
 )
 from ...jobs import (
     WORKER_LOST,
+    WORKER_LOST_TYPE,
     Asset,
     Company,
     EventType,
@@ -743,6 +744,9 @@ class PostgresStore(JobStore):
         now: datetime,
         error_message: str,
         retry_at: datetime | None = None,
+        *,
+        error_type: str | None = None,
+        error_traceback: str | None = None,
     ) -> JobEvent | None:
         return await self._one_change(
             Q["fail"],
@@ -751,6 +755,8 @@ class PostgresStore(JobStore):
             _utc(now),
             storable_text(error_message),
             _opt_utc(retry_at),
+            storable_text(error_type),
+            storable_text(error_traceback),
             type_=None,
         )
 
@@ -812,6 +818,7 @@ class PostgresStore(JobStore):
                 exclude_owner,
                 limit,
                 WORKER_LOST,
+                WORKER_LOST_TYPE,
                 write=True,
             ),
             None,

@@ -45,6 +45,7 @@ from ...errors import (
 from ...jobs import (
     RETRYABLE,
     WORKER_LOST,
+    WORKER_LOST_TYPE,
     Asset,
     Company,
     EventType,
@@ -164,6 +165,8 @@ def _wire(row: sqlite3.Row, job: Job) -> dict[str, Any]:
         "resultAssetId": job.result_asset_id,
         "result": job.result,
         "errorMessage": job.error_message,
+        "errorType": job.error_type,
+        "errorTraceback": job.error_traceback,
         "sourceTaskId": job.source_task_id,
         "idempotencyKey": job.idempotency_key,
         "createdAt": row["created_at"],
@@ -775,11 +778,16 @@ class SqliteStore(JobStore):
         now: datetime,
         error_message: str,
         retry_at: datetime | None = None,
+        *,
+        error_type: str | None = None,
+        error_traceback: str | None = None,
     ) -> JobEvent | None:
         params = {
             "id": job_id,
             "lease_owner": lease_owner,
             "error_message": storable_text(error_message),
+            "error_type": storable_text(error_type),
+            "error_traceback": storable_text(error_traceback),
             "retry_at": _opt_ts(retry_at),
             "now": _ts(now),
         }
@@ -851,7 +859,12 @@ class SqliteStore(JobStore):
             "exclude_owner": exclude_owner,
             "limit": limit,
         }
-        update = {"now": _ts(now), "retry_at": _ts(retry_at), "worker_lost": WORKER_LOST}
+        update = {
+            "now": _ts(now),
+            "retry_at": _ts(retry_at),
+            "worker_lost": WORKER_LOST,
+            "worker_lost_type": WORKER_LOST_TYPE,
+        }
         if limit < 1:
             await trio.lowlevel.checkpoint()
             return []

@@ -271,6 +271,8 @@ changed AS (
         lease_owner = NULL,
         lease_expires_at = NULL,
         error_message = NULL,
+        error_type = NULL,
+        error_traceback = NULL,
         result_asset_id = coalesce(f.result_asset_id, j.result_asset_id),
         result = f.result::json,
         updated_at = f.at
@@ -297,7 +299,7 @@ WHERE id = $1 AND status = 'running' AND lease_owner = $2
 FOR UPDATE;
 
 -- name: fail
--- $3 now, $4 error message, $5 retry time or NULL. A job asked to stop ends
+-- $3 now, $4 error message, $5 retry time or NULL, $6 error type, $7 traceback. A job asked to stop ends
 -- cancelled instead; with a retry time it is queued again, else failed.
 WITH changed AS (
     UPDATE content_jobs AS j
@@ -315,6 +317,8 @@ WITH changed AS (
             ELSE j.finished_at
         END,
         error_message = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE $4::text END,
+        error_type = CASE WHEN j.cancel_requested THEN NULL ELSE $6::text END,
+        error_traceback = CASE WHEN j.cancel_requested THEN NULL ELSE $7::text END,
         lease_owner = NULL,
         lease_expires_at = NULL,
         updated_at = $3
@@ -341,6 +345,8 @@ WITH changed AS (
     SET status = 'cancelled',
         finished_at = $3,
         error_message = 'cancelled',
+        error_type = NULL,
+        error_traceback = NULL,
         lease_owner = NULL,
         lease_expires_at = NULL,
         updated_at = $3
@@ -362,6 +368,8 @@ WITH changed AS (
     SET status = 'cancelled',
         finished_at = $2,
         error_message = 'cancelled',
+        error_type = NULL,
+        error_traceback = NULL,
         updated_at = $2
     WHERE j.id = $1 AND j.status = 'queued'
     RETURNING j.*, callboard_job_payload(j) AS payload
@@ -406,8 +414,8 @@ SELECT changed.*, appended.last_id AS event_id FROM changed, appended;
 
 -- name: reap
 -- $1 now, $2 expired before, $3 retry at, $4 owner to skip or NULL, $5 limit,
--- $6 the "worker lost" message. Oldest lease first; rows another transaction
--- holds (their owner is finishing them) are skipped.
+-- $6 the "worker lost" message, $7 its error type. Oldest lease first; rows another
+-- transaction holds (their owner is finishing them) are skipped.
 WITH expired AS (
     SELECT id, lease_expires_at,
            row_number() OVER (ORDER BY lease_expires_at, id) AS event_ord
@@ -436,6 +444,8 @@ changed AS (
             ELSE $1::timestamptz
         END,
         error_message = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE $6::text END,
+        error_type = CASE WHEN j.cancel_requested THEN NULL ELSE $7::text END,
+        error_traceback = NULL,
         lease_owner = NULL,
         lease_expires_at = NULL,
         updated_at = $1

@@ -59,7 +59,11 @@ CREATE TABLE content_jobs (
     result json,
     -- The schedule that made the job and the tick it was made for.
     schedule_id text,
-    scheduled_for timestamptz
+    scheduled_for timestamptz,
+    -- What made the last attempt fail: the exception's type and its traceback (the
+    -- tail, at most 16 KiB), or callboard's own ending (Timeout, WorkerLost, ...).
+    error_type text,
+    error_traceback text
 );
 
 -- One job per schedule and tick, whichever node makes it.
@@ -240,6 +244,8 @@ RETURN json_build_object(
     'resultAssetId', j.result_asset_id,
     'result', j.result,
     'errorMessage', j.error_message,
+    'errorType', j.error_type,
+    'errorTraceback', j.error_traceback,
     'sourceTaskId', j.source_task_id,
     'idempotencyKey', j.idempotency_key,
     'createdAt', callboard_iso(j.created_at),

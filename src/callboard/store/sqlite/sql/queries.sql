@@ -266,6 +266,8 @@ SET status = 'done',
     lease_owner = NULL,
     lease_expires_at = NULL,
     error_message = NULL,
+    error_type = NULL,
+    error_traceback = NULL,
     result_asset_id = coalesce(:result_asset_id, result_asset_id),
     result = :result,
     updated_at = :now
@@ -277,6 +279,8 @@ UPDATE content_jobs
 SET status = 'queued',
     run_at = :retry_at,
     error_message = :error_message,
+    error_type = :error_type,
+    error_traceback = :error_traceback,
     lease_owner = NULL,
     lease_expires_at = NULL,
     updated_at = :now
@@ -288,6 +292,8 @@ UPDATE content_jobs
 SET status = 'failed',
     finished_at = :now,
     error_message = :error_message,
+    error_type = :error_type,
+    error_traceback = :error_traceback,
     lease_owner = NULL,
     lease_expires_at = NULL,
     updated_at = :now
@@ -301,6 +307,8 @@ UPDATE content_jobs
 SET status = 'cancelled',
     finished_at = :now,
     error_message = 'cancelled',
+    error_type = NULL,
+    error_traceback = NULL,
     lease_owner = NULL,
     lease_expires_at = NULL,
     updated_at = :now
@@ -313,6 +321,8 @@ UPDATE content_jobs
 SET status = 'cancelled',
     finished_at = :now,
     error_message = 'cancelled',
+    error_type = NULL,
+    error_traceback = NULL,
     updated_at = :now
 WHERE id = :id AND status = 'queued'
 RETURNING *;
@@ -360,6 +370,8 @@ SET status = CASE
         ELSE :now
     END,
     error_message = CASE WHEN cancel_requested THEN 'cancelled' ELSE :worker_lost END,
+    error_type = CASE WHEN cancel_requested THEN NULL ELSE :worker_lost_type END,
+    error_traceback = NULL,
     lease_owner = NULL,
     lease_expires_at = NULL,
     updated_at = :now

@@ -55,7 +55,7 @@ CREATE TABLE content_jobs (
     lease_expires_at TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
     -- What the handler returned, as compact JSON text; set by the done transition.
-    result TEXT, schedule_id TEXT, scheduled_for TEXT
+    result TEXT, schedule_id TEXT, scheduled_for TEXT, error_type TEXT, error_traceback TEXT
 ) STRICT;
 
 CREATE UNIQUE INDEX content_jobs_idempotency
