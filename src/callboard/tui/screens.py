@@ -76,6 +76,10 @@ class DashboardScreen(Screen[None]):
         self.client = client  # the header shows its URL; the job detail fetches with it
         # While the feed reconnects: when it tries again (monotonic), counted down by tick.
         self.reconnect_at: float | None = None
+        # Made here, not found by query: a fast first load can arrive before the
+        # table (one container down) is mounted, and it can take rows before that.
+        self.table = JobTable(id="jobs")
+        self.empty = Static(id="empty")
 
     def compose(self) -> ComposeResult:
         yield ConnectionHeader(id="header")
@@ -83,8 +87,8 @@ class DashboardScreen(Screen[None]):
         yield Summary(id="summary")
         with Horizontal(id="middle"):
             with Vertical(id="jobs-pane"):
-                yield Static(id="empty")
-                yield JobTable(id="jobs")
+                yield self.empty
+                yield self.table
             yield WorkersPanel(id="workers")
         yield EventLog(max_lines=300, id="log")
         yield Footer()
@@ -94,13 +98,13 @@ class DashboardScreen(Screen[None]):
         self.query_one(WorkersPanel).show({})
         self.set_interval(FLUSH_SECONDS, self.flush)
         self.set_interval(1.0, self.tick)
-        self.query_one(JobTable).focus()
+        self.table.focus()
         self.show_empty()
 
     def on_screen_resume(self) -> None:
         # Back from a dialog or another view: the keys are the table's again, wherever
         # focus was before (a click may have moved it).
-        self.query_one(JobTable).focus()
+        self.table.focus()
 
     # --- drawing ------------------------------------------------------------------
 
@@ -135,7 +139,7 @@ class DashboardScreen(Screen[None]):
             unnamed = unnamed or job.company_id not in names
         if unnamed:
             self.post_message(self.CompaniesRequested())
-        self.query_one(JobTable).sync(changed, hidden, names)
+        self.table.sync(changed, hidden, names)
         self.show_empty()
         if changes.log:
             self.query_one(EventLog).write_lines(changes.log)
@@ -144,7 +148,7 @@ class DashboardScreen(Screen[None]):
     def tick(self) -> None:
         """Once a second: ages, durations, the reconnect countdown."""
         if not self.paused:
-            self.query_one(JobTable).tick(self.model.jobs)
+            self.table.tick(self.model.jobs)
         if self.reconnect_at is not None:
             left = max(0.0, self.reconnect_at - time.monotonic())
             self.query_one(ConnectionHeader).detail = f"in {left:.0f}s" if left >= 0.5 else "now"
@@ -155,14 +159,14 @@ class DashboardScreen(Screen[None]):
         self.model.take_changes()  # everything is drawn afresh
         names = self.model.company_names
         jobs = self.model.newest_first(self.job_filter, names)
-        self.query_one(JobTable).rebuild(jobs, names, to_top=to_top)
+        self.table.rebuild(jobs, names, to_top=to_top)
         self.query_one(ConnectionHeader).view = self.job_filter.describe()
         self.show_empty()
 
     def show_empty(self) -> None:
         """Say why the table is empty, instead of leaving it blank."""
-        empty = self.query_one("#empty", Static)
-        shown = self.query_one(JobTable).row_count > 0
+        empty = self.empty
+        shown = self.table.row_count > 0
         empty.set_class(not shown, "-visible")
         if shown:
             return
@@ -199,7 +203,7 @@ class DashboardScreen(Screen[None]):
     # --- keys ---------------------------------------------------------------------
 
     def _selected(self) -> str | None:
-        job_id = self.query_one(JobTable).selected_job_id
+        job_id = self.table.selected_job_id
         if job_id is None:
             self.notify("no job selected", severity="warning")
         return job_id
@@ -244,28 +248,28 @@ class DashboardScreen(Screen[None]):
 
     def action_sort(self) -> None:
         """The next column of `cells.SORTABLE`, ascending."""
-        table = self.query_one(JobTable)
+        table = self.table
         order = table.order
         column = SORTABLE[(SORTABLE.index(order.column) + 1) % len(SORTABLE)]
         self._order(replace(order, column=column, descending=False))
 
     def action_reverse(self) -> None:
-        order = self.query_one(JobTable).order
+        order = self.table.order
         self._order(replace(order, descending=not order.descending))
 
     def action_running_first(self) -> None:
-        order = self.query_one(JobTable).order
+        order = self.table.order
         self._order(replace(order, running_first=not order.running_first))
 
     def _order(self, order: Order) -> None:
-        self.query_one(JobTable).sort_by(order)
+        self.table.sort_by(order)
 
     def on_job_table_order_changed(self, message: JobTable.OrderChanged) -> None:
         # By a key here, or by a click on a column header.
         self.query_one(ConnectionHeader).order = message.order.describe()
 
     def action_follow(self) -> None:
-        table = self.query_one(JobTable)
+        table = self.table
         table.set_follow(not table.follow)
 
     def action_help(self) -> None:

@@ -317,9 +317,10 @@ class JobTable(DataTable):
         super().action_scroll_bottom()
         self._moved()
 
-    async def _on_click(self, event: events.Click) -> None:
-        await super()._on_click(event)
-        self._moved()
+    def _on_click(self, _: events.Click) -> None:
+        # Textual runs DataTable's own _on_click as well (handlers run along the MRO),
+        # after this one: look at the cursor once it has moved.
+        self.call_later(self._moved)
 
     def _moved(self) -> None:
         if self.follow and self.selected_job_id != self.newest_job_id():
