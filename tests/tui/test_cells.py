@@ -96,7 +96,7 @@ def test_delayed_job_counts_down_to_its_run() -> None:
     assert cells.delayed(later, NOW)
     text = cells.waiting_text(later, NOW).plain
     local = later.run_at.astimezone().strftime("%H:%M:%S")
-    assert text == f"⏲ runs in 4m05s (at {local})"
+    assert text == f"⏲ in 4m05s ({local})"
     assert not cells.delayed(later, NOW + timedelta(minutes=5))
     assert not cells.delayed(job("running", run_at=NOW + timedelta(minutes=4)), NOW)
 

@@ -18,28 +18,30 @@ STATUS_STYLES = {
     "cancelled": "bold magenta",
 }
 
+# Widths: the whole row fits beside the workers panel in a 160-column terminal. The
+# error sits by the status, where a failed job (no progress to show) is read.
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("id", "id", 8),
-    ("company", "company", 12),
+    ("company", "company", 10),
     ("type", "type", 12),
     ("status", "status", 9),
-    ("progress", "progress", 32),
+    ("error", "error", 22),
+    ("progress", "progress", 22),
     ("attempt", "try", 5),
     ("age", "age", 6),
     ("duration", "took", 6),
-    ("error", "error", 44),
 )
 
 #: The columns `o` cycles through, in that order; `age` (newest first) is the default.
 SORTABLE: tuple[str, ...] = (
     "age",
     "status",
+    "error",
     "company",
     "type",
     "progress",
     "attempt",
     "duration",
-    "error",
 )
 LABELS: dict[str, str] = {key: label for key, label, _ in COLUMNS}
 
@@ -82,9 +84,9 @@ def delayed(job: Job, now: datetime) -> bool:
 def waiting_text(job: Job, now: datetime) -> Text:
     """When a delayed job will run: in how long, and the local wall-clock time."""
     when = job.run_at.astimezone().strftime("%H:%M:%S")
-    text = Text("⏲ runs in ", style="cyan")
+    text = Text("⏲ in ", style="cyan")
     text.append(span((job.run_at - now).total_seconds()), style="bold cyan")
-    text.append(f" (at {when})", style="dim")
+    text.append(f" ({when})", style="dim")
     return text
 
 
@@ -143,11 +145,11 @@ def row(job: Job, company: str, now: datetime) -> tuple[object, ...]:
         Text(company),
         Text(job.job_type),
         status_text(str(job.status)),
+        error_text(job),
         waiting_text(job, now) if delayed(job, now) else progress_text(job),
         f"{job.attempt}/{job.max_attempts}",
         age(job, now),
         duration(job, now),
-        error_text(job),
     )
 
 

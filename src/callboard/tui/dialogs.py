@@ -22,7 +22,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("f", "filter by status (several at once), company and type"),
     ("/", "search by job id or source task id"),
     ("Esc", "clear the filter and the search"),
-    ("o", "sort by the next column: age, status, company, type, progress, try, took, error"),
+    ("o", "sort by the next column: age, status, error, company, type, progress, try, took"),
     ("O", "reverse the sort"),
     ("click a header", "sort by that column; click again to reverse"),
     ("u", "running jobs first (on or off), whatever the sort"),

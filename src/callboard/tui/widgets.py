@@ -377,7 +377,7 @@ class WorkersPanel(Static):
     """Each worker: idle, or the job it runs and for how long."""
 
     DEFAULT_CSS = """
-    WorkersPanel { width: 44; height: 1fr; padding: 0 1; border: round $primary; }
+    WorkersPanel { width: 40; height: 1fr; padding: 0 1; border: round $primary; }
     """
 
     def show(self, workers: dict[str, Worker], now: float | None = None) -> None:
