@@ -104,18 +104,19 @@ async def test_clearing_a_search_shows_the_newest_jobs_again(server: Server, api
 
 
 async def test_home_jumps_to_the_newest_job(server: Server, api: Client) -> None:
-    ids = await _many_done(api, 80)
+    await _many_done(api, 80)  # one submit: they share a creation time
     app = app_for(server)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.loaded and len(row_order(app)) == 80)
-        await pilot.press("end")
-        await until(pilot, lambda: table(app).cursor_row == 79)
-        assert ids[-1] not in visible_rows(app)
+        newest = row_order(app)[0]
+        table(app).move_cursor(row=79)  # down at the oldest
+        await until(pilot, lambda: newest not in visible_rows(app))
         await pilot.press("home")
         await until(pilot, lambda: table(app).cursor_row == 0)
-        newest = row_order(app)[0]
         assert newest in visible_rows(app)
         assert table(app).selected_job_id == newest
+        await pilot.press("end")
+        await until(pilot, lambda: table(app).cursor_row == 79)
 
 
 async def test_focus_returns_to_the_table_after_each_dialog(server: Server, api: Client) -> None:

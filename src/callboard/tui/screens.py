@@ -28,7 +28,7 @@ from .cells import SORTABLE
 from .dialogs import ConfirmScreen, FilterScreen, HelpScreen, SearchScreen
 from .model import DashboardModel, JobFilter
 from .schedules import SchedulesScreen
-from .widgets import ConnectionHeader, EventLog, JobTable, Order, Summary, WorkersPanel
+from .widgets import ConnectionHeader, EventLog, JobTable, Summary, WorkersPanel
 
 FLUSH_SECONDS = 0.25  # redraw changed rows at most 4 times a second
 
@@ -80,6 +80,7 @@ class DashboardScreen(Screen[None]):
         # table (one container down) is mounted, and it can take rows before that.
         self.table = JobTable(id="jobs")
         self.empty = Static(id="empty")
+        self.loaded = False  # set by the app once the first load is drawn
 
     def compose(self) -> ComposeResult:
         yield ConnectionHeader(id="header")
@@ -170,13 +171,12 @@ class DashboardScreen(Screen[None]):
         empty.set_class(not shown, "-visible")
         if shown:
             return
-        app_loaded = getattr(self.app, "loaded", True)
         if self.job_filter.active:
             empty.update(
                 f"No job matches {self.job_filter.describe()}. "
                 "f: change the filter · /: change the search · Esc: show all jobs"
             )
-        elif not app_loaded:
+        elif not self.loaded:
             empty.update("Loading jobs…")
         else:
             empty.update("No jobs yet: submitted jobs appear here as they arrive.")
@@ -248,29 +248,24 @@ class DashboardScreen(Screen[None]):
 
     def action_sort(self) -> None:
         """The next column of `cells.SORTABLE`, ascending."""
-        table = self.table
-        order = table.order
+        order = self.table.order
         column = SORTABLE[(SORTABLE.index(order.column) + 1) % len(SORTABLE)]
-        self._order(replace(order, column=column, descending=False))
+        self.table.sort_by(replace(order, column=column, descending=False))
 
     def action_reverse(self) -> None:
         order = self.table.order
-        self._order(replace(order, descending=not order.descending))
+        self.table.sort_by(replace(order, descending=not order.descending))
 
     def action_running_first(self) -> None:
         order = self.table.order
-        self._order(replace(order, running_first=not order.running_first))
-
-    def _order(self, order: Order) -> None:
-        self.table.sort_by(order)
+        self.table.sort_by(replace(order, running_first=not order.running_first))
 
     def on_job_table_order_changed(self, message: JobTable.OrderChanged) -> None:
         # By a key here, or by a click on a column header.
         self.query_one(ConnectionHeader).order = message.order.describe()
 
     def action_follow(self) -> None:
-        table = self.table
-        table.set_follow(not table.follow)
+        self.table.set_follow(not self.table.follow)
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen())
