@@ -4,6 +4,7 @@ events of both attempts (the first attempt's `failed` is terminal, but not the e
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -94,3 +95,11 @@ def test_history_right_after_a_retry_reaches_the_new_attempt(server: ServeProces
         client.retry(job_id)
         types = [str(e.type).removeprefix("content_job.") for e in client.history(job_id)]
         assert types[:4] == ["queued", "running", "failed", "queued"]
+
+
+def test_callboard_show_lists_every_attempt(server: ServeProcess, retried: str) -> None:
+    """The operator's view of the same history: `callboard show JOB --json`."""
+    shown = server.cli("show", retried, "--json")
+    assert shown.returncode == 0, shown.stderr
+    kinds = [e["type"].removeprefix("content_job.") for e in json.loads(shown.stdout)["events"]]
+    assert kinds == ["queued", "running", "failed", "queued", "running", "done"]
