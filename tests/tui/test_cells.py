@@ -119,3 +119,14 @@ def test_status_filter_takes_several_statuses() -> None:
     assert both.describe() == "status=done,failed"
     assert JobFilter(status="failed").statuses == {"failed"}
     assert JobFilter(frozenset()).status is None and not JobFilter(frozenset()).active
+
+
+def test_help_lists_every_key_of_the_dashboard() -> None:
+    from callboard.tui.dialogs import KEYS
+    from callboard.tui.screens import DashboardScreen
+
+    names = {"slash": "/", "escape": "Esc", "enter": "Enter", "question_mark": "?"}
+    listed = {part for key, _ in KEYS for part in key.replace("/", " / ").split()}
+    for binding in DashboardScreen.BINDINGS:
+        key = binding.key  # type: ignore[union-attr]
+        assert names.get(key, key) in listed, f"{key} is not in the help"
