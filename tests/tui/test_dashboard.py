@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Select
+from textual.widgets import SelectionList
 from tui_server import Server, free_port
 
 from callboard.client import AsyncClient, Client
@@ -122,7 +122,7 @@ async def test_filter_and_search_hide_what_they_should(server: Server, api: Clie
 
         await pilot.press("f")
         await until(pilot, lambda: isinstance(app.screen, FilterScreen))
-        app.screen.query_one("#status", Select).value = "failed"
+        app.screen.query_one("#status", SelectionList).select("failed")
         await pilot.click("#apply")
         await until(pilot, lambda: shown_ids(app) == {bad})
         assert "status=failed" in str(app.main.query_one(ConnectionHeader).render())

@@ -13,6 +13,21 @@ import sys
 import time
 from pathlib import Path
 
+# A handler beside the built-ins: `flaky` fails its first attempt and returns a
+# result on any later one (after an operator's retry).
+HANDLERS = """
+import callboard
+
+board = callboard.Board()
+
+
+@board.handler("flaky")
+async def flaky(ctx: callboard.JobContext) -> object:
+    if ctx.attempt == 1:
+        raise RuntimeError("the first attempt always fails")
+    return {"attempt": ctx.attempt, "pages": [1, 2]}
+"""
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -40,7 +55,14 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> None:
         self.starts += 1
-        env = {**os.environ, "CALLBOARD_DATA_DIR": str(self.data_dir)}
+        (self.tmp_path / "tui_handlers.py").write_text(HANDLERS)
+        env = {
+            **os.environ,
+            "CALLBOARD_DATA_DIR": str(self.data_dir),
+            "PYTHONPATH": os.pathsep.join(
+                [str(self.tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+        }
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [
@@ -53,6 +75,8 @@ class Server:
                     "--workers",
                     str(self.workers),
                     "--demo-types",  # the dashboard's tests run demo.sleep jobs
+                    "--handlers",
+                    "tui_handlers",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -31,7 +31,9 @@ def add_commands(commands: Any) -> None:
         "the operator's live dashboard in the terminal",
         "Watch every job as it happens: connection state, counts by status, a "
         "throughput sparkline, the live job table, workers and the event log. Keys: "
-        "c cancel, r retry, f filter, / search, p pause, Enter details, q quit. "
+        "c cancel, r retry, f filter (several statuses at once), / search, Esc clear "
+        "the filter, o/O sort by the next column/reverse (or click a header), u running "
+        "first, n follow the newest job, p pause, Enter details, ? help, q quit. "
         "It reconnects by itself (with Last-Event-ID) when the connection drops.",
         [
             "callboard dashboard",

@@ -384,14 +384,9 @@ class AsyncClient(ApiBase):
                     break
         if latest is None:
             return []
-        found: list[JobEvent] = []
-        async with self.events(job=job_id, last_event_id=0) as events:
-            async for event in events:
-                if isinstance(event, JobEvent):
-                    found.append(event)
-                    if event.id >= latest:
-                        break
-        return found
+        replay = self._events(None, job_id, 0, 60.0, _ignore_state, until=latest)
+        async with AsyncEventStream(replay) as events:
+            return [event async for event in events if isinstance(event, JobEvent)]
 
     # events
 
@@ -419,8 +414,11 @@ class AsyncClient(ApiBase):
         last_event_id: int | None,
         reconnect_for: float | None,
         on_state: Callable[[StreamState], None],
+        until: int | None = None,
     ) -> AsyncGenerator[Event, None]:
-        follow = await self._drive(self._follow_op(company, job, last_event_id, reconnect_for))
+        follow = await self._drive(
+            self._follow_op(company, job, last_event_id, reconnect_for, until=until)
+        )
         while not follow.finished:
             delay = 0.0
             reason = "the server ended the stream"

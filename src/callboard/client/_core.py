@@ -115,6 +115,7 @@ class Follow:
         last_event_id: int | None,
         reconnect_for: float | None,
         own_feed_on_403: bool = False,
+        until: int | None = None,
     ) -> None:
         self.url = url
         self.path = path
@@ -125,6 +126,9 @@ class Follow:
         # feed instead (the client sets `path` from the company it sees).
         self.own_feed_on_403 = own_feed_on_403
         self.needs_own_feed = False
+        # A job's history ends at the newest event it had when asked (`until`), not at
+        # its first terminal event: a retried job has one per failed or cancelled run.
+        self.until = until
         self.retry = 3.0
         self.finished = False
         self._ever_connected = False
@@ -176,7 +180,9 @@ class Follow:
             if self.last_id is not None and event.id <= self.last_id:
                 return None
             self.last_id = event.id
-            if self.per_job and event.terminal:
+            if self.until is not None:
+                self.finished = event.id >= self.until
+            elif self.per_job and event.terminal:
                 self.finished = True
         self._delivered = True
         return event
@@ -531,12 +537,15 @@ class ApiBase:
         job: str | None,
         last_event_id: int | None,
         reconnect_for: float | None,
+        until: int | None = None,
     ) -> Op[Follow]:
+        """`until` (a job's history): replay the job's events up to that id, past any
+        terminal event before it."""
         options = {"last_event_id": last_event_id, "reconnect_for": reconnect_for}
         if job is not None:
             found = yield from self._get_op(job)
             path = api_path("companies", found.company_id, "content-jobs", found.id, "events")
-            return Follow(self.url, path, per_job=True, **options)
+            return Follow(self.url, path, per_job=True, until=until, **options)
         if company is not None:
             cid = yield from self._company_id_op(company)
             return Follow(self.url, api_path("companies", cid, "events"), per_job=False, **options)

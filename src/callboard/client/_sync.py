@@ -284,7 +284,7 @@ class Client(ApiBase):
 
     def history(self, job_id: str) -> list[JobEvent]:
         """Every stored event of a job still within the retention window, oldest first,
-        up to its latest event now."""
+        up to its latest event now: every attempt's, across retries."""
         latest = None
         with self.events(job=job_id) as events:
             for event in events:  # without Last-Event-ID the stream starts with the latest
@@ -293,14 +293,9 @@ class Client(ApiBase):
                     break
         if latest is None:
             return []
-        found: list[JobEvent] = []
-        with self.events(job=job_id, last_event_id=0) as events:
-            for event in events:
-                if isinstance(event, JobEvent):
-                    found.append(event)
-                    if event.id >= latest:
-                        break
-        return found
+        follow = self._drive(self._follow_op(None, job_id, 0, 60.0, until=latest))
+        with closing(self._follow(follow)) as events:
+            return [event for event in events if isinstance(event, JobEvent)]
 
     # events
 

@@ -148,7 +148,7 @@ class DashboardApp(App[None]):
             return
         self.model.load(jobs)
         self.model.load_workers(stats)
-        self.loaded = True
+        self.loaded = self.main.loaded = True
         self.main.rebuild()
 
     @work(exclusive=True, group="companies")

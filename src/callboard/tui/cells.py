@@ -1,9 +1,10 @@
 """How a job reads in the table: plain functions from a job to Rich text, shared by
-the table and the detail screen."""
+the table and the detail screen, and the order each column sorts in."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.text import Text
 
@@ -17,27 +18,43 @@ STATUS_STYLES = {
     "cancelled": "bold magenta",
 }
 
+# Widths: the whole row fits beside the workers panel in a 160-column terminal. The
+# error sits by the status, where a failed job (no progress to show) is read.
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("id", "id", 8),
-    ("company", "company", 12),
+    ("company", "company", 10),
     ("type", "type", 12),
     ("status", "status", 9),
-    ("progress", "progress", 32),
+    ("error", "error", 22),
+    ("progress", "progress", 22),
     ("attempt", "try", 5),
     ("age", "age", 6),
     ("duration", "took", 6),
 )
 
+#: The columns `o` cycles through, in that order; `age` (newest first) is the default.
+SORTABLE: tuple[str, ...] = (
+    "age",
+    "status",
+    "error",
+    "company",
+    "type",
+    "progress",
+    "attempt",
+    "duration",
+)
+LABELS: dict[str, str] = {key: label for key, label, _ in COLUMNS}
+
 
 class IdCell(str):
-    """The short id shown in the table, carrying its job's creation time so the table
-    can sort newest first without a visible timestamp column."""
+    """The short id shown in the table, carrying its job's full id: DataTable.sort hands
+    its key function cell values only, and the table sorts by the job behind the row."""
 
-    created: float
+    job_id: str
 
     def __new__(cls, job: Job) -> IdCell:
         cell = super().__new__(cls, job.id[:8])
-        cell.created = job.created_at.timestamp()
+        cell.job_id = job.id
         return cell
 
 
@@ -56,6 +73,44 @@ def progress_text(job: Job, width: int = 10) -> Text:
     text.append(f" {percent:3.0f}%")
     if job.progress.message:
         text.append(f" {job.progress.message}", style="dim")
+    return text
+
+
+def delayed(job: Job, now: datetime) -> bool:
+    """Queued to run later (submitted with a delay, or waiting for its next attempt)."""
+    return str(job.status) == "queued" and job.run_at > now
+
+
+def waiting_text(job: Job, now: datetime) -> Text:
+    """When a delayed job will run: in how long, and the local wall-clock time."""
+    when = job.run_at.astimezone().strftime("%H:%M:%S")
+    text = Text("⏲ in ", style="cyan")
+    text.append(span((job.run_at - now).total_seconds()), style="bold cyan")
+    text.append(f" ({when})", style="dim")
+    return text
+
+
+def error_type(job: Job) -> str | None:
+    # The job wire form may or may not carry `errorType` (a newer field): read it
+    # if it is there.
+    value = getattr(job, "error_type", None)
+    return str(value) if value else None
+
+
+def error_text(job: Job) -> Text:
+    """A failed job's error (its type, when known, then the message); a queued or
+    running job with an error is being retried: its last attempt's, dimmed."""
+    status = str(job.status)
+    if not job.error_message or status not in ("failed", "queued", "running"):
+        return Text("")
+    kind = error_type(job)
+    message = " ".join(job.error_message.split())  # one line in a cell
+    if status == "failed":
+        text = Text(f"{kind}: " if kind else "", style="bold red")
+        text.append(message, style="red")
+    else:
+        text = Text(f"last try: {kind + ': ' if kind else ''}{message}", style="dim")
+    text.truncate(200, overflow="ellipsis")
     return text
 
 
@@ -90,11 +145,38 @@ def row(job: Job, company: str, now: datetime) -> tuple[object, ...]:
         Text(company),
         Text(job.job_type),
         status_text(str(job.status)),
-        progress_text(job),
+        error_text(job),
+        waiting_text(job, now) if delayed(job, now) else progress_text(job),
         f"{job.attempt}/{job.max_attempts}",
         age(job, now),
         duration(job, now),
     )
+
+
+def sort_value(job: Job, column: str, company: str, now: datetime) -> Any:
+    """What `column` sorts a job by, ascending: youngest first for age, queued before
+    running before the finished states for status; ties go newest first."""
+    newest = -job.created_at.timestamp()
+    if column == "status":
+        order = STATUS_ORDER.get(str(job.status), len(STATUS_ORDER))
+        return (order, newest)
+    if column == "company":
+        return (company.lower(), newest)
+    if column == "type":
+        return (job.job_type, newest)
+    if column == "progress":
+        return (float(job.progress.percent or 0), newest)
+    if column == "attempt":
+        return (job.attempt, newest)
+    if column == "duration":
+        took = None if job.started_at is None else ((job.finished_at or now) - job.started_at)
+        return (-1.0 if took is None else took.total_seconds(), newest)
+    if column == "error":
+        return (error_text(job).plain, newest)
+    return (newest,)
+
+
+STATUS_ORDER = {status: n for n, status in enumerate(STATUS_STYLES)}
 
 
 def utcnow() -> datetime:

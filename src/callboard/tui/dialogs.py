@@ -1,15 +1,37 @@
-"""Modal screens the main screen asks questions with: confirm, filter, search. Each
-dismisses with its answer (None when the operator backs out)."""
+"""Modal screens the main screen asks questions with: confirm, filter, search (each
+dismisses with its answer, None when the operator backs out), and the keys' help."""
 
 from __future__ import annotations
 
+from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select
+from textual.widgets import Button, Input, Label, Select, SelectionList, Static
 
 from .model import STATUSES, JobFilter
+
+#: The dashboard's keys and what they do: the help screen (?) shows them.
+KEYS: tuple[tuple[str, str], ...] = (
+    ("↑ ↓ PgUp PgDn", "move through the jobs"),
+    ("Home / End", "first / last row (newest / oldest in the default order)"),
+    ("Enter", "the selected job's details: fields, input, result, error, events"),
+    ("c", "cancel the selected job (asks to confirm)"),
+    ("r", "retry the selected failed or cancelled job"),
+    ("f", "filter by status (several at once), company and type"),
+    ("/", "search by job id or source task id"),
+    ("Esc", "clear the filter and the search"),
+    ("o", "sort by the next column: age, status, error, company, type, progress, try, took"),
+    ("O", "reverse the sort"),
+    ("click a header", "sort by that column; click again to reverse"),
+    ("u", "running jobs first (on or off), whatever the sort"),
+    ("n", "follow the newest job as jobs arrive (moving the cursor stops it)"),
+    ("p", "pause the live view"),
+    ("s", "schedules"),
+    ("?", "this help"),
+    ("q", "quit"),
+)
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -37,7 +59,8 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class FilterScreen(ModalScreen[JobFilter | None]):
-    """Pick a status, company and job type; blank means any."""
+    """Pick statuses (any number: none ticked means any), a company and a job type
+    (blank means any)."""
 
     BINDINGS = [Binding("escape", "back", "back")]
 
@@ -49,12 +72,9 @@ class FilterScreen(ModalScreen[JobFilter | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("Show only jobs matching (blank: any)")
-            yield Select(
-                [(s, s) for s in STATUSES],
-                prompt="any status",
-                value=self.current.status or Select.NULL,
-                id="status",
+            yield Label("Show only jobs matching (nothing ticked or blank: any)")
+            yield SelectionList[str](
+                *[(s, s, s in self.current.statuses) for s in STATUSES], id="status"
             )
             yield Select(
                 sorted((name, cid) for cid, name in self.companies.items()),
@@ -78,11 +98,10 @@ class FilterScreen(ModalScreen[JobFilter | None]):
         if event.button.id == "clear":
             self.dismiss(JobFilter(text=self.current.text))
             return
-        values = [
-            self.query_one(f"#{name}", Select).value for name in ("status", "company", "type")
-        ]
-        status, company, job_type = (None if v == Select.NULL else str(v) for v in values)
-        self.dismiss(JobFilter(status, company, job_type, self.current.text))
+        statuses = frozenset(self.query_one("#status", SelectionList).selected)
+        values = [self.query_one(f"#{name}", Select).value for name in ("company", "type")]
+        company, job_type = (None if v == Select.NULL else str(v) for v in values)
+        self.dismiss(JobFilter(statuses, company, job_type, self.current.text))
 
     def action_back(self) -> None:
         self.dismiss(None)
@@ -106,4 +125,23 @@ class SearchScreen(ModalScreen[str | None]):
         self.dismiss(event.value.strip())
 
     def action_back(self) -> None:
+        self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    """The dashboard's keys (`KEYS`)."""
+
+    BINDINGS = [Binding("escape,question_mark,q", "close", "close")]
+
+    def compose(self) -> ComposeResult:
+        table = Table(box=None, padding=(0, 2), show_header=False)
+        table.add_column(style="bold")
+        table.add_column()
+        for key, what in KEYS:
+            table.add_row(key, what)
+        with Vertical(classes="dialog help"):
+            yield Label("Keys (Esc closes)")
+            yield Static(table)
+
+    def action_close(self) -> None:
         self.dismiss(None)

@@ -38,20 +38,30 @@ class Worker:
 
 @dataclass(frozen=True)
 class JobFilter:
-    """What the table shows: every field that is set must match. `text` matches a
-    prefix of the job id or the source task id, or (anywhere) the id."""
+    """What the table shows: every field that is set must match. `status` is a set of
+    statuses (any of them matches; a single status string is taken as a set of one).
+    `text` matches a prefix of the job id or the source task id, or (anywhere) the id."""
 
-    status: str | None = None
+    status: frozenset[str] | str | None = None
     company: str | None = None  # a company id or name
     job_type: str | None = None
     text: str | None = None
+
+    def __post_init__(self) -> None:
+        status = self.status
+        statuses = frozenset((status,) if isinstance(status, str) else status or ())
+        object.__setattr__(self, "status", statuses or None)
+
+    @property
+    def statuses(self) -> frozenset[str]:
+        return self.status if isinstance(self.status, frozenset) else frozenset()
 
     @property
     def active(self) -> bool:
         return any((self.status, self.company, self.job_type, self.text))
 
     def matches(self, job: Job, company_name: str | None = None) -> bool:
-        if self.status and str(job.status) != self.status:
+        if self.status and str(job.status) not in self.statuses:
             return False
         if self.company and self.company not in (job.company_id, company_name):
             return False
@@ -65,10 +75,11 @@ class JobFilter:
         return True
 
     def describe(self) -> str:
+        statuses = ",".join(s for s in STATUSES if s in self.statuses)
         parts = [
             f"{name}={value}"
             for name, value in (
-                ("status", self.status),
+                ("status", statuses),
                 ("company", self.company),
                 ("type", self.job_type),
                 ("search", self.text),

@@ -16,7 +16,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import var
 from textual.screen import Screen
@@ -24,7 +24,8 @@ from textual.widgets import DataTable, Footer, Static
 
 from ..client import Asset, AsyncClient, ClientError, Job, JobEvent
 from . import cells
-from .dialogs import ConfirmScreen, FilterScreen, SearchScreen
+from .cells import SORTABLE
+from .dialogs import ConfirmScreen, FilterScreen, HelpScreen, SearchScreen
 from .model import DashboardModel, JobFilter
 from .schedules import SchedulesScreen
 from .widgets import ConnectionHeader, EventLog, JobTable, Summary, WorkersPanel
@@ -33,14 +34,21 @@ FLUSH_SECONDS = 0.25  # redraw changed rows at most 4 times a second
 
 
 class DashboardScreen(Screen[None]):
+    # Every key is also in KEYS (dialogs.py), which the help screen (?) lists.
     BINDINGS = [
         Binding("c", "cancel_job", "cancel"),
         Binding("r", "retry_job", "retry"),
         Binding("f", "filter", "filter"),
         Binding("slash", "search", "search", key_display="/"),
+        Binding("escape", "clear_filter", "clear filter", show=False),
+        Binding("o", "sort", "sort"),
+        Binding("O", "reverse", "reverse", key_display="O", show=False),
+        Binding("u", "running_first", "running first"),
+        Binding("n", "follow", "follow newest"),
         Binding("p", "pause", "pause"),
         Binding("s", "schedules", "schedules"),
         Binding("enter", "detail", "detail", show=True, priority=False),
+        Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "app.quit", "quit"),
     ]
 
@@ -68,13 +76,20 @@ class DashboardScreen(Screen[None]):
         self.client = client  # the header shows its URL; the job detail fetches with it
         # While the feed reconnects: when it tries again (monotonic), counted down by tick.
         self.reconnect_at: float | None = None
+        # Made here, not found by query: a fast first load can arrive before the
+        # table (one container down) is mounted, and it can take rows before that.
+        self.table = JobTable(id="jobs")
+        self.empty = Static(id="empty")
+        self.loaded = False  # set by the app once the first load is drawn
 
     def compose(self) -> ComposeResult:
         yield ConnectionHeader(id="header")
         yield Static(id="banner")
         yield Summary(id="summary")
         with Horizontal(id="middle"):
-            yield JobTable(id="jobs")
+            with Vertical(id="jobs-pane"):
+                yield self.empty
+                yield self.table
             yield WorkersPanel(id="workers")
         yield EventLog(max_lines=300, id="log")
         yield Footer()
@@ -84,7 +99,13 @@ class DashboardScreen(Screen[None]):
         self.query_one(WorkersPanel).show({})
         self.set_interval(FLUSH_SECONDS, self.flush)
         self.set_interval(1.0, self.tick)
-        self.query_one(JobTable).focus()
+        self.table.focus()
+        self.show_empty()
+
+    def on_screen_resume(self) -> None:
+        # Back from a dialog or another view: the keys are the table's again, wherever
+        # focus was before (a click may have moved it).
+        self.table.focus()
 
     # --- drawing ------------------------------------------------------------------
 
@@ -119,7 +140,8 @@ class DashboardScreen(Screen[None]):
             unnamed = unnamed or job.company_id not in names
         if unnamed:
             self.post_message(self.CompaniesRequested())
-        self.query_one(JobTable).sync(changed, hidden, names)
+        self.table.sync(changed, hidden, names)
+        self.show_empty()
         if changes.log:
             self.query_one(EventLog).write_lines(changes.log)
         self.query_one(WorkersPanel).show(model.workers, now)
@@ -127,17 +149,37 @@ class DashboardScreen(Screen[None]):
     def tick(self) -> None:
         """Once a second: ages, durations, the reconnect countdown."""
         if not self.paused:
-            self.query_one(JobTable).tick(self.model.jobs)
+            self.table.tick(self.model.jobs)
         if self.reconnect_at is not None:
             left = max(0.0, self.reconnect_at - time.monotonic())
             self.query_one(ConnectionHeader).detail = f"in {left:.0f}s" if left >= 0.5 else "now"
 
-    def rebuild(self) -> None:
+    def rebuild(self, *, to_top: bool = False) -> None:
+        """Redraw the table from the model; `to_top` (a new filter or search) shows
+        its first rows rather than keeping the selected job in view."""
         self.model.take_changes()  # everything is drawn afresh
         names = self.model.company_names
         jobs = self.model.newest_first(self.job_filter, names)
-        self.query_one(JobTable).rebuild(jobs, names)
+        self.table.rebuild(jobs, names, to_top=to_top)
         self.query_one(ConnectionHeader).view = self.job_filter.describe()
+        self.show_empty()
+
+    def show_empty(self) -> None:
+        """Say why the table is empty, instead of leaving it blank."""
+        empty = self.empty
+        shown = self.table.row_count > 0
+        empty.set_class(not shown, "-visible")
+        if shown:
+            return
+        if self.job_filter.active:
+            empty.update(
+                f"No job matches {self.job_filter.describe()}. "
+                "f: change the filter · /: change the search · Esc: show all jobs"
+            )
+        elif not self.loaded:
+            empty.update("Loading jobs…")
+        else:
+            empty.update("No jobs yet: submitted jobs appear here as they arrive.")
 
     def show_connection(self, state: str, detail: str) -> None:
         header = self.query_one(ConnectionHeader)
@@ -153,12 +195,15 @@ class DashboardScreen(Screen[None]):
         self.query_one(ConnectionHeader).paused = paused
 
     def watch_job_filter(self) -> None:
-        self.rebuild()
+        self.rebuild(to_top=True)
+
+    def on_job_table_follow_changed(self, message: JobTable.FollowChanged) -> None:
+        self.query_one(ConnectionHeader).following = message.follow
 
     # --- keys ---------------------------------------------------------------------
 
     def _selected(self) -> str | None:
-        job_id = self.query_one(JobTable).selected_job_id
+        job_id = self.table.selected_job_id
         if job_id is None:
             self.notify("no job selected", severity="warning")
         return job_id
@@ -197,6 +242,34 @@ class DashboardScreen(Screen[None]):
 
         self.app.push_screen(SearchScreen(self.job_filter.text), chosen)
 
+    def action_clear_filter(self) -> None:
+        if self.job_filter.active:
+            self.job_filter = JobFilter()
+
+    def action_sort(self) -> None:
+        """The next column of `cells.SORTABLE`, ascending."""
+        order = self.table.order
+        column = SORTABLE[(SORTABLE.index(order.column) + 1) % len(SORTABLE)]
+        self.table.sort_by(replace(order, column=column, descending=False))
+
+    def action_reverse(self) -> None:
+        order = self.table.order
+        self.table.sort_by(replace(order, descending=not order.descending))
+
+    def action_running_first(self) -> None:
+        order = self.table.order
+        self.table.sort_by(replace(order, running_first=not order.running_first))
+
+    def on_job_table_order_changed(self, message: JobTable.OrderChanged) -> None:
+        # By a key here, or by a click on a column header.
+        self.query_one(ConnectionHeader).order = message.order.describe()
+
+    def action_follow(self) -> None:
+        self.table.set_follow(not self.table.follow)
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen())
+
     def action_pause(self) -> None:
         self.paused = not self.paused
 
@@ -219,8 +292,9 @@ class DashboardScreen(Screen[None]):
 
 
 class JobDetailScreen(Screen[None]):
-    """Every field of one job, its input as JSON, its error in full, its assets and its
-    event history, fetched when the screen opens (r reloads)."""
+    """Every field of one job, its input and result as JSON, its error in full (type
+    and traceback when the server sends them), its assets and its event history across
+    every attempt, fetched when the screen opens (r reloads)."""
 
     BINDINGS = [
         Binding("escape,backspace", "app.pop_screen", "back"),
@@ -241,6 +315,7 @@ class JobDetailScreen(Screen[None]):
         with VerticalScroll(id="detail"):
             yield Static(f"job {self.job_id}: loading…", id="fields")
             yield Static(id="input", classes="section")
+            yield Static(id="result", classes="section")
             yield Static(id="error", classes="section")
             yield Static(id="assets", classes="section")
             yield Static(id="history", classes="section")
@@ -303,7 +378,7 @@ class JobDetailScreen(Screen[None]):
             ("idempotency key", job.idempotency_key or ""),
             ("result asset", job.result_asset_id or ""),
             ("created", _when(job.created_at)),
-            ("run at", _when(job.run_at)),
+            ("run at", _run_at(job)),
             ("started", _when(job.started_at)),
             ("finished", _when(job.finished_at)),
             ("updated", _when(job.updated_at)),
@@ -314,8 +389,12 @@ class JobDetailScreen(Screen[None]):
         self.query_one("#input", Static).update(
             Group(Text("Input", style="bold underline"), JSON(json.dumps(dict(job.input))))
         )
-        error = Text(job.error_message or "none", style="red" if job.error_message else "dim")
-        self.query_one("#error", Static).update(Group(Text("Error", style="bold underline"), error))
+        self.query_one("#result", Static).update(
+            Group(Text("Result", style="bold underline"), _result(job))
+        )
+        self.query_one("#error", Static).update(
+            Group(Text("Error", style="bold underline"), *_error(job))
+        )
         self.query_one("#assets", Static).update(
             Group(Text("Assets", style="bold underline"), _assets_table(assets))
         )
@@ -326,6 +405,37 @@ class JobDetailScreen(Screen[None]):
 
 def _when(value: Any) -> str:
     return value.isoformat(timespec="seconds") if value is not None else ""
+
+
+def _run_at(job: Job) -> Any:
+    now = cells.utcnow()
+    if not cells.delayed(job, now):
+        return _when(job.run_at)
+    text = Text(_when(job.run_at) + "  ")
+    return text.append_text(cells.waiting_text(job, now))
+
+
+def _result(job: Job) -> Any:
+    """What the handler returned (JSON), once the job is done."""
+    if job.result is None:
+        why = "none yet" if not job.terminal else "none"
+        return Text(why, style="dim")
+    return JSON(json.dumps(job.result))
+
+
+def _error(job: Job) -> list[Any]:
+    """The message, with its type before it and its traceback under it when the job
+    carries them (newer servers send `errorType` and `errorTraceback`)."""
+    if not job.error_message:
+        return [Text("none", style="dim")]
+    kind = cells.error_type(job)
+    text = Text(f"{kind}: " if kind else "", style="bold red")
+    text.append(job.error_message, style="red")
+    parts: list[Any] = [text]
+    traceback = getattr(job, "error_traceback", None)
+    if traceback:
+        parts.append(Text(str(traceback).rstrip(), style="dim"))
+    return parts
 
 
 def _assets_table(assets: list[Asset]) -> Any:
