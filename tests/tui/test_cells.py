@@ -1,10 +1,10 @@
 """How a job reads in the dashboard, without a running app: the error column and the
-detail's error (with `errorType` / `errorTraceback` when a job carries them), delayed
+detail's error (with its type and traceback when the failure has them), delayed
 jobs' countdown, sort values, and the multi-status filter."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from rich.console import Console, Group
@@ -43,18 +43,8 @@ def job(status: str = "failed", **changes: object) -> Job:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True, slots=True)
-class DetailedJob(Job):
-    """A job as a server that sends `errorType` and `errorTraceback` describes it."""
-
-    error_type: str | None = None
-    error_traceback: str | None = None
-
-
 def detailed(base: Job, error_type: str, traceback: str) -> Job:
-    own = {f.name: getattr(base, f.name) for f in fields(Job)}
-    own.update(error_type=error_type, error_traceback=traceback)
-    return DetailedJob(**own)
+    return replace(base, error_type=error_type, error_traceback=traceback)
 
 
 def plain(renderable: object) -> str:

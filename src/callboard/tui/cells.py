@@ -90,20 +90,13 @@ def waiting_text(job: Job, now: datetime) -> Text:
     return text
 
 
-def error_type(job: Job) -> str | None:
-    # The job wire form may or may not carry `errorType` (a newer field): read it
-    # if it is there.
-    value = getattr(job, "error_type", None)
-    return str(value) if value else None
-
-
 def error_text(job: Job) -> Text:
     """A failed job's error (its type, when known, then the message); a queued or
     running job with an error is being retried: its last attempt's, dimmed."""
     status = str(job.status)
     if not job.error_message or status not in ("failed", "queued", "running"):
         return Text("")
-    kind = error_type(job)
+    kind = job.error_type
     message = " ".join(job.error_message.split())  # one line in a cell
     if status == "failed":
         text = Text(f"{kind}: " if kind else "", style="bold red")

@@ -424,17 +424,16 @@ def _result(job: Job) -> Any:
 
 
 def _error(job: Job) -> list[Any]:
-    """The message, with its type before it and its traceback under it when the job
-    carries them (newer servers send `errorType` and `errorTraceback`)."""
+    """The message, with its type before it and its traceback under it when the
+    failure has them."""
     if not job.error_message:
         return [Text("none", style="dim")]
-    kind = cells.error_type(job)
+    kind = job.error_type
     text = Text(f"{kind}: " if kind else "", style="bold red")
     text.append(job.error_message, style="red")
     parts: list[Any] = [text]
-    traceback = getattr(job, "error_traceback", None)
-    if traceback:
-        parts.append(Text(str(traceback).rstrip(), style="dim"))
+    if job.error_traceback:
+        parts.append(Text(job.error_traceback.rstrip(), style="dim"))
     return parts
 
 
