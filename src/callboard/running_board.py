@@ -42,7 +42,15 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -61,6 +69,7 @@ from .actors.reaper import Reaper, ReaperStatistics
 from .actors.scheduler import Scheduler, apply_changes
 from .actors.stats import StatsReporter
 from .actors.worker import JobRunner, Worker, WorkerSettings
+from .bulk_actions import BulkReport, PruneReport, bulk_apply, prune_finished
 from .config import Settings
 from .errors import (
     AssetNotFound,
@@ -71,6 +80,7 @@ from .errors import (
     ScheduleNotFound,
     ShuttingDown,
 )
+from .job_filter import JobFilter, as_statuses
 from .jobs import (
     SCHEDULE_FIELDS,
     Asset,
@@ -257,27 +267,27 @@ class RunningBoard:
     async def list(
         self,
         company_id: str | None,
-        status: JobStatus | str | None = None,
+        status: JobStatus | str | Collection[JobStatus | str] | None = None,
         limit: int = 50,
         cursor: str | None = None,
         *,
         job_type: str | None = None,
         source_task_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> Page[Job]:
-        """Newest first, `limit` (1-500) at a time; pass `page.next_cursor` for the next."""
+        """Newest first, `limit` (1-500) at a time; pass `page.next_cursor` for the next.
+        `status` one status or several (any of them); created_after <= created_at <
+        created_before."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be an integer from 1 to {MAX_PAGE}")
-        if status is not None:
-            try:
-                status = JobStatus(status)
-            except ValueError:
-                known = ", ".join(s.value for s in JobStatus)
-                raise InvalidRequest(f"unknown status {status!r}; use one of {known}") from None
         return await self._store.list_jobs(
             company_id,
-            status=status,
+            status=_statuses(status),
             job_type=job_type,
             source_task_id=source_task_id,
+            created_after=created_after,
+            created_before=created_before,
             limit=limit,
             cursor=cursor,
         )
@@ -297,6 +307,22 @@ class RunningBoard:
     async def retry(self, job_id: str) -> Job:
         """Queue a failed or cancelled job again; it runs as the next attempt."""
         return await self._ledger.retry(job_id)
+
+    async def bulk_retry(self, wanted: JobFilter, *, dry_run: bool = False) -> BulkReport:
+        """Retry every failed or cancelled job `wanted` matches, a page at a time
+        (`bulk_actions`); a dry run only counts."""
+        return await bulk_apply(self._store, self.retry, "retry", wanted, dry_run=dry_run)
+
+    async def bulk_cancel(self, wanted: JobFilter, *, dry_run: bool = False) -> BulkReport:
+        """Cancel every queued or running job `wanted` matches (`bulk_actions`)."""
+        return await bulk_apply(self._store, self.cancel, "cancel", wanted, dry_run=dry_run)
+
+    async def prune_jobs(self, older_than: float, *, dry_run: bool = False) -> PruneReport:
+        """Delete the jobs that finished more than `older_than` seconds ago, with their
+        events (the job retention, on demand); their assets stay."""
+        if not (isinstance(older_than, int | float) and 0 <= older_than < math.inf):
+            raise InvalidRequest("older_than must be a number of seconds >= 0")
+        return await prune_finished(self._store, self.now(), older_than, dry_run=dry_run)
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - a public API (tests/unit/test_public_api.py)
         """The job once it is terminal. Raises TimeoutError after `timeout` seconds."""
@@ -717,6 +743,7 @@ async def run_node(
         lease_owner=lease_owner,
         interval=max(0.5, settings.lease_seconds / 2),
         event_retention=settings.event_retention,
+        job_retention=settings.job_retention,
     )
     worker_pool = Supervisor(
         "workers",
@@ -842,3 +869,13 @@ def _loop_watchdog(settings: Settings, rt: RunningBoard) -> LoopWatchdog:
         # lease runs out (failing or hanging renewals had brought the deadline close).
         must_run_by=rt.lease_stop_by if fatal is not None else None,
     )
+
+
+def _statuses(
+    status: JobStatus | str | Collection[JobStatus | str] | None,
+) -> frozenset[JobStatus] | None:
+    try:
+        return as_statuses(status)
+    except ValueError:
+        known = ", ".join(s.value for s in JobStatus)
+        raise InvalidRequest(f"unknown status in {status!r}; use any of {known}") from None
