@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import admin, assets, common, dashboard, events, jobs, schedules
+from . import admin, assets, bulk, common, dashboard, events, jobs, schedules
 
 
 def _location_flags(parser: argparse.ArgumentParser) -> None:
@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="assets copied at once (default 4; each holds up to about 10 MiB)",
     )
     jobs.add_commands(commands)
+    bulk.add_commands(commands)
     events.add_commands(commands)
     assets.add_commands(commands)
     admin.add_commands(commands)
