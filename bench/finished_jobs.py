@@ -186,10 +186,22 @@ async def fill_pg(url: str, total: int) -> None:
     conn = await asyncpg.connect(url)
     try:
         now = datetime.now(UTC) - timedelta(hours=1)
+        # A bulk load builds the secondary indexes once, after it, rather than row by
+        # row: the same indexes in the end, in a fraction of the time.
+        indexes = await conn.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes "
+            "WHERE tablename = 'content_jobs' AND indexname <> 'content_jobs_pkey'"
+        )
+        for index in indexes:
+            await conn.execute(f'DROP INDEX "{index["indexname"]}"')
         for first in range(1, total + 1, CHUNK):
             last = min(total, first + CHUNK - 1)
             await conn.execute(PG_FILL, first, last, total, now)
             print(f"  filled {last:,} / {total:,}", file=sys.stderr, flush=True)
+        await conn.execute("SET maintenance_work_mem = '256MB'")
+        for index in indexes:
+            await conn.execute(index["indexdef"])
+        print(f"  rebuilt {len(indexes)} indexes", file=sys.stderr, flush=True)
         await conn.execute("ANALYZE content_jobs")
     finally:
         await conn.close()

@@ -69,7 +69,6 @@ from .actors.reaper import Reaper, ReaperStatistics
 from .actors.scheduler import Scheduler, apply_changes
 from .actors.stats import StatsReporter
 from .actors.worker import JobRunner, Worker, WorkerSettings
-from .bulk_actions import BulkReport, PruneReport, bulk_apply, prune_finished
 from .config import Settings
 from .errors import (
     AssetNotFound,
@@ -80,18 +79,19 @@ from .errors import (
     ScheduleNotFound,
     ShuttingDown,
 )
-from .job_filter import JobFilter, as_statuses
 from .jobs import (
     SCHEDULE_FIELDS,
     Asset,
     Company,
     Inserted,
     Job,
+    JobFilter,
     JobSpec,
     JobStatus,
     NewJob,
     Page,
     Schedule,
+    as_statuses,
     check_max_running,
     check_name,
     check_reference,
@@ -105,6 +105,7 @@ from .storage.location import open_storage
 from .storage.names import UPLOADS
 from .storage.writer import AssetStorage, Chunks
 from .store.base import JobStore, NodeInfo
+from .store.bulk import BulkReport, PruneReport, bulk_apply, prune_finished
 
 if TYPE_CHECKING:
     from .board import Board
@@ -310,11 +311,11 @@ class RunningBoard:
 
     async def bulk_retry(self, wanted: JobFilter, *, dry_run: bool = False) -> BulkReport:
         """Retry every failed or cancelled job `wanted` matches, a page at a time
-        (`bulk_actions`); a dry run only counts."""
+        (`store/bulk.py`); a dry run only counts."""
         return await bulk_apply(self._store, self.retry, "retry", wanted, dry_run=dry_run)
 
     async def bulk_cancel(self, wanted: JobFilter, *, dry_run: bool = False) -> BulkReport:
-        """Cancel every queued or running job `wanted` matches (`bulk_actions`)."""
+        """Cancel every queued or running job `wanted` matches (`store/bulk.py`)."""
         return await bulk_apply(self._store, self.cancel, "cancel", wanted, dry_run=dry_run)
 
     async def prune_jobs(self, older_than: float, *, dry_run: bool = False) -> PruneReport:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..client import Client
-from ..job_filter import parse_duration, parse_moment, parse_statuses
+from ..jobs import parse_duration, parse_moment, parse_statuses
 from .common import EXIT_OK, UsageError, add_command, client_flags
 
 

@@ -32,7 +32,6 @@ from ..errors import (
     StoreUnavailable,
     TokenNotFound,
 )
-from ..job_filter import JobFilter, as_statuses
 from ..jobs import (
     RETRYABLE,
     TERMINAL,
@@ -43,11 +42,13 @@ from ..jobs import (
     Inserted,
     Job,
     JobEvent,
+    JobFilter,
     JobStatus,
     NewJob,
     Page,
     Progress,
     Schedule,
+    as_statuses,
     new_id,
     storable_text,
 )

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from ..job_filter import JobFilter, parse_statuses, parse_timestamp
+from ..jobs import JobFilter, parse_statuses, parse_timestamp
 from .errors import bad_request
 from .validation import check_fields, require_object
 

@@ -1,6 +1,6 @@
 """Bulk actions on jobs: retry or cancel every job a filter matches (a company's, or
 every company's for the operator), and the operator's prune of finished jobs. Each
-answers with counts (`bulk_actions.BulkReport`, `PruneReport`); `dryRun` only
+answers with counts (`store.bulk.BulkReport`, `PruneReport`); `dryRun` only
 counts."""
 
 from __future__ import annotations

@@ -45,7 +45,6 @@ from ...errors import (
     StoreUnavailable,
     TokenNotFound,
 )
-from ...job_filter import as_statuses
 from ...jobs import (
     WORKER_LOST,
     Asset,
@@ -58,6 +57,7 @@ from ...jobs import (
     NewJob,
     Page,
     Schedule,
+    as_statuses,
     new_id,
     storable_text,
 )

@@ -42,7 +42,6 @@ from ...errors import (
     StoreUnavailable,
     TokenNotFound,
 )
-from ...job_filter import as_statuses
 from ...jobs import (
     RETRYABLE,
     WORKER_LOST,
@@ -56,6 +55,7 @@ from ...jobs import (
     NewJob,
     Page,
     Schedule,
+    as_statuses,
     iso,
     new_id,
     parse_iso,

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from .errors import InvalidRequest, InvalidTransition, JobNotFound
-from .job_filter import JobFilter
-from .jobs import RETRYABLE, Job, JobStatus, iso
-from .store.base import JobStore
+from ..errors import InvalidRequest, InvalidTransition, JobNotFound
+from ..jobs import RETRYABLE, Job, JobFilter, JobStatus, iso
+from .base import JobStore
 
 #: Jobs read (and acted on) per page.
 BATCH = 500
