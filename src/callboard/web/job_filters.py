@@ -1,7 +1,9 @@
 """Job filters as the HTTP API spells them: in a list's query string, and in the body
 of a bulk action. The same names in both: `status` (several: repeated, or
 comma-separated, or a JSON array in a body), `jobType`, `createdAfter` (inclusive)
-and `createdBefore` (exclusive), ISO 8601 times (a time without a zone is UTC)."""
+and `createdBefore` (exclusive), ISO 8601 times (a time without a zone is UTC). In a
+body, null is the same as leaving a field out; a window that holds no time (after >=
+before) matches nothing, as any filter may."""
 
 from __future__ import annotations
 
@@ -35,17 +37,11 @@ def _time(name: str, raw: object) -> datetime | None:
         raise bad_request(f"{name}: {exc}") from None
 
 
-def _window(after: datetime | None, before: datetime | None) -> None:
-    if after is not None and before is not None and after >= before:
-        raise bad_request("createdAfter must be earlier than createdBefore")
-
-
 def query_filter(args: Any, company_id: str | None) -> JobFilter:
     """A list's filter from its query string (a MultiDict: `status` may repeat)."""
     statuses = _statuses(args.getlist("status")) if args.getlist("status") else None
     after = _time("createdAfter", args.get("createdAfter"))
     before = _time("createdBefore", args.get("createdBefore"))
-    _window(after, before)
     return JobFilter(
         company_id,
         statuses,
@@ -57,8 +53,8 @@ def query_filter(args: Any, company_id: str | None) -> JobFilter:
 
 
 def body_filter(body: Any, company_id: str | None) -> tuple[JobFilter, bool]:
-    """A bulk action's filter and its dryRun flag, from its JSON body (may be empty)."""
-    fields: Mapping[str, Any] = {} if body is None else require_object(body)
+    """A bulk action's filter and its dryRun flag, from its JSON body (an object)."""
+    fields: Mapping[str, Any] = require_object(body)
     check_fields(fields, BULK_FIELDS)
     raw = fields.get("status")
     if raw is None:
@@ -77,5 +73,4 @@ def body_filter(body: Any, company_id: str | None) -> tuple[JobFilter, bool]:
         raise bad_request("dryRun must be true or false")
     after = _time("createdAfter", fields.get("createdAfter"))
     before = _time("createdBefore", fields.get("createdBefore"))
-    _window(after, before)
     return JobFilter(company_id, statuses, job_type, None, after, before), dry_run

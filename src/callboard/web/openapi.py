@@ -221,6 +221,7 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
         "properties": {
             "status": {
                 "oneOf": [
+                    {"type": "null"},
                     {"type": "string", "enum": statuses},
                     {
                         "type": "array",
@@ -231,9 +232,9 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
                 "description": "any of these statuses (default: every status the action "
                 "applies to); matching jobs of other statuses are counted as skipped",
             },
-            "jobType": {"type": "string", "minLength": 1},
-            "createdAfter": {"type": "string", "format": "date-time"},
-            "createdBefore": {"type": "string", "format": "date-time"},
+            "jobType": {"type": ["string", "null"], "minLength": 1},
+            "createdAfter": {"type": ["string", "null"], "format": "date-time"},
+            "createdBefore": {"type": ["string", "null"], "format": "date-time"},
             "dryRun": {"type": "boolean", "default": False},
         },
     }

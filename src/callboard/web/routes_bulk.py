@@ -16,8 +16,10 @@ bulk = Blueprint("bulk", __name__)
 
 
 async def _body() -> object:
+    """The JSON body; no body at all is an empty object (every field is optional but
+    the prune's age), a JSON null is not."""
     raw = await request.get_data()
-    return parse_json(raw) if raw.strip() else None
+    return parse_json(raw) if raw.strip() else {}
 
 
 async def _act(action: str, company_id: str | None) -> dict:
@@ -55,7 +57,7 @@ async def prune():
     their events. Served by the node because the embedded SQLite store is locked to
     the process serving it."""
     await operator()
-    body = require_object(await _body() or {})
+    body = require_object(await _body())
     check_fields(body, {"olderThanSeconds", "dryRun"})
     older = body.get("olderThanSeconds")
     if (

@@ -4,6 +4,7 @@ operator), read, cancel, retry."""
 from __future__ import annotations
 
 from quart import Blueprint, request
+from werkzeug.exceptions import MethodNotAllowed
 
 from .context import accepted_job, company_for, ctx, job_for, operator, principal
 from .job_filters import query_filter
@@ -77,8 +78,16 @@ async def list_all_jobs():
     return await _page(None)
 
 
+#: The POST-only paths beside a job's: a GET of one is a wrong method (405), not an
+#: unknown job id (the `<job_id>` rule would otherwise take it).
+_COMPANY_ACTIONS = {"batch", "bulk-retry", "bulk-cancel"}
+_OPERATOR_ACTIONS = {"bulk-retry", "bulk-cancel", "prune"}
+
+
 @jobs.get("/api/companies/<company_id>/content-jobs/<job_id>")
 async def get_job(company_id: str, job_id: str):
+    if job_id in _COMPANY_ACTIONS:
+        raise MethodNotAllowed(["POST"])
     who = await principal()
     company = await company_for(who, company_id)
     return (await job_for(who, job_id, company)).to_dict()
@@ -86,6 +95,8 @@ async def get_job(company_id: str, job_id: str):
 
 @jobs.get("/api/content-jobs/<job_id>")
 async def get_job_by_id(job_id: str):
+    if job_id in _OPERATOR_ACTIONS:
+        raise MethodNotAllowed(["POST"])
     who = await principal()
     return (await job_for(who, job_id)).to_dict()
 
