@@ -211,6 +211,13 @@ def fill_sqlite(path: Path, total: int) -> None:
     conn = sqlite3.connect(path)
     try:
         start = int((datetime.now(UTC) - timedelta(days=30, hours=1)).timestamp())
+        # As on PostgreSQL: the secondary indexes are built once, after the load.
+        indexes = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+            "AND tbl_name = 'content_jobs' AND sql IS NOT NULL"
+        ).fetchall()
+        for name, _ in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
         for first in range(1, total + 1, CHUNK):
             last = min(total, first + CHUNK - 1)
             params = {
@@ -223,6 +230,9 @@ def fill_sqlite(path: Path, total: int) -> None:
             with conn:
                 conn.execute(SQLITE_FILL, params)
             print(f"  filled {last:,} / {total:,}", file=sys.stderr, flush=True)
+        for _, sql in indexes:
+            conn.execute(sql)
+        print(f"  rebuilt {len(indexes)} indexes", file=sys.stderr, flush=True)
         conn.execute("ANALYZE")
         conn.commit()
     finally:
