@@ -5,6 +5,7 @@ cannot reach its server says so in one typed error."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
@@ -245,3 +246,62 @@ async def test_two_nodes_claiming_at_once_never_exceed_a_company_cap(pg_url):
             # Some end, so the next round has room to race for.
             for job, _ in taken[::2]:
                 await nodes[0].complete(job.id, job.lease_owner, now)
+
+
+_FILL = """
+INSERT INTO companies (id, name, created_at)
+SELECT 'co-' || g, 'co-' || g, now() FROM generate_series(1, 1000) AS g;
+INSERT INTO content_jobs (id, company_id, job_type, status, input, run_at, created_at,
+                          updated_at)
+SELECT 'job-' || g, CASE WHEN g = 0 THEN 'co-2' ELSE 'co-1' END, 't', 'queued', '{}',
+       '2030-01-01Z', '2030-01-01Z', '2030-01-01Z'
+FROM generate_series(0, 5000) AS g;
+ANALYZE;
+"""
+
+
+async def _claim_plans(url: str) -> tuple[set[str], list[str]]:
+    """The companies one claim takes jobs of, and the plans of the statements inside
+    it (auto_explain, plans only) on a connection opened as the store opens its own;
+    the claim is rolled back."""
+    import asyncpg
+
+    from callboard.store.postgres.driver import _SERVER_SETTINGS
+    from callboard.store.postgres.store import Q
+
+    conn = await asyncpg.connect(url, server_settings=_SERVER_SETTINGS)
+    plans: list[str] = []
+    conn.add_log_listener(lambda _conn, message: plans.append(message.message))
+    try:
+        assert await conn.fetchval("SHOW jit") == "off"
+        await conn.execute(
+            "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; "
+            "SET auto_explain.log_nested_statements = on; "
+            "SET auto_explain.log_level = 'notice'; SET client_min_messages = notice"
+        )
+        tx = conn.transaction()
+        await tx.start()
+        now = datetime(2030, 1, 1, tzinfo=UTC)
+        rows = await conn.fetch(Q["claim"], ["t"], [None], 4, now, "me", now)
+        await tx.rollback()
+        return {r["company_id"] for r in rows}, plans
+    finally:
+        await conn.close()
+
+
+def test_a_claim_reads_each_company_from_its_own_index(pg_url):
+    """One company's backlog must not be walked to find another's jobs: with an
+    equality on the company, the planner may answer from the per-type index, and a
+    claim among 1,000 companies with one backlog of 10,000 walked the backlog once per
+    company (about a second a claim). Each company's jobs are matched by row
+    comparisons that only content_jobs_fair (company, type, claim order) answers, and
+    only companies with queued jobs are read (a skip scan of the same index). JIT is
+    off: compiling the claim cost about 50 ms a claim."""
+    asyncio.run(_run_script(pg_url, _FILL))
+    companies, plans = asyncio.run(_claim_plans(pg_url))
+    assert companies == {"co-1", "co-2"}  # fair: the one job of co-2 is among the four
+    [claim_plan] = [p for p in plans if "WITH RECURSIVE pairs" in p]
+    assert "content_jobs_fair" in claim_plan
+    assert "content_jobs_claim" not in claim_plan, claim_plan
+    assert "Seq Scan on companies" not in claim_plan, claim_plan
+    assert "JIT:" not in claim_plan
