@@ -1,4 +1,4 @@
--- 0008: finished jobs expire (CALLBOARD_JOB_RETENTION), and lists of a status stay
+-- 0009: finished jobs expire (CALLBOARD_JOB_RETENTION), and lists of a status stay
 -- fast under millions of finished jobs. (Plain CREATE INDEX: a migration runs in a
 -- transaction, which CONCURRENTLY cannot; on a big table it holds writes while it
 -- builds.)
