@@ -560,11 +560,9 @@ class PostgresStore(JobStore):
         if statuses is None:
             jobs = [ROWS.job(row) for row in await self._driver.fetch(Q["list_jobs"], *args)]
         else:
+            query = Q["list_jobs_status" if company_id is None else "list_jobs_company_status"]
             lists = [
-                [
-                    ROWS.job(row)
-                    for row in await self._driver.fetch(Q["list_jobs_status"], *args, str(one))
-                ]
+                [ROWS.job(row) for row in await self._driver.fetch(query, *args, str(one))]
                 for one in sorted(statuses)
             ]
             jobs = newest_first(lists, limit + 1)

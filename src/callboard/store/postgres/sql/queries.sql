@@ -173,12 +173,26 @@ ORDER BY created_at DESC, id DESC
 LIMIT $8;
 
 -- name: list_jobs_status
--- One status ($9), by content_jobs_status or content_jobs_company_status: a few queued
+-- One status ($9) of every company ($1 is NULL), by content_jobs_status: a few queued
 -- jobs are found at once under millions of finished ones. Several statuses are
 -- merged by the caller.
 SELECT * FROM content_jobs
 WHERE status = $9
   AND ($1::text IS NULL OR company_id = $1)
+  AND ($2::text IS NULL OR job_type = $2)
+  AND ($3::text IS NULL OR source_task_id = $3)
+  AND ($4::timestamptz IS NULL OR created_at >= $4)
+  AND ($5::timestamptz IS NULL OR created_at < $5)
+  AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::text))
+ORDER BY created_at DESC, id DESC
+LIMIT $8;
+
+-- name: list_jobs_company_status
+-- One status ($9) of one company, by content_jobs_company_status. Apart from the
+-- query above so that a prepared statement's generic plan never reads a small
+-- company's jobs out of every company's.
+SELECT * FROM content_jobs
+WHERE company_id = $1 AND status = $9
   AND ($2::text IS NULL OR job_type = $2)
   AND ($3::text IS NULL OR source_task_id = $3)
   AND ($4::timestamptz IS NULL OR created_at >= $4)
