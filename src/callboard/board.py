@@ -27,7 +27,8 @@ from .store.base import JobStore
 
 
 class _Unset:
-    """The default of `event_retention`, where None means "keep events for ever"."""
+    """The default of `event_retention` and `job_retention`, where None means "keep
+    for ever"."""
 
 
 UNSET = _Unset()
@@ -53,6 +54,7 @@ class Board:
         lease_seconds: float | None = None,
         shutdown_grace: float | None = None,
         event_retention: float | _Unset | None = UNSET,
+        job_retention: float | _Unset | None = UNSET,
         generated_asset_max_bytes: int | None = None,
         attachment_max_bytes: int | None = None,
         result_max_bytes: int | None = None,
@@ -85,6 +87,8 @@ class Board:
         }
         if not isinstance(event_retention, _Unset):
             overrides["event_retention"] = event_retention
+        if not isinstance(job_retention, _Unset):
+            overrides["job_retention"] = job_retention
         base = settings if settings is not None else Settings()
         #: The node's configuration, defaults resolved and every value checked.
         self.settings = replace(base, **overrides) if overrides else base

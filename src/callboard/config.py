@@ -142,6 +142,9 @@ class Settings:
     result_max_bytes: int = DEFAULT_RESULT_MAX_BYTES
     #: Seconds events are kept for replay; None keeps them for ever.
     event_retention: float | None = 7 * 24 * 3600
+    #: Seconds finished jobs (done, failed, cancelled) are kept after they finished,
+    #: then deleted with their events; None keeps them for ever.
+    job_retention: float | None = 7 * 24 * 3600
     cors_origins: tuple[str, ...] = ()
     #: Seconds running jobs get to finish when the node stops.
     shutdown_grace: float = 10.0
@@ -212,6 +215,16 @@ def _duration(name: str, raw: str) -> float:
     match = _DURATION.match(raw.lower())
     if not match or float(match.group(1)) <= 0:
         raise SettingError(f"{name}: expected a duration such as 3600, 90m, 36h or 7d, got {raw!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _retention(name: str, raw: str) -> float | None:
+    """A duration, or 0 / never / off: keep for ever (None)."""
+    if raw.strip().lower() in ("0", "never", "off"):
+        return None
+    match = _DURATION.match(raw.lower())
+    if not match or float(match.group(1)) <= 0:
+        raise SettingError(f"{name}: expected a duration such as 7d or 36h, or never, got {raw!r}")
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
@@ -289,6 +302,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "attachment_max_bytes": ("CALLBOARD_ATTACHMENT_MAX_BYTES", _positive_int),
     "result_max_bytes": ("CALLBOARD_RESULT_MAX_BYTES", _positive_int),
     "event_retention": ("CALLBOARD_EVENT_RETENTION", _duration),
+    "job_retention": ("CALLBOARD_JOB_RETENTION", _retention),
     "cors_origins": ("CALLBOARD_CORS_ORIGINS", _list),
     "shutdown_grace": ("CALLBOARD_SHUTDOWN_GRACE", _duration),
     "loop_stall_exit": ("CALLBOARD_LOOP_STALL_EXIT", _bool),
@@ -461,6 +475,11 @@ def _check(settings: Settings) -> None:
         )
     if not isinstance(settings.demo_types, bool):
         raise SettingError(f"demo_types: must be True or False, got {settings.demo_types!r}")
+    if settings.job_retention is not None and not _seconds(settings.job_retention):
+        raise SettingError(
+            f"job_retention: must be a positive number of seconds or None, "
+            f"got {settings.job_retention!r}"
+        )
     _database_url("database_url", settings.database_url)
     _bind("bind", settings.bind)
 

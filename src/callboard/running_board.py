@@ -42,7 +42,15 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -78,12 +86,14 @@ from .jobs import (
     Company,
     Inserted,
     Job,
+    JobFilter,
     JobSpec,
     JobStatus,
     JobTypeInfo,
     NewJob,
     Page,
     Schedule,
+    as_statuses,
     check_max_running,
     check_name,
     check_reference,
@@ -97,6 +107,7 @@ from .storage.location import open_storage
 from .storage.names import UPLOADS
 from .storage.writer import AssetStorage, Chunks
 from .store.base import JobStore, NodeInfo
+from .store.bulk import BulkReport, PruneReport, bulk_apply, prune_finished
 
 if TYPE_CHECKING:
     from .board import Board
@@ -284,27 +295,27 @@ class RunningBoard:
     async def list(
         self,
         company_id: str | None,
-        status: JobStatus | str | None = None,
+        status: JobStatus | str | Collection[JobStatus | str] | None = None,
         limit: int = 50,
         cursor: str | None = None,
         *,
         job_type: str | None = None,
         source_task_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> Page[Job]:
-        """Newest first, `limit` (1-500) at a time; pass `page.next_cursor` for the next."""
+        """Newest first, `limit` (1-500) at a time; pass `page.next_cursor` for the next.
+        `status` one status or several (any of them); created_after <= created_at <
+        created_before."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be an integer from 1 to {MAX_PAGE}")
-        if status is not None:
-            try:
-                status = JobStatus(status)
-            except ValueError:
-                known = ", ".join(s.value for s in JobStatus)
-                raise InvalidRequest(f"unknown status {status!r}; use one of {known}") from None
         return await self._store.list_jobs(
             company_id,
-            status=status,
+            status=_statuses(status),
             job_type=job_type,
             source_task_id=source_task_id,
+            created_after=created_after,
+            created_before=created_before,
             limit=limit,
             cursor=cursor,
         )
@@ -324,6 +335,22 @@ class RunningBoard:
     async def retry(self, job_id: str) -> Job:
         """Queue a failed or cancelled job again; it runs as the next attempt."""
         return await self._ledger.retry(job_id)
+
+    async def bulk_retry(self, wanted: JobFilter, *, dry_run: bool = False) -> BulkReport:
+        """Retry every failed or cancelled job `wanted` matches, a page at a time
+        (`store/bulk.py`); a dry run only counts."""
+        return await bulk_apply(self._store, self.retry, "retry", wanted, dry_run=dry_run)
+
+    async def bulk_cancel(self, wanted: JobFilter, *, dry_run: bool = False) -> BulkReport:
+        """Cancel every queued or running job `wanted` matches (`store/bulk.py`)."""
+        return await bulk_apply(self._store, self.cancel, "cancel", wanted, dry_run=dry_run)
+
+    async def prune_jobs(self, older_than: float, *, dry_run: bool = False) -> PruneReport:
+        """Delete the jobs that finished more than `older_than` seconds ago, with their
+        events (the job retention, on demand); their assets stay."""
+        if not (isinstance(older_than, int | float) and 0 <= older_than < math.inf):
+            raise InvalidRequest("older_than must be a number of seconds >= 0")
+        return await prune_finished(self._store, self.now(), older_than, dry_run=dry_run)
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:  # noqa: ASYNC109 - a public API (tests/unit/test_public_api.py)
         """The job once it is terminal. Raises TimeoutError after `timeout` seconds."""
@@ -743,6 +770,7 @@ async def run_node(
         lease_owner=lease_owner,
         interval=max(0.5, settings.lease_seconds / 2),
         event_retention=settings.event_retention,
+        job_retention=settings.job_retention,
     )
     worker_pool = Supervisor(
         "workers",
@@ -868,3 +896,13 @@ def _loop_watchdog(settings: Settings, rt: RunningBoard) -> LoopWatchdog:
         # lease runs out (failing or hanging renewals had brought the deadline close).
         must_run_by=rt.lease_stop_by if fatal is not None else None,
     )
+
+
+def _statuses(
+    status: JobStatus | str | Collection[JobStatus | str] | None,
+) -> frozenset[JobStatus] | None:
+    try:
+        return as_statuses(status)
+    except ValueError:
+        known = ", ".join(s.value for s in JobStatus)
+        raise InvalidRequest(f"unknown status in {status!r}; use any of {known}") from None

@@ -56,6 +56,16 @@ include-operation-id = "updateSchedule"
 [operations.checks.positive_data_acceptance]
 expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 
+# A prune of every finished job (olderThanSeconds 0) would delete what the other
+# operations were given to act on (and what a submit just made): true answers, 404s,
+# that would read as failures. Here it prunes only jobs finished 100 years ago: none.
+# tests/web/test_bulk_api.py tests what it deletes.
+[[operations]]
+include-operation-id = "pruneJobs"
+
+[operations.parameters]
+"body.olderThanSeconds" = 3153600000
+
 [[operations]]
 include-operation-id = "cancelJob"
 

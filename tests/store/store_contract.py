@@ -331,6 +331,67 @@ class StoreContract:
         assert ids(await store.list_jobs(None, source_task_id="t1")) == [b.id, a.id]
         assert ids(await store.list_jobs(c, status=JobStatus.DONE)) == []
 
+    async def test_list_of_several_statuses_merges_newest_first(self, store: JobStore) -> None:
+        c = await company(store)
+        other = await company(store, "other")
+        jobs = [await submit(store, c if i % 2 else other, now=at(i)) for i in range(8)]
+        # 0..2 running (claimed oldest first), 3 failed, 4 cancelled, 5..7 queued.
+        await claim(store, now=at(10), limit=4)
+        await store.fail(jobs[3].id, "w1", at(11), "boom")
+        await store.cancel(jobs[4].id, at(11))
+        ids = lambda page: [j.id for j in page.items]  # noqa: E731
+        active = {JobStatus.QUEUED, JobStatus.RUNNING}
+        expected = [jobs[i].id for i in (7, 6, 5, 2, 1, 0)]
+        assert ids(await store.list_jobs(None, status=active)) == expected
+        assert ids(await store.list_jobs(c, status=active)) == [jobs[i].id for i in (7, 5, 1)]
+        ended = [JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.DONE]
+        assert ids(await store.list_jobs(None, status=ended)) == [jobs[4].id, jobs[3].id]
+        assert ids(await store.list_jobs(None, status=[])) == []
+        # Pages of a merged list follow one another without a gap or a repeat.
+        seen, cursor = [], None
+        while True:
+            page = await store.list_jobs(None, status=active, limit=4, cursor=cursor)
+            seen += ids(page)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert seen == expected
+
+    async def test_list_by_creation_time(self, store: JobStore) -> None:
+        c = await company(store)
+        jobs = [await submit(store, c, now=at(60 * i)) for i in range(4)]
+        ids = lambda page: [j.id for j in page.items]  # noqa: E731
+        # created_after is inclusive, created_before exclusive.
+        assert ids(await store.list_jobs(c, created_after=at(60))) == [
+            jobs[3].id,
+            jobs[2].id,
+            jobs[1].id,
+        ]
+        assert ids(await store.list_jobs(None, created_before=at(120))) == [jobs[1].id, jobs[0].id]
+        window = await store.list_jobs(
+            c, status=JobStatus.QUEUED, created_after=at(30), created_before=at(150)
+        )
+        assert ids(window) == [jobs[2].id, jobs[1].id]
+        counts = await store.count_by_status(c, created_before=at(120))
+        assert counts[JobStatus.QUEUED] == 2 and sum(counts.values()) == 2
+
+    async def test_count_by_status_filters(self, store: JobStore) -> None:
+        c = await company(store)
+        other = await company(store, "other")
+        await submit(store, c, job_type="render")
+        await submit(store, c, job_type="noop", now=at(5))
+        await submit(store, other, job_type="render", now=at(10))
+        await claim(store, now=at(20), caps={"render": None}, limit=1)
+        everything = await store.count_by_status()
+        assert everything[JobStatus.QUEUED] == 2 and everything[JobStatus.RUNNING] == 1
+        assert set(everything) == set(JobStatus)
+        renders = await store.count_by_status(job_type="render")
+        assert renders[JobStatus.RUNNING] == 1 and renders[JobStatus.QUEUED] == 1
+        mine = await store.count_by_status(c, job_type="render")
+        assert mine[JobStatus.RUNNING] == 1 and mine[JobStatus.QUEUED] == 0
+        late = await store.count_by_status(created_after=at(5))
+        assert late[JobStatus.QUEUED] == 2 and late[JobStatus.RUNNING] == 0
+
     async def test_list_pagination_newest_first(self, store: JobStore) -> None:
         c = await company(store)
         other = await company(store, "other")
@@ -1122,6 +1183,67 @@ class StoreContract:
         assert await store.prune_events(at(10), limit=2) == 2
         assert await store.prune_events(at(10), limit=100) == 4
         assert len(await store.events_after(0)) == 1
+
+    async def test_prune_jobs_deletes_finished_jobs_with_their_events(
+        self, store: JobStore
+    ) -> None:
+        c = await company(store)
+        done = await running(store, c)
+        await store.complete(done.id, "w1", at(10))
+        failed = await running(store, c)
+        await store.fail(failed.id, "w1", at(20), "boom")
+        cancelled = await submit(store, c)
+        await store.cancel(cancelled.id, at(30))
+        recent = await running(store, c)
+        await store.complete(recent.id, "w1", at(500))
+        still = await running(store, c)  # old, but running
+        queued = await submit(store, c)  # old, but not finished
+        last_of_pruned = max(
+            e.id
+            for e in await store.events_after(0)
+            if e.job_id in {done.id, failed.id, cancelled.id}
+        )
+        assert await store.count_prunable_jobs(at(100)) == 3
+        assert await store.prune_jobs(at(100)) == 3
+        for gone in (done, failed, cancelled):
+            assert await store.get_job(gone.id) is None
+            assert await store.latest_event(gone.id) is None
+        for kept in (recent, queued, still):
+            assert await store.get_job(kept.id) is not None
+        left = {e.job_id for e in await store.events_after(0)}
+        assert left == {recent.id, queued.id, still.id}
+        assert await store.pruned_through() >= last_of_pruned
+        assert await store.count_prunable_jobs(at(100)) == 0
+        assert await store.prune_jobs(at(100)) == 0  # idempotent
+        assert (await store.count_by_status(c))[JobStatus.DONE] == 1
+
+    async def test_prune_jobs_oldest_first_within_its_limit(self, store: JobStore) -> None:
+        c = await company(store)
+        finished = []
+        for i in range(5):
+            job = await running(store, c)
+            await store.complete(job.id, "w1", at(50 - i))  # the last made finished first
+            finished.append(job)
+        assert await store.prune_jobs(at(100), limit=2) == 2
+        assert [await store.get_job(j.id) is None for j in finished] == [
+            False,
+            False,
+            False,
+            True,
+            True,
+        ]
+        assert await store.prune_jobs(at(100), limit=100) == 3
+        assert await store.list_jobs(c) == await store.list_jobs(new_id())
+
+    async def test_pruned_jobs_leave_their_assets_unlinked(self, store: JobStore) -> None:
+        c = await company(store)
+        job = await running(store, c)
+        asset = make_asset(c, job_id=job.id)
+        await store.complete(job.id, "w1", at(1), result_asset_id=asset.id, assets=[asset])
+        assert await store.prune_jobs(at(2)) == 1
+        kept = await store.get_asset(asset.id)
+        assert kept is not None and kept.created_by_job_id is None
+        assert await store.existing_asset_keys([asset.object_key]) == {asset.object_key}
 
     # --- node presence ---------------------------------------------------------------
 

@@ -37,6 +37,15 @@ def test_lists_and_durations():
     settings = load_settings({}, env)
     assert settings.handlers == ("a.b", "c")
     assert settings.event_retention == 36 * 3600
+    assert settings.job_retention == 7 * 86400  # the default
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("2d", 2 * 86400), ("90m", 5400), ("3600", 3600), ("0", None), ("never", None)],
+)
+def test_job_retention(raw, seconds):
+    assert load_settings({}, {"CALLBOARD_JOB_RETENTION": raw}).job_retention == seconds
     assert load_settings({"handlers": ["x", "y"]}, {}).handlers == ("x", "y")
 
 
@@ -51,6 +60,10 @@ def test_lists_and_durations():
         (
             {"CALLBOARD_EVENT_RETENTION": "forever"},
             "CALLBOARD_EVENT_RETENTION: expected a duration",
+        ),
+        (
+            {"CALLBOARD_JOB_RETENTION": "-1d"},
+            "CALLBOARD_JOB_RETENTION: expected a duration such as 7d or 36h, or never",
         ),
     ],
 )
@@ -77,6 +90,8 @@ def test_board_is_built_from_the_same_settings():
     assert board.settings.lease_seconds == 5
     assert board.settings.database_url == "sqlite:////srv/cb/callboard.db"
     assert Board(event_retention=None).settings.event_retention is None
+    assert Board(job_retention=None).settings.job_retention is None
+    assert Board(job_retention=60).settings.job_retention == 60
     assert Board(storage_dir="x").settings.storage_dir == Path("x")
 
 

@@ -86,6 +86,33 @@ async def test_the_reaper_prunes_events_past_the_retention(make_board, autojump_
     ]
 
 
+async def test_the_reaper_deletes_finished_jobs_past_the_job_retention(make_board, autojump_clock):
+    board = make_board(job_retention=3600, event_retention=None)
+    async with board.running() as rt:
+        company = await rt.create_company("acme")
+        old = await rt.submit(company.id, "noop")
+        await rt.wait(old.id)
+        waiting = await rt.submit(company.id, "noop", delay=4 * 3600)  # old, not finished
+        await trio.sleep(2 * 3600)  # the reaper prunes about hourly
+        new = await rt.submit(company.id, "noop")
+        await rt.wait(new.id)
+        assert await rt.store.get_job(old.id) is None
+        assert await rt.store.events_after(0, job_id=old.id) == []
+        assert (await rt.get(waiting.id)).status == "queued"
+        assert (await rt.get(new.id)).status == "done"
+        assert rt.statistics().reaper.jobs_pruned == 1
+
+
+async def test_no_job_retention_keeps_finished_jobs(make_board, autojump_clock):
+    async with make_board(job_retention=None).running() as rt:
+        company = await rt.create_company("acme")
+        old = await rt.submit(company.id, "noop")
+        await rt.wait(old.id)
+        await trio.sleep(3 * 3600)  # past any retention the other test prunes at
+        assert (await rt.get(old.id)).status == "done"
+        assert rt.statistics().reaper.jobs_pruned == 0
+
+
 async def test_the_operator_feed_gets_worker_and_runtime_stats_events(make_board, autojump_clock):
     from callboard.jobs import NodeEvent
 

@@ -67,6 +67,18 @@ ROUTES = [
     Route("GET", "/api/companies/{c}/assets/{a}", 200),
     Route("GET", "/api/companies/{c}/assets/{a}/content", 200, raw=True),
     Route("POST", "/api/gc", 200, operator_only=True),
+    Route("GET", "/api/content-jobs", 200, operator_only=True),
+    Route("POST", "/api/companies/{c}/content-jobs/bulk-retry", 200, body={"dryRun": True}),
+    Route("POST", "/api/companies/{c}/content-jobs/bulk-cancel", 200, body={"dryRun": True}),
+    Route("POST", "/api/content-jobs/bulk-retry", 200, operator_only=True, body={"dryRun": True}),
+    Route("POST", "/api/content-jobs/bulk-cancel", 200, operator_only=True, body={"dryRun": True}),
+    Route(
+        "POST",
+        "/api/content-jobs/prune",
+        200,
+        operator_only=True,
+        body={"olderThanSeconds": 86400, "dryRun": True},
+    ),
 ]
 
 

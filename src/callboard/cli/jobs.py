@@ -1,4 +1,5 @@
-"""Job commands: submit (and follow), jobs, show, cancel, retry.
+"""Job commands: submit (and follow), jobs, show, cancel, retry (of one job, or of every
+job a filter matches: `cli/bulk.py`).
 
 `submit` prints the new job's id on stdout, so `JOB=$(callboard submit noop)` works.
 With `--follow` it then shows the job's progress on stderr (a live bar on a terminal,
@@ -31,6 +32,7 @@ from rich.table import Table
 
 from ..client import Asset, Client, Conflict, NotFound, event_to_dict
 from ..jobs import Job, JobEvent, JobStatus, iso
+from .bulk import add_bulk_flags, add_filter_flags, filter_kwargs, has_filter, run_bulk
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -96,19 +98,24 @@ def add_commands(commands: Any) -> None:
         commands,
         "jobs",
         "list jobs, newest first",
-        "List jobs newest first as a table (--json: a JSON array of whole jobs). "
-        "Without --company: every company your token sees.",
+        "List jobs newest first as a table (--json: a JSON array of whole jobs), the "
+        "newest 50 unless --limit N or --all; when more match, stderr says so. Without "
+        "--company: every company your token sees. Filters combine: --status (repeat it "
+        "or separate with commas for any of several), --type, --since and --before "
+        "(creation time: a duration ago such as 30s, 15m, 1h, 2d, or an ISO time).",
         [
             "callboard jobs",
-            "callboard jobs --status failed --type demo.fail --company acme",
+            "callboard jobs --status queued --status running",
+            "callboard jobs --status failed --type demo.fail --company acme --since 1h",
+            "callboard jobs --status done,cancelled --before 2d --all --json | jq length",
             "callboard jobs --json --limit 500 | jq '.[].status'",
         ],
     )
-    jobs.add_argument("--status", choices=[str(s) for s in JobStatus])
-    jobs.add_argument("--type", dest="job_type", metavar="JOB_TYPE")
-    jobs.add_argument("--company", help="company name or id")
+    add_filter_flags(jobs)
     jobs.add_argument("--source-task", metavar="ID", help="only jobs of this task")
-    jobs.add_argument("--limit", type=_count, default=50, metavar="N", help="at most N (50)")
+    shown = jobs.add_mutually_exclusive_group()
+    shown.add_argument("--limit", type=_count, default=50, metavar="N", help="at most N (50)")
+    shown.add_argument("--all", action="store_true", help="every matching job, page by page")
     client_flags(jobs)
     jobs.set_defaults(handler=_jobs)
 
@@ -125,23 +132,39 @@ def add_commands(commands: Any) -> None:
     client_flags(show)
     show.set_defaults(handler=_show)
 
-    for name, summary, description, handler in (
+    for name, summary, description, handler, examples in (
         (
             "cancel",
-            "cancel a job",
+            "cancel a job, or every job a filter matches",
             "Cancel a job: a queued one ends at once, a running one has its handler "
-            "cancelled. Exits 1 if the job has already ended.",
+            "cancelled. Exits 1 if the job has already ended. With a filter instead of "
+            "JOB_ID (or --all): every queued or running job it matches, and a count of "
+            "what was cancelled and skipped; --dry-run only counts.",
             _cancel,
+            [
+                "callboard cancel JOB_ID",
+                "callboard cancel --status queued --type demo.sleep --dry-run",
+                "callboard cancel --company acme --since 10m",
+            ],
         ),
         (
             "retry",
-            "run a failed or cancelled job again",
-            "Queue a failed or cancelled job for one more attempt. Exits 1 otherwise.",
+            "run a failed or cancelled job again, or every one a filter matches",
+            "Queue a failed or cancelled job for one more attempt. Exits 1 otherwise. "
+            "With a filter instead of JOB_ID (or --all): every failed or cancelled job it "
+            "matches (as `rq requeue --all`), and a count of what was retried and "
+            "skipped; --dry-run only counts.",
             _retry,
+            [
+                "callboard retry JOB_ID",
+                "callboard retry --status failed --since 1h --dry-run",
+                "callboard retry --status failed --type demo.fail --company acme",
+            ],
         ),
     ):
-        command = add_command(commands, name, summary, description, [f"callboard {name} JOB_ID"])
-        command.add_argument("job_id", metavar="JOB_ID")
+        command = add_command(commands, name, summary, description, examples)
+        command.add_argument("job_id", metavar="JOB_ID", nargs="?", help="one job")
+        add_bulk_flags(command)
         client_flags(command)
         command.set_defaults(handler=handler)
 
@@ -329,12 +352,22 @@ def _print_table(table: Table) -> None:
 def _jobs(client: Client, args: argparse.Namespace) -> None:
     found = client.list(
         args.company,
-        status=args.status,
-        job_type=args.job_type,
         source_task_id=args.source_task,
-        page_size=min(args.limit, 500),
+        page_size=500 if args.all else min(args.limit + 1, 500),
+        **filter_kwargs(args),
     )
-    jobs = list(islice(found, args.limit))
+    if args.all:
+        jobs = list(found)
+    else:
+        # One more than shown tells whether there are more.
+        jobs = list(islice(found, args.limit + 1))
+        if len(jobs) > args.limit:
+            jobs = jobs[: args.limit]
+            print(
+                f"showing the newest {args.limit} jobs; more match "
+                f"(--limit N shows more, --all every one)",
+                file=sys.stderr,
+            )
     if args.json:
         print(json.dumps([job.to_dict() for job in jobs], indent=2))
         return
@@ -437,7 +470,18 @@ def _history_line(event: JobEvent) -> str:
     return "  ".join(parts)
 
 
-def _cancel(client: Client, args: argparse.Namespace) -> None:
+def _single(args: argparse.Namespace) -> bool:
+    """A JOB_ID alone: the single-job action. With filters too, refuse."""
+    if args.job_id is None:
+        return False
+    if has_filter(args) or args.all or args.dry_run:
+        raise UsageError("give a JOB_ID or a filter (or --all), not both")
+    return True
+
+
+def _cancel(client: Client, args: argparse.Namespace) -> int | None:
+    if not _single(args):
+        return run_bulk(client, "cancel", args)
     job = client.cancel(args.job_id)
     if args.json:
         print(json.dumps(job.to_dict(), indent=2))
@@ -447,7 +491,9 @@ def _cancel(client: Client, args: argparse.Namespace) -> None:
         print(f"asked job {job.id} to stop (it is {job.status})")
 
 
-def _retry(client: Client, args: argparse.Namespace) -> None:
+def _retry(client: Client, args: argparse.Namespace) -> int | None:
+    if not _single(args):
+        return run_bulk(client, "retry", args)
     job = client.retry(args.job_id)
     if args.json:
         print(json.dumps(job.to_dict(), indent=2))

@@ -23,7 +23,7 @@ import argparse
 from collections.abc import Iterator, Sequence
 from importlib import metadata
 
-from . import admin, assets, common, completion, dashboard, events, jobs, schedules
+from . import admin, assets, bulk, common, completion, dashboard, events, jobs, schedules
 
 
 def _store_flags(parser: argparse.ArgumentParser) -> None:
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="assets copied at once (default 4; each holds up to about 10 MiB)",
     )
     jobs.add_commands(commands)
+    bulk.add_commands(commands)
     events.add_commands(commands)
     assets.add_commands(commands)
     admin.add_commands(commands)

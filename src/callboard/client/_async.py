@@ -9,6 +9,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, Unpack
 
@@ -17,7 +18,7 @@ import httpx
 from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from ..jobs import Job, JobEvent, JobSpec, JobStatus, JobTypeInfo, Schedule, SubmitOptions
+from ..jobs import Job, JobEvent, JobSpec, JobTypeInfo, Schedule, SubmitOptions
 from ._core import (
     DEFAULT_URL,
     ApiBase,
@@ -25,9 +26,11 @@ from ._core import (
     Merge,
     Op,
     RetryLater,
+    Statuses,
     api_path,
     asset_created,
     asset_params,
+    bulk_body,
     check_etag,
     content_params,
     download_target,
@@ -341,12 +344,16 @@ class AsyncClient(ApiBase):
         self,
         company: str | None = None,
         *,
-        status: str | JobStatus | None = None,
+        status: Statuses = None,
         job_type: str | None = None,
         source_task_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         page_size: int = 100,
     ) -> AsyncPages[Job]:
-        params = job_params(status, job_type, source_task_id, page_size)
+        params = job_params(
+            status, job_type, source_task_id, page_size, created_after, created_before
+        )
         return AsyncPages(self, company, self._jobs_page_op, params, lambda job: job.created_at)
 
     async def cancel(self, job_id: str) -> Job:
@@ -551,6 +558,40 @@ class AsyncClient(ApiBase):
                 yield response
         except httpx.TransportError as exc:
             raise transport_error(origin(location), exc) from exc
+
+    async def bulk_retry(
+        self,
+        company: str | None = None,
+        *,
+        status: Statuses = None,
+        job_type: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Retry every failed or cancelled job the filter matches (without a company:
+        every company the token sees); returns the counts (`BulkReport` in the API)."""
+        body = bulk_body(status, job_type, created_after, created_before, dry_run)
+        return await self._drive(self._bulk_op("retry", company, body))
+
+    async def bulk_cancel(
+        self,
+        company: str | None = None,
+        *,
+        status: Statuses = None,
+        job_type: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Cancel every queued or running job the filter matches; returns the counts."""
+        body = bulk_body(status, job_type, created_after, created_before, dry_run)
+        return await self._drive(self._bulk_op("cancel", company, body))
+
+    async def prune(self, older_than: float, *, dry_run: bool = False) -> dict[str, Any]:
+        """Operator: delete the jobs that finished more than `older_than` seconds ago,
+        with their events; returns how many matched and were deleted."""
+        return await self._drive(self._prune_op(older_than, dry_run))
 
     async def gc(self) -> dict[str, Any]:
         return await self._drive(self._gc_op())

@@ -20,7 +20,16 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import ServerSentEvent
 
-from ..jobs import SCHEDULE_FIELDS, Job, JobEvent, JobSpec, JobStatus, JobTypeInfo, Schedule
+from ..jobs import (
+    SCHEDULE_FIELDS,
+    Job,
+    JobEvent,
+    JobSpec,
+    JobStatus,
+    JobTypeInfo,
+    Schedule,
+    iso,
+)
 from .errors import (
     ChecksumMismatch,
     ClientError,
@@ -526,6 +535,21 @@ class ApiBase:
     def _stats_op(self) -> Op[dict[str, Any]]:
         return (yield Call("GET", "/api/stats"))
 
+    def _bulk_op(self, action: str, company: str | None, body: dict[str, Any]) -> Op[dict]:
+        """A bulk retry or cancel: of one company; without one, of the token's only
+        company, or of every company (the operator's route) when it sees several."""
+        ids = yield from self._company_ids_op(company)
+        if len(ids) == 1:
+            path = api_path("companies", ids[0], "content-jobs", f"bulk-{action}")
+        else:
+            path = f"/api/content-jobs/bulk-{action}"
+        # Every matching job is acted on before the answer: no time limit.
+        return (yield Call("POST", path, json=body, timeout=None))
+
+    def _prune_op(self, older_than: float, dry_run: bool) -> Op[dict[str, Any]]:
+        body = {"olderThanSeconds": older_than, "dryRun": dry_run}
+        return (yield Call("POST", "/api/content-jobs/prune", json=body, timeout=None))
+
     def _gc_op(self) -> Op[dict[str, Any]]:
         return (yield Call("POST", "/api/gc", timeout=None)) or {}
 
@@ -556,17 +580,60 @@ class ApiBase:
         return api_path("companies", (yield from self._company_id_op(None)), "events")
 
 
+#: One status, several (any of them), or None for every status.
+Statuses = str | JobStatus | Iterable[str | JobStatus] | None
+
+
+def _status_list(status: Statuses) -> list[str] | None:
+    if status is None:
+        return None
+    if isinstance(status, str):
+        return [str(status)]
+    return [str(s) for s in status]
+
+
 def job_params(
-    status: str | JobStatus | None, job_type: str | None, source_task_id: str | None, page_size: int
+    status: Statuses,
+    job_type: str | None,
+    source_task_id: str | None,
+    page_size: int,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {"limit": page_size}
-    if status is not None:
-        params["status"] = str(status)
+    statuses = _status_list(status)
+    if statuses is not None:
+        params["status"] = ",".join(statuses)
     if job_type is not None:
         params["jobType"] = job_type
     if source_task_id is not None:
         params["sourceTaskId"] = source_task_id
+    if created_after is not None:
+        params["createdAfter"] = iso(created_after)
+    if created_before is not None:
+        params["createdBefore"] = iso(created_before)
     return params
+
+
+def bulk_body(
+    status: Statuses,
+    job_type: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    dry_run: bool,
+) -> dict[str, Any]:
+    """The body of a bulk retry or cancel (web/job_filters.py reads it)."""
+    body: dict[str, Any] = {"dryRun": dry_run}
+    statuses = _status_list(status)
+    if statuses is not None:
+        body["status"] = statuses
+    if job_type is not None:
+        body["jobType"] = job_type
+    if created_after is not None:
+        body["createdAfter"] = iso(created_after)
+    if created_before is not None:
+        body["createdBefore"] = iso(created_before)
+    return body
 
 
 def asset_params(

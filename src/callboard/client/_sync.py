@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, Unpack
 
@@ -18,7 +19,7 @@ from httpx_sse import ServerSentEvent
 # httpx's body iterators end (see _async._finish).
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from ..jobs import Job, JobEvent, JobSpec, JobStatus, JobTypeInfo, Schedule, SubmitOptions
+from ..jobs import Job, JobEvent, JobSpec, JobTypeInfo, Schedule, SubmitOptions
 from ._core import (
     DEFAULT_URL,
     ApiBase,
@@ -28,9 +29,11 @@ from ._core import (
     Merge,
     Op,
     RetryLater,
+    Statuses,
     api_path,
     asset_created,
     asset_params,
+    bulk_body,
     check_etag,
     content_params,
     download_target,
@@ -250,14 +253,19 @@ class Client(ApiBase):
         self,
         company: str | None = None,
         *,
-        status: str | JobStatus | None = None,
+        status: Statuses = None,
         job_type: str | None = None,
         source_task_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         page_size: int = 100,
     ) -> Iterator[Job]:
         """Jobs newest first, following the cursor page by page as you iterate. Without
-        a company: every company the token sees, merged newest first."""
-        params = job_params(status, job_type, source_task_id, page_size)
+        a company: every company the token sees, merged newest first. `status` one or
+        several (any of them); created_after <= created_at < created_before."""
+        params = job_params(
+            status, job_type, source_task_id, page_size, created_after, created_before
+        )
         return self._paged(company, self._jobs_page_op, params, lambda job: job.created_at)
 
     def cancel(self, job_id: str) -> Job:
@@ -440,6 +448,40 @@ class Client(ApiBase):
                 yield response
         except httpx.TransportError as exc:
             raise transport_error(origin(location), exc) from exc
+
+    def bulk_retry(
+        self,
+        company: str | None = None,
+        *,
+        status: Statuses = None,
+        job_type: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Retry every failed or cancelled job the filter matches (without a company:
+        every company the token sees); returns the counts (`BulkReport` in the API)."""
+        body = bulk_body(status, job_type, created_after, created_before, dry_run)
+        return self._drive(self._bulk_op("retry", company, body))
+
+    def bulk_cancel(
+        self,
+        company: str | None = None,
+        *,
+        status: Statuses = None,
+        job_type: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Cancel every queued or running job the filter matches; returns the counts."""
+        body = bulk_body(status, job_type, created_after, created_before, dry_run)
+        return self._drive(self._bulk_op("cancel", company, body))
+
+    def prune(self, older_than: float, *, dry_run: bool = False) -> dict[str, Any]:
+        """Operator: delete the jobs that finished more than `older_than` seconds ago,
+        with their events; returns how many matched and were deleted."""
+        return self._drive(self._prune_op(older_than, dry_run))
 
     def gc(self) -> dict[str, Any]:
         """Operator: delete stored files that no asset row references; returns the report."""

@@ -298,19 +298,34 @@ class JobStore(abc.ABC):
         self,
         company_id: str | None,
         *,
-        status: JobStatus | None = None,
+        status: JobStatus | Collection[JobStatus] | None = None,
         job_type: str | None = None,
         source_task_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[Job]:
         """Newest first (created_at desc, id desc), keyset-paginated: `next_cursor` is an
         opaque string for the next page, None on the last. `company_id` None lists all
-        companies. Raises InvalidRequest for a cursor it did not issue."""
+        companies. `status` one status or several (any of them; an empty collection
+        matches nothing); `created_after` <= created_at < `created_before`. A page
+        costs about the same however many jobs of other statuses the table holds (each
+        status is read from its own index, and several are merged). Raises
+        InvalidRequest for a cursor it did not issue."""
 
     @abc.abstractmethod
-    async def count_by_status(self, company_id: str | None = None) -> dict[JobStatus, int]:
-        """Every status is a key, zero included."""
+    async def count_by_status(
+        self,
+        company_id: str | None = None,
+        *,
+        job_type: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> dict[JobStatus, int]:
+        """Every status is a key, zero included; only jobs of this type and created in
+        [created_after, created_before) when given (what a bulk action's dry run
+        reports)."""
 
     @abc.abstractmethod
     async def count_by_type_and_status(self) -> dict[tuple[str, JobStatus], int]:
@@ -492,6 +507,21 @@ class JobStore(abc.ABC):
         """Delete up to `limit` events created before `before`, oldest first, but never a
         job's latest event (a job's stream starts from it), and raise `pruned_through`
         to the highest id deleted. Returns how many went."""
+
+    # --- retention ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def prune_jobs(self, finished_before: datetime, limit: int = 1000) -> int:
+        """Delete up to `limit` finished jobs (done, failed, cancelled) whose finished_at
+        is before `finished_before`, oldest first, with all their events, in one
+        transaction, and raise `pruned_through` to the highest event id deleted (a feed
+        replayed from before it may have missed them). Their assets stay, no longer
+        linked to a job (`created_by_job_id` becomes None). Returns how many jobs went.
+        Idempotent, so several nodes may prune at once."""
+
+    @abc.abstractmethod
+    async def count_prunable_jobs(self, finished_before: datetime) -> int:
+        """How many jobs `prune_jobs` would delete with no limit (a dry run)."""
 
     # --- node presence -----------------------------------------------------------------
 

@@ -10,11 +10,13 @@ and a cursor of another shape is `InvalidRequest`.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..errors import InvalidRequest
 from ..jobs import CURSOR_PATTERN, is_text
@@ -43,6 +45,17 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         )
     micros, row_id = cursor.split("_", 1)
     return _EPOCH + timedelta(microseconds=int(micros)), row_id
+
+
+K = TypeVar("K", bound=Keyed)
+
+
+def newest_first(lists: Iterable[Sequence[K]], limit: int) -> list[K]:
+    """The first `limit` rows of lists each newest first (created_at desc, id desc),
+    merged in that order: a list of several statuses reads each status's rows from its
+    own index and merges them here, rather than filter one order through them all."""
+    merged = heapq.merge(*lists, key=lambda row: (row.created_at, row.id), reverse=True)
+    return list(itertools.islice(merged, limit))
 
 
 def input_json(value: Mapping[str, Any]) -> str:

@@ -34,6 +34,7 @@ from ..errors import (
 )
 from ..jobs import (
     RETRYABLE,
+    TERMINAL,
     WORKER_LOST,
     WORKER_LOST_TYPE,
     Asset,
@@ -42,11 +43,13 @@ from ..jobs import (
     Inserted,
     Job,
     JobEvent,
+    JobFilter,
     JobStatus,
     NewJob,
     Page,
     Progress,
     Schedule,
+    as_statuses,
     new_id,
     storable_text,
 )
@@ -295,9 +298,11 @@ class MemoryStore(JobStore):
         self,
         company_id: str | None,
         *,
-        status: JobStatus | None = None,
+        status: JobStatus | Collection[JobStatus] | None = None,
         job_type: str | None = None,
         source_task_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[Job]:
@@ -305,25 +310,44 @@ class MemoryStore(JobStore):
         if limit < 1:
             raise InvalidRequest("limit must be at least 1")
         after = decode_cursor(cursor) if cursor is not None else None
+        wanted = JobFilter(
+            company_id,
+            as_statuses(status),
+            job_type,
+            source_task_id,
+            None if created_after is None else _utc(created_after),
+            None if created_before is None else _utc(created_before),
+        )
         matching = [
             j
             for j in self._jobs.values()
-            if (company_id is None or j.company_id == company_id)
-            and (status is None or j.status == status)
-            and (job_type is None or j.job_type == job_type)
-            and (source_task_id is None or j.source_task_id == source_task_id)
-            and (after is None or (j.created_at, j.id) < after)
+            if wanted.matches(j) and (after is None or (j.created_at, j.id) < after)
         ]
         matching.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         items = [self._out(j) for j in matching[:limit]]
         more = len(matching) > limit
         return Page(items, encode_cursor(items[-1]) if more else None)
 
-    async def count_by_status(self, company_id: str | None = None) -> dict[JobStatus, int]:
+    async def count_by_status(
+        self,
+        company_id: str | None = None,
+        *,
+        job_type: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> dict[JobStatus, int]:
         await self._enter()
+        wanted = JobFilter(
+            company_id,
+            None,
+            job_type,
+            None,
+            None if created_after is None else _utc(created_after),
+            None if created_before is None else _utc(created_before),
+        )
         counts = dict.fromkeys(JobStatus, 0)
         for job in self._jobs.values():
-            if company_id is None or job.company_id == company_id:
+            if wanted.matches(job):
                 counts[job.status] += 1
         return counts
 
@@ -688,6 +712,39 @@ class MemoryStore(JobStore):
         self._pruned_through = max([self._pruned_through, *doomed])
         await self._leave()
         return len(doomed)
+
+    # --- retention ---------------------------------------------------------------------
+
+    def _prunable(self, finished_before: datetime) -> list[Job]:
+        finished_before = _utc(finished_before)
+        return sorted(
+            (
+                j
+                for j in self._jobs.values()
+                if j.status in TERMINAL
+                and j.finished_at is not None
+                and j.finished_at < finished_before
+            ),
+            key=lambda j: (j.finished_at, j.id),
+        )
+
+    async def prune_jobs(self, finished_before: datetime, limit: int = 1000) -> int:
+        await self._enter()
+        doomed = {j.id for j in self._prunable(finished_before)[: max(limit, 0)]}
+        gone = [e.id for e in self._events if e.job_id in doomed]
+        self._events = [e for e in self._events if e.job_id not in doomed]
+        self._pruned_through = max([self._pruned_through, *gone])
+        for job_id in doomed:
+            del self._jobs[job_id]
+        for asset in list(self._assets.values()):
+            if asset.created_by_job_id in doomed:
+                self._assets[asset.id] = replace(asset, created_by_job_id=None)
+        await self._leave()
+        return len(doomed)
+
+    async def count_prunable_jobs(self, finished_before: datetime) -> int:
+        await self._enter()
+        return len(self._prunable(finished_before))
 
     # --- node presence -----------------------------------------------------------------
 

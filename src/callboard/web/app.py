@@ -19,6 +19,7 @@ from .metrics import Metrics
 from .readiness import StorageCheck
 from .routes_admin import admin
 from .routes_assets import assets
+from .routes_bulk import bulk
 from .routes_events import events
 from .routes_jobs import jobs
 from .routes_schedules import schedules
@@ -71,7 +72,7 @@ def create_app(rt: RunningBoard) -> QuartTrio:
         backlog=backlog,
         storage_check=StorageCheck(rt.storage.check),
     )
-    for blueprint in (jobs, assets, admin, events, system, schedules):
+    for blueprint in (jobs, bulk, assets, admin, events, system, schedules):
         app.register_blueprint(blueprint)
     origins = set(settings.cors_origins)
 

@@ -184,14 +184,61 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
             "createdAt": {"type": "string", "format": "date-time"},
         },
     }
-    list_params = [
-        _C,
-        _param("status", "query", {"type": "string", "enum": [s.value for s in JobStatus]}),
+    statuses = [s.value for s in JobStatus]
+    filter_params = [
+        {
+            **_param(
+                "status",
+                "query",
+                {"type": "array", "items": {"type": "string", "enum": statuses}},
+                "any of these statuses: repeat it (?status=queued&status=running); "
+                "comma-separated values (?status=queued,running) are read the same",
+            ),
+            "style": "form",
+            "explode": True,
+        },
         _param("jobType", "query", {"type": "string"}),
         _param("sourceTaskId", "query", {"type": "string"}),
+        _param(
+            "createdAfter",
+            "query",
+            {"type": "string", "format": "date-time"},
+            "only jobs created at or after this time (ISO 8601; no zone: UTC)",
+        ),
+        _param(
+            "createdBefore",
+            "query",
+            {"type": "string", "format": "date-time"},
+            "only jobs created before this time (ISO 8601; no zone: UTC)",
+        ),
         _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
         _param("cursor", "query", _CURSOR, "the nextCursor of the page before"),
     ]
+    list_params = [_C, *filter_params]
+    bulk_body = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "status": {
+                "oneOf": [
+                    {"type": "null"},
+                    {"type": "string", "enum": statuses},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "enum": statuses},
+                    },
+                ],
+                "description": "any of these statuses (default: every status the action "
+                "applies to); matching jobs of other statuses are counted as skipped",
+            },
+            "jobType": {"type": ["string", "null"], "minLength": 1},
+            "createdAfter": {"type": ["string", "null"], "format": "date-time"},
+            "createdBefore": {"type": ["string", "null"], "format": "date-time"},
+            "dryRun": {"type": "boolean", "default": False},
+        },
+    }
+    bulk_answer = {"200": _json(_ref("BulkReport"), "what matched, what was done, skipped")}
     label_body = {
         "type": "object",
         "additionalProperties": False,
@@ -298,6 +345,75 @@ def openapi_document(job_types: list[str]) -> dict[str, Any]:
                             "maxItems": 1000,
                             "items": job_body,
                         }
+                    },
+                },
+            ),
+        },
+        "/api/content-jobs": {
+            "get": _op(
+                "A page of every company's jobs, newest first (operator)",
+                {"200": _json(_page("Job"), "jobs"), **_errors(400, 401, 403)},
+                params=filter_params,
+            ),
+        },
+        "/api/companies/{companyId}/content-jobs/bulk-retry": {
+            "post": _op(
+                "Retry every failed or cancelled job of the company the filter matches, "
+                "a page at a time; dryRun only counts",
+                {**bulk_answer, **_errors(400, 401, 404)},
+                params=[_C],
+                body=bulk_body,
+                body_required=False,
+            ),
+        },
+        "/api/companies/{companyId}/content-jobs/bulk-cancel": {
+            "post": _op(
+                "Cancel every queued or running job of the company the filter matches "
+                "(running ones are asked to stop); dryRun only counts",
+                {**bulk_answer, **_errors(400, 401, 404)},
+                params=[_C],
+                body=bulk_body,
+                body_required=False,
+            ),
+        },
+        "/api/content-jobs/bulk-retry": {
+            "post": _op(
+                "Retry every failed or cancelled job of every company the filter matches "
+                "(operator); dryRun only counts",
+                {**bulk_answer, **_errors(400, 401, 403)},
+                body=bulk_body,
+                body_required=False,
+            ),
+        },
+        "/api/content-jobs/bulk-cancel": {
+            "post": _op(
+                "Cancel every queued or running job of every company the filter matches "
+                "(operator); dryRun only counts",
+                {**bulk_answer, **_errors(400, 401, 403)},
+                body=bulk_body,
+                body_required=False,
+            ),
+        },
+        "/api/content-jobs/prune": {
+            "post": _op(
+                "Delete the jobs that finished (done, failed, cancelled) more than "
+                "olderThanSeconds ago, with their events; their assets stay (operator). "
+                "The node does this by itself past CALLBOARD_JOB_RETENTION",
+                {
+                    "200": _json(_ref("PruneReport"), "how many matched and were deleted"),
+                    **_errors(400, 401, 403),
+                },
+                body={
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["olderThanSeconds"],
+                    "properties": {
+                        "olderThanSeconds": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 100 * 365 * 86400,
+                        },
+                        "dryRun": {"type": "boolean", "default": False},
                     },
                 },
             ),
@@ -719,6 +835,51 @@ _ASSET_SCHEMAS: dict[str, Any] = {
             "failedFiles": {"type": "integer"},
         },
     },
+    "BulkReport": {
+        "type": "object",
+        "required": [
+            "action",
+            "dryRun",
+            "matched",
+            "eligible",
+            "applied",
+            "stopping",
+            "changed",
+            "skipped",
+        ],
+        "properties": {
+            "action": {"type": "string", "enum": ["retry", "cancel"]},
+            "dryRun": {"type": "boolean"},
+            "matched": {"type": "integer", "description": "jobs the filter matches"},
+            "eligible": {
+                "type": "integer",
+                "description": "of those, in a status the action applies to (retry: failed, "
+                "cancelled; cancel: queued, running)",
+            },
+            "applied": {"type": "integer", "description": "acted on (0 in a dry run)"},
+            "stopping": {"type": "integer", "description": "cancel: running, asked to stop"},
+            "changed": {
+                "type": "integer",
+                "description": "eligible when counted, changed before their turn",
+            },
+            "skipped": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "matched jobs the action does not apply to, by status",
+            },
+        },
+    },
+    "PruneReport": {
+        "type": "object",
+        "required": ["dryRun", "olderThanSeconds", "finishedBefore", "matched", "deleted"],
+        "properties": {
+            "dryRun": {"type": "boolean"},
+            "olderThanSeconds": {"type": "number"},
+            "finishedBefore": {"type": "string", "format": "date-time"},
+            "matched": {"type": "integer"},
+            "deleted": {"type": "integer"},
+        },
+    },
 }
 
 _NODE_SCHEMAS: dict[str, Any] = {
@@ -909,6 +1070,12 @@ _OPERATION_IDS = {
     ("get", _ASSET): "listAssets",
     ("get", _ASSET + "/{assetId}"): "getAsset",
     ("get", _ASSET + "/{assetId}/content"): "getAssetContent",
+    ("get", "/api/content-jobs"): "listAllJobs",
+    ("post", _JOB + "/bulk-retry"): "bulkRetryJobs",
+    ("post", _JOB + "/bulk-cancel"): "bulkCancelJobs",
+    ("post", "/api/content-jobs/bulk-retry"): "bulkRetryAllJobs",
+    ("post", "/api/content-jobs/bulk-cancel"): "bulkCancelAllJobs",
+    ("post", "/api/content-jobs/prune"): "pruneJobs",
     ("post", "/api/gc"): "collectGarbage",
     ("get", "/api/stats"): "stats",
     ("get", "/api/nodes"): "listNodes",
@@ -936,6 +1103,8 @@ _LINKS = {
             "submitJob",
             "submitJobs",
             "listJobs",
+            "bulkRetryJobs",
+            "bulkCancelJobs",
             "uploadAsset",
             "listAssets",
             "companyEvents",

@@ -1,17 +1,26 @@
-"""Content jobs: submit (one or a batch), list, read, cancel, retry."""
+"""Content jobs: submit (one or a batch), list (a company's, or every company's for the
+operator), read, cancel, retry."""
 
 from __future__ import annotations
 
 from quart import Blueprint, request
+from werkzeug.exceptions import MethodNotAllowed
 
-from ..jobs import JobStatus
-from .context import accepted_job, company_for, ctx, job_for, principal
-from .errors import bad_request
+from .context import accepted_job, company_for, ctx, job_for, operator, principal
+from .job_filters import query_filter
 from .validation import batch_specs, check_query, job_spec, parse_json, query_int
 
 jobs = Blueprint("jobs", __name__)
 
-_LIST_QUERY = {"status", "jobType", "sourceTaskId", "limit", "cursor"}
+_LIST_QUERY = {
+    "status",
+    "jobType",
+    "sourceTaskId",
+    "createdAfter",
+    "createdBefore",
+    "limit",
+    "cursor",
+}
 
 
 @jobs.post("/api/companies/<company_id>/content-jobs")
@@ -42,25 +51,43 @@ async def submit_batch(company_id: str):
 async def list_jobs(company_id: str):
     who = await principal()
     company = await company_for(who, company_id)
+    return await _page(company)
+
+
+async def _page(company_id: str | None) -> dict:
     args = request.args
     check_query(args, _LIST_QUERY)
-    status = args.get("status") or None
-    if status is not None and status not in {s.value for s in JobStatus}:
-        known = ", ".join(s.value for s in JobStatus)
-        raise bad_request(f"status must be one of {known}, got {status!r}")
+    wanted = query_filter(args, company_id)
     page = await ctx().rt.list(
-        company,
-        status=status,
+        wanted.company_id,
+        wanted.statuses,
         limit=query_int(args, "limit", 50, 1, 500),
         cursor=args.get("cursor"),  # "" is refused, not read as the first page
-        job_type=args.get("jobType") or None,
-        source_task_id=args.get("sourceTaskId") or None,
+        job_type=wanted.job_type,
+        source_task_id=wanted.source_task_id,
+        created_after=wanted.created_after,
+        created_before=wanted.created_before,
     )
     return {"items": [job.to_dict() for job in page.items], "nextCursor": page.next_cursor}
 
 
+@jobs.get("/api/content-jobs")
+async def list_all_jobs():
+    """Operator: every company's jobs in one newest-first list."""
+    await operator()
+    return await _page(None)
+
+
+#: The POST-only paths beside a job's: a GET of one is a wrong method (405), not an
+#: unknown job id (the `<job_id>` rule would otherwise take it).
+_COMPANY_ACTIONS = {"batch", "bulk-retry", "bulk-cancel"}
+_OPERATOR_ACTIONS = {"bulk-retry", "bulk-cancel", "prune"}
+
+
 @jobs.get("/api/companies/<company_id>/content-jobs/<job_id>")
 async def get_job(company_id: str, job_id: str):
+    if job_id in _COMPANY_ACTIONS:
+        raise MethodNotAllowed(["POST"])
     who = await principal()
     company = await company_for(who, company_id)
     return (await job_for(who, job_id, company)).to_dict()
@@ -68,6 +95,8 @@ async def get_job(company_id: str, job_id: str):
 
 @jobs.get("/api/content-jobs/<job_id>")
 async def get_job_by_id(job_id: str):
+    if job_id in _OPERATOR_ACTIONS:
+        raise MethodNotAllowed(["POST"])
     who = await principal()
     return (await job_for(who, job_id)).to_dict()
 

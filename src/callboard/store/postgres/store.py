@@ -58,12 +58,13 @@ from ...jobs import (
     NewJob,
     Page,
     Schedule,
+    as_statuses,
     new_id,
     storable_text,
 )
 from ...runtime.groups import unwrap_sole
 from ..base import ApiToken, CancelOutcome, JobStore, NodeInfo, Renewal
-from ..encoding import decode_cursor, encode_cursor, input_json
+from ..encoding import decode_cursor, encode_cursor, input_json, newest_first
 from ..migrations import discover
 from ..queries import load_queries
 from ..rows import Rows
@@ -535,32 +536,57 @@ class PostgresStore(JobStore):
         self,
         company_id: str | None,
         *,
-        status: JobStatus | None = None,
+        status: JobStatus | Collection[JobStatus] | None = None,
         job_type: str | None = None,
         source_task_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[Job]:
         if limit < 1:
             raise InvalidRequest("limit must be at least 1")
         after_at, after_id = decode_cursor(cursor) if cursor is not None else (None, None)
-        rows = await self._driver.fetch(
-            Q["list_jobs"],
+        statuses = as_statuses(status)
+        args = (
             company_id,
-            None if status is None else str(status),
             job_type,
             source_task_id,
+            None if created_after is None else _utc(created_after),
+            None if created_before is None else _utc(created_before),
             after_at,
             after_id,
             limit + 1,  # one more than asked tells whether a next page exists
         )
-        jobs = [ROWS.job(row) for row in rows]
+        if statuses is None:
+            jobs = [ROWS.job(row) for row in await self._driver.fetch(Q["list_jobs"], *args)]
+        else:
+            query = Q["list_jobs_status" if company_id is None else "list_jobs_company_status"]
+            lists = [
+                [ROWS.job(row) for row in await self._driver.fetch(query, *args, str(one))]
+                for one in sorted(statuses)
+            ]
+            jobs = newest_first(lists, limit + 1)
         items = jobs[:limit]
         return Page(items, encode_cursor(items[-1]) if len(jobs) > limit else None)
 
-    async def count_by_status(self, company_id: str | None = None) -> dict[JobStatus, int]:
+    async def count_by_status(
+        self,
+        company_id: str | None = None,
+        *,
+        job_type: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
-        for status, n in await self._driver.fetch(Q["count_by_status"], company_id):
+        rows = await self._driver.fetch(
+            Q["count_by_status"],
+            company_id,
+            job_type,
+            None if created_after is None else _utc(created_after),
+            None if created_before is None else _utc(created_before),
+        )
+        for status, n in rows:
             counts[JobStatus(status)] = n
         return counts
 
@@ -856,6 +882,16 @@ class PostgresStore(JobStore):
 
     async def prune_events(self, before: datetime, limit: int = 10_000) -> int:
         return await self._driver.fetchval(Q["prune_events"], _utc(before), limit, write=True)
+
+    # --- retention ---------------------------------------------------------------------
+
+    async def prune_jobs(self, finished_before: datetime, limit: int = 1000) -> int:
+        return await self._driver.fetchval(
+            Q["prune_jobs"], _utc(finished_before), max(limit, 0), write=True
+        )
+
+    async def count_prunable_jobs(self, finished_before: datetime) -> int:
+        return await self._driver.fetchval(Q["count_prunable_jobs"], _utc(finished_before))
 
     # --- node presence -----------------------------------------------------------------
 

@@ -56,13 +56,14 @@ from ...jobs import (
     NewJob,
     Page,
     Schedule,
+    as_statuses,
     iso,
     new_id,
     parse_iso,
     storable_text,
 )
 from ..base import ApiToken, CancelOutcome, JobStore, NodeInfo, Reachability, Renewal
-from ..encoding import decode_cursor, encode_cursor, input_json
+from ..encoding import decode_cursor, encode_cursor, input_json, newest_first
 from ..migrations import apply_sqlite
 from ..queries import load_queries
 from ..rows import Rows
@@ -619,33 +620,62 @@ class SqliteStore(JobStore):
         self,
         company_id: str | None,
         *,
-        status: JobStatus | None = None,
+        status: JobStatus | Collection[JobStatus] | None = None,
         job_type: str | None = None,
         source_task_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[Job]:
         if limit < 1:
             raise InvalidRequest("limit must be at least 1")
         after_created_at, after_id = _decode_cursor(cursor) if cursor is not None else (None, None)
+        statuses = as_statuses(status)
         params = {
             "company_id": company_id,
-            "status": None if status is None else str(status),
             "job_type": job_type,
             "source_task_id": source_task_id,
+            "created_after": _opt_ts(created_after),
+            "created_before": _opt_ts(created_before),
             "after_created_at": after_created_at,
             "after_id": after_id,
             "limit": limit + 1,  # one more than asked tells whether a next page exists
         }
-        query = Q["list_jobs_all"] if company_id is None else Q["list_jobs_company"]
-        jobs = await self._read(_fetch(query, params, ROWS.job))
+        if statuses is None:
+            query = Q["list_jobs_all"] if company_id is None else Q["list_jobs_company"]
+            jobs = await self._read(_fetch(query, params, ROWS.job))
+        else:
+            query = (
+                Q["list_jobs_all_status"] if company_id is None else Q["list_jobs_company_status"]
+            )
+
+            def read(conn: sqlite3.Connection) -> list[Job]:
+                lists = [
+                    _fetch(query, {**params, "status": str(one)}, ROWS.job)(conn)
+                    for one in sorted(statuses)
+                ]
+                return newest_first(lists, limit + 1)
+
+            jobs = await self._read(read)
         items = jobs[:limit]
         return Page(items, encode_cursor(items[-1]) if len(jobs) > limit else None)
 
-    async def count_by_status(self, company_id: str | None = None) -> dict[JobStatus, int]:
-        rows = await self._read(
-            _fetch(Q["count_by_status"], {"company_id": company_id}, lambda r: (r[0], r[1]))
-        )
+    async def count_by_status(
+        self,
+        company_id: str | None = None,
+        *,
+        job_type: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> dict[JobStatus, int]:
+        params = {
+            "company_id": company_id,
+            "job_type": job_type,
+            "created_after": _opt_ts(created_after),
+            "created_before": _opt_ts(created_before),
+        }
+        rows = await self._read(_fetch(Q["count_by_status"], params, lambda r: (r[0], r[1])))
         counts = dict.fromkeys(JobStatus, 0)
         for status, n in rows:
             counts[JobStatus(status)] = n
@@ -923,6 +953,29 @@ class SqliteStore(JobStore):
             return len(ids)
 
         return await self._write(write)
+
+    # --- retention ---------------------------------------------------------------------
+
+    async def prune_jobs(self, finished_before: datetime, limit: int = 1000) -> int:
+        params = {"before": _ts(finished_before), "limit": max(limit, 0)}
+
+        def write(conn: sqlite3.Connection) -> int:
+            ids = [row[0] for row in conn.execute(Q["prunable_jobs"], params).fetchall()]
+            if not ids:
+                return 0
+            doomed = {"ids": json.dumps(ids)}
+            events = [row[0] for row in conn.execute(Q["prune_job_events"], doomed).fetchall()]
+            if events:
+                conn.execute(Q["raise_pruned_through"], {"id": max(events)})
+            conn.execute(Q["prune_jobs"], doomed)
+            return len(ids)
+
+        return await self._write(write)
+
+    async def count_prunable_jobs(self, finished_before: datetime) -> int:
+        params = {"before": _ts(finished_before)}
+        [value] = await self._read(_fetch(Q["count_prunable_jobs"], params, lambda r: r[0]))
+        return value
 
     # --- node presence -----------------------------------------------------------------
 

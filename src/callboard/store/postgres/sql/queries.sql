@@ -164,16 +164,49 @@ SELECT inserted.*, appended.last_id AS event_id FROM inserted, appended;
 -- name: list_jobs
 SELECT * FROM content_jobs
 WHERE ($1::text IS NULL OR company_id = $1)
-  AND ($2::text IS NULL OR status = $2)
-  AND ($3::text IS NULL OR job_type = $3)
-  AND ($4::text IS NULL OR source_task_id = $4)
-  AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::text))
+  AND ($2::text IS NULL OR job_type = $2)
+  AND ($3::text IS NULL OR source_task_id = $3)
+  AND ($4::timestamptz IS NULL OR created_at >= $4)
+  AND ($5::timestamptz IS NULL OR created_at < $5)
+  AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::text))
 ORDER BY created_at DESC, id DESC
-LIMIT $7;
+LIMIT $8;
+
+-- name: list_jobs_status
+-- One status ($9) of every company ($1 is NULL), by content_jobs_status: a few queued
+-- jobs are found at once under millions of finished ones. Several statuses are
+-- merged by the caller.
+SELECT * FROM content_jobs
+WHERE status = $9
+  AND ($1::text IS NULL OR company_id = $1)
+  AND ($2::text IS NULL OR job_type = $2)
+  AND ($3::text IS NULL OR source_task_id = $3)
+  AND ($4::timestamptz IS NULL OR created_at >= $4)
+  AND ($5::timestamptz IS NULL OR created_at < $5)
+  AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::text))
+ORDER BY created_at DESC, id DESC
+LIMIT $8;
+
+-- name: list_jobs_company_status
+-- One status ($9) of one company, by content_jobs_company_status. Apart from the
+-- query above so that a prepared statement's generic plan never reads a small
+-- company's jobs out of every company's.
+SELECT * FROM content_jobs
+WHERE company_id = $1 AND status = $9
+  AND ($2::text IS NULL OR job_type = $2)
+  AND ($3::text IS NULL OR source_task_id = $3)
+  AND ($4::timestamptz IS NULL OR created_at >= $4)
+  AND ($5::timestamptz IS NULL OR created_at < $5)
+  AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::text))
+ORDER BY created_at DESC, id DESC
+LIMIT $8;
 
 -- name: count_by_status
 SELECT status, count(*) FROM content_jobs
 WHERE ($1::text IS NULL OR company_id = $1)
+  AND ($2::text IS NULL OR job_type = $2)
+  AND ($3::timestamptz IS NULL OR created_at >= $3)
+  AND ($4::timestamptz IS NULL OR created_at < $4)
 GROUP BY status;
 
 -- name: count_by_type_and_status
@@ -518,6 +551,37 @@ raised AS (
     WHERE EXISTS (SELECT 1 FROM gone)
 )
 SELECT count(*) FROM gone;
+
+-- name: prune_jobs
+-- Finished jobs past the retention, oldest first (content_jobs_finished), with their
+-- events; pruned_through rises to the highest event id deleted. Their assets'
+-- created_by_job_id becomes NULL (ON DELETE SET NULL): the rows and files stay.
+-- SKIP LOCKED: nodes pruning at once take different jobs. Returns how many went.
+WITH doomed AS (
+    SELECT id FROM content_jobs
+    WHERE status IN ('done', 'failed', 'cancelled') AND finished_at < $1
+    ORDER BY finished_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+),
+events AS (
+    DELETE FROM content_job_events WHERE job_id IN (SELECT id FROM doomed)
+    RETURNING id
+),
+raised AS (
+    UPDATE event_prune_state
+    SET pruned_through = greatest(pruned_through, (SELECT max(id) FROM events))
+    WHERE EXISTS (SELECT 1 FROM events)
+),
+gone AS (
+    DELETE FROM content_jobs WHERE id IN (SELECT id FROM doomed)
+    RETURNING id
+)
+SELECT count(*) FROM gone;
+
+-- name: count_prunable_jobs
+SELECT count(*) FROM content_jobs
+WHERE status IN ('done', 'failed', 'cancelled') AND finished_at < $1;
 
 -- name: insert_token
 INSERT INTO api_tokens (id, company_id, label, prefix, hash, created_at, revoked_at)

@@ -111,6 +111,19 @@ CREATE INDEX content_jobs_source_task
     ON content_jobs (company_id, source_task_id, created_at DESC, id DESC)
     WHERE source_task_id IS NOT NULL;
 
+-- Retention deletes finished jobs oldest finished first.
+CREATE INDEX content_jobs_finished
+    ON content_jobs (finished_at)
+    WHERE status IN ('done', 'failed', 'cancelled');
+
+-- A list of one status reads that status's jobs newest first, for one company or for
+-- all, instead of filtering every job newest first.
+CREATE INDEX content_jobs_company_status
+    ON content_jobs (company_id, status, created_at DESC, id DESC);
+
+CREATE INDEX content_jobs_status
+    ON content_jobs (status, created_at DESC, id DESC);
+
 -- Event ids are not a sequence: callboard_append_events() hands them out from
 -- event_log_state.last_id, whose row lock is held until the transaction commits.
 -- So ids become visible in id order and without gaps, on every node: a reader

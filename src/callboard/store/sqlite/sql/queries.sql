@@ -150,18 +150,45 @@ RETURNING id;
 -- name: list_jobs_company
 SELECT * FROM content_jobs
 WHERE company_id = :company_id
-  AND (:status IS NULL OR status = :status)
   AND (:job_type IS NULL OR job_type = :job_type)
   AND (:source_task_id IS NULL OR source_task_id = :source_task_id)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:created_before IS NULL OR created_at < :created_before)
   AND (:after_created_at IS NULL OR (created_at, id) < (:after_created_at, :after_id))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
 -- name: list_jobs_all
 SELECT * FROM content_jobs
-WHERE (:status IS NULL OR status = :status)
+WHERE (:job_type IS NULL OR job_type = :job_type)
+  AND (:source_task_id IS NULL OR source_task_id = :source_task_id)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:created_before IS NULL OR created_at < :created_before)
+  AND (:after_created_at IS NULL OR (created_at, id) < (:after_created_at, :after_id))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: list_jobs_company_status
+-- One status of a company (content_jobs_company_status): a few queued jobs are found
+-- at once under millions of finished ones. Several statuses are merged by the caller.
+SELECT * FROM content_jobs
+WHERE company_id = :company_id AND status = :status
   AND (:job_type IS NULL OR job_type = :job_type)
   AND (:source_task_id IS NULL OR source_task_id = :source_task_id)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:created_before IS NULL OR created_at < :created_before)
+  AND (:after_created_at IS NULL OR (created_at, id) < (:after_created_at, :after_id))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: list_jobs_all_status
+-- One status of every company (content_jobs_status).
+SELECT * FROM content_jobs
+WHERE status = :status
+  AND (:job_type IS NULL OR job_type = :job_type)
+  AND (:source_task_id IS NULL OR source_task_id = :source_task_id)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:created_before IS NULL OR created_at < :created_before)
   AND (:after_created_at IS NULL OR (created_at, id) < (:after_created_at, :after_id))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
@@ -169,6 +196,9 @@ LIMIT :limit;
 -- name: count_by_status
 SELECT status, count(*) AS n FROM content_jobs
 WHERE (:company_id IS NULL OR company_id = :company_id)
+  AND (:job_type IS NULL OR job_type = :job_type)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:created_before IS NULL OR created_at < :created_before)
 GROUP BY status;
 
 -- name: count_queued
@@ -423,6 +453,28 @@ WHERE id IN (
     LIMIT :limit
 )
 RETURNING id;
+
+-- name: prunable_jobs
+-- Finished jobs past the retention, oldest first (content_jobs_finished).
+SELECT id FROM content_jobs
+WHERE status IN ('done', 'failed', 'cancelled') AND finished_at < :before
+ORDER BY finished_at
+LIMIT :limit;
+
+-- name: count_prunable_jobs
+SELECT count(*) FROM content_jobs
+WHERE status IN ('done', 'failed', 'cancelled') AND finished_at < :before;
+
+-- name: prune_job_events
+-- The events of the jobs being pruned (:ids, a JSON array), by content_job_events_job.
+DELETE FROM content_job_events
+WHERE job_id IN (SELECT value FROM json_each(:ids))
+RETURNING id;
+
+-- name: prune_jobs
+-- Their assets' created_by_job_id becomes NULL (ON DELETE SET NULL): the rows and
+-- files stay, the company's own.
+DELETE FROM content_jobs WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: insert_token
 INSERT INTO api_tokens (id, company_id, label, prefix, hash, created_at, revoked_at)

@@ -103,6 +103,19 @@ CREATE INDEX content_jobs_source_task
     ON content_jobs (company_id, source_task_id, created_at DESC, id DESC)
     WHERE source_task_id IS NOT NULL;
 
+-- Retention deletes finished jobs oldest finished first.
+CREATE INDEX content_jobs_finished
+    ON content_jobs (finished_at)
+    WHERE status IN ('done', 'failed', 'cancelled');
+
+-- A list of one status reads that status's jobs newest first, for one company or for
+-- all, instead of filtering every job newest first.
+CREATE INDEX content_jobs_company_status
+    ON content_jobs (company_id, status, created_at DESC, id DESC);
+
+CREATE INDEX content_jobs_status
+    ON content_jobs (status, created_at DESC, id DESC);
+
 -- AUTOINCREMENT: ids are never reused, even after the newest rows are deleted,
 -- because they are SSE ids that clients resume from.
 CREATE TABLE content_job_events (
