@@ -73,12 +73,24 @@ include-operation-id = "cancelJob"
 "path.companyId" = "{cancel[0]}"
 "path.jobId" = "{cancel[1]}"
 
+# Not in the stateful phase: there a link from a company just created gives
+# companyId while jobId stays the one above, of another company, and schemathesis
+# reads the true 404 as a created resource lost (ST302). The other phases reach it.
+[operations.phases.stateful]
+enabled = false
+
 [[operations]]
 include-operation-id = "retryJob"
 
 [operations.parameters]
 "path.companyId" = "{retry[0]}"
 "path.jobId" = "{retry[1]}"
+
+# Not in the stateful phase: there a link from a company just created gives
+# companyId while jobId stays the one above, of another company, and schemathesis
+# reads the true 404 as a created resource lost (ST302). The other phases reach it.
+[operations.phases.stateful]
+enabled = false
 """
 
 
@@ -120,8 +132,11 @@ def test_schemathesis_finds_no_failure(tmp_path: Path):
                 str(SEED),
                 "--request-timeout",
                 "5",
+                # One worker: with two, hypothesis describes strategies (ast.parse) in
+                # two threads at once, and CPython 3.11 fails that now and then with
+                # "SystemError: AST constructor recursion depth mismatch".
                 "--workers",
-                "2",
+                "1",
                 "--generation-database",
                 "none",
                 "--no-color",

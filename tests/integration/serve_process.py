@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +89,46 @@ def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def kill_process(proc: subprocess.Popen) -> None:
+    """SIGKILL if still running: for tests that stop the process themselves."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+@contextmanager
+def serving_command(
+    command: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    stop: Callable[[subprocess.Popen], None] = stop_process,
+) -> Iterator[tuple[str, list[str], subprocess.Popen[str]]]:
+    """`command` (a `callboard serve` as a user or a unit file runs it) until it says
+    where it serves: its URL, its log lines so far (kept up to date) and the process;
+    `stop` ends it after the block, if the block has not."""
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd
+    )
+    log: list[str] = []
+    reader = threading.Thread(target=_drain, args=(proc, log), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        found = None
+        while found is None and proc.poll() is None and time.monotonic() < deadline:
+            found = re.search(r"serving the API on (http://\S+)", "\n".join(log))
+            if found is None:
+                time.sleep(0.05)
+        assert found is not None, "serve did not start:\n" + "\n".join(log)
+        yield found.group(1), log, proc
+    finally:
+        stop(proc)
+        reader.join(timeout=10)
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def _drain(proc: subprocess.Popen[str], log: list[str]) -> None:

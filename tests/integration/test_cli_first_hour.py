@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import socket
 import subprocess
 import textwrap
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from cli_kit import CALLBOARD, wait_for
-from serve_process import serve, stop_process
+from serve_process import serve, serving_command
 
 pytestmark = pytest.mark.slow
 
@@ -47,44 +45,11 @@ def run(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float
     )
 
 
-@contextmanager
-def serving(
-    cwd: Path, *args: str, env: dict[str, str] | None = None
-) -> Iterator[tuple[str, list[str], subprocess.Popen[str]]]:
+def serving(cwd: Path, *args: str, env: dict[str, str] | None = None):
     """`callboard serve` (the console script, as a user types it) on a free port."""
-    proc = subprocess.Popen(
-        [CALLBOARD, "serve", "--bind", "127.0.0.1:0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=cwd,
-        env=env or clean_env(),
+    return serving_command(
+        [CALLBOARD, "serve", "--bind", "127.0.0.1:0", *args], env=env or clean_env(), cwd=cwd
     )
-    log: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.append(line.rstrip("\n"))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        found = wait_for(
-            lambda: (
-                proc.poll() is not None
-                or re.search(r"serving the API on (http://\S+)", "\n".join(log))
-            ),
-            timeout=60,
-            what="serve to start",
-        )
-        assert found is not True and hasattr(found, "group"), "\n".join(log)
-        yield found.group(1), log, proc
-    finally:
-        stop_process(proc)
-        reader.join(timeout=10)
-        assert proc.stdout is not None
-        proc.stdout.close()
 
 
 def test_serve_on_a_port_in_use_is_one_line_exit_2_and_writes_nothing(tmp_path):

@@ -21,14 +21,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from cli_kit import wait_for
+from serve_process import kill_process, serving_command
 
 from callboard.cli.common import EXIT_USAGE
 from callboard.cli.processes import STOP_MARGIN
@@ -115,40 +112,10 @@ def env_instruction(arguments: str, env: dict[str, str]) -> dict[str, str]:
 # --- running a node -------------------------------------------------------------------
 
 
-@contextmanager
-def running(
-    command: list[str], env: dict[str, str], cwd: Path
-) -> Iterator[tuple[str, list[str], subprocess.Popen[str]]]:
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd
-    )
-    log: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.append(line.rstrip("\n"))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        found = wait_for(
-            lambda: (
-                proc.poll() is not None
-                or re.search(r"serving the API on (http://\S+)", "\n".join(log))
-            ),
-            timeout=60,
-            what="the node to serve",
-        )
-        assert hasattr(found, "group"), "\n".join(log)
-        yield found.group(1), log, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        reader.join(timeout=10)
-        assert proc.stdout is not None
-        proc.stdout.close()
+def running(command: list[str], env: dict[str, str], cwd: Path):
+    """The node a unit file or a container recipe starts, killed if a test left it
+    running (the tests stop it with the recipe's own signal)."""
+    return serving_command(command, env=env, cwd=cwd, stop=kill_process)
 
 
 def stop_with(proc: subprocess.Popen[str], signum: int, timeout: float) -> int:

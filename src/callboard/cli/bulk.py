@@ -15,16 +15,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..client import Client
-from ..jobs import parse_duration, parse_moment, parse_statuses
+from ..jobs import JobStatus, parse_duration, parse_moment, parse_statuses
 from .common import EXIT_OK, UsageError, add_command, client_flags
 
 
-def _statuses(raw: str) -> list[str]:
-    try:
-        found = parse_statuses([raw]) or frozenset()
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return sorted(str(status) for status in found)
+class _Statuses:
+    """`--status` values: one status or several, comma-separated. `choices` is what
+    shell completion offers (argparse's own choices would check the raw string)."""
+
+    choices = tuple(str(status) for status in JobStatus)
+
+    def __call__(self, raw: str) -> list[str]:
+        try:
+            found = parse_statuses([raw]) or frozenset()
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return sorted(str(status) for status in found)
 
 
 def _moment(raw: str) -> datetime:
@@ -48,7 +54,7 @@ def add_filter_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--status",
         dest="statuses",
-        type=_statuses,
+        type=_Statuses(),
         action="extend",
         metavar="STATUS",
         help="queued, running, done, failed or cancelled; repeat it or separate with "

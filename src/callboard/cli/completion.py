@@ -54,8 +54,10 @@ def levels(parser: argparse.ArgumentParser, path: str = "") -> Iterator[Level]:
                 level.options[flag] = _one_line(action.help or "")
                 if action.nargs != 0:
                     level.takes_value.add(flag)
-                    if action.choices:
-                        level.choices[flag] = [str(c) for c in action.choices]
+                    # A type that checks lists of values names them in `choices`.
+                    values = action.choices or getattr(action.type, "choices", None)
+                    if values:
+                        level.choices[flag] = [str(c) for c in values]
         elif action.choices:
             level.positional_choices += [str(c) for c in action.choices]
     yield level
