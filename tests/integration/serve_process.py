@@ -80,6 +80,17 @@ def serve(tmp_path: Path, *args: str, demo_types: bool = True) -> Iterator[Serve
         proc.stdout.close()
 
 
+@contextmanager
+def serve_handlers(
+    tmp_path: Path, module: str, source: str, *args: str, demo_types: bool = True
+) -> Iterator[ServeProcess]:
+    """`callboard serve --handlers MODULE`, MODULE's `source` written in the node's
+    working directory (which serve imports handler modules from)."""
+    (tmp_path / f"{module}.py").write_text(source)
+    with serve(tmp_path, "--handlers", module, *args, demo_types=demo_types) as node:
+        yield node
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
     """SIGTERM (a graceful stop), then SIGKILL if it has not ended within `timeout`."""
     if proc.poll() is None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from cli_kit import callboard, callboard_all
-from serve_process import ServeProcess, serve
+from serve_process import ServeProcess, serve_handlers
 
 from callboard.client import Client
 
@@ -38,12 +38,9 @@ async def quota(ctx: callboard.JobContext) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[ServeProcess]:
     tmp = tmp_path_factory.mktemp("cli-failures")
-    (tmp / "failing_handlers.py").write_text(HANDLERS)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", str(tmp))
-        with serve(tmp, "--handlers", "failing_handlers") as s:
-            assert callboard(s, "companies", "create", "acme").returncode == 0
-            yield s
+    with serve_handlers(tmp, "failing_handlers", HANDLERS) as s:
+        assert callboard(s, "companies", "create", "acme").returncode == 0
+        yield s
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from cli_kit import callboard, callboard_all
-from serve_process import ServeProcess, serve
+from serve_process import ServeProcess, serve_handlers
 
 from callboard.client import Client
 
@@ -33,11 +33,9 @@ LIMIT = 4096
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[ServeProcess]:
     tmp = tmp_path_factory.mktemp("cli-results")
-    (tmp / "result_handlers.py").write_text(HANDLERS)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", str(tmp))
         patch.setenv("CALLBOARD_RESULT_MAX_BYTES", str(LIMIT))
-        with serve(tmp, "--handlers", "result_handlers") as s:
+        with serve_handlers(tmp, "result_handlers", HANDLERS) as s:
             assert callboard(s, "companies", "create", "acme").returncode == 0
             yield s
 

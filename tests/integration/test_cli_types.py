@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from cli_kit import callboard, callboard_all
-from serve_process import ServeProcess, serve
+from serve_process import ServeProcess, serve, serve_handlers
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +31,9 @@ async def haiku(ctx: callboard.JobContext) -> None:
 def server(tmp_path_factory) -> Iterator[ServeProcess]:
     """A production-like node: its own handlers, the demo types left off."""
     tmp = tmp_path_factory.mktemp("cli-types")
-    (tmp / "typed_handlers.py").write_text(HANDLERS)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", str(tmp))
-        with serve(tmp, "--handlers", "typed_handlers", demo_types=False) as s:
-            assert callboard(s, "companies", "create", "acme").returncode == 0
-            yield s
+    with serve_handlers(tmp, "typed_handlers", HANDLERS, demo_types=False) as s:
+        assert callboard(s, "companies", "create", "acme").returncode == 0
+        yield s
 
 
 def test_types_lists_every_type_with_its_defaults(server):

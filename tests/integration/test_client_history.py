@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from serve_process import ServeProcess, serve
+from serve_process import ServeProcess, serve_handlers
 
 from callboard.client import AsyncClient, Client
 from callboard.jobs import JobEvent
@@ -32,13 +32,10 @@ async def flaky(ctx: callboard.JobContext) -> object:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[ServeProcess]:
     tmp = tmp_path_factory.mktemp("client-history")
-    (tmp / "history_handlers.py").write_text(HANDLERS)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", str(tmp))
-        with serve(tmp, "--handlers", "history_handlers") as s:
-            with Client(s.url, s.token) as client:
-                client.create_company("acme")
-            yield s
+    with serve_handlers(tmp, "history_handlers", HANDLERS) as s:
+        with Client(s.url, s.token) as client:
+            client.create_company("acme")
+        yield s
 
 
 @pytest.fixture(scope="module")
