@@ -326,11 +326,15 @@ BEGIN
     -- take turns, and the statement below, in a snapshot taken after these locks,
     -- sees the running jobs the claims before it committed. FOR NO KEY UPDATE:
     -- submits (the foreign key's KEY SHARE lock) do not wait on it.
+    -- OFFSET 0 keeps the EXISTS a probe per capped company: as a join, the planner
+    -- may read every queued job of every company first (on a table without
+    -- statistics yet it did, at each claim).
     PERFORM 1 FROM companies AS c
     WHERE c.max_running IS NOT NULL AND EXISTS (
         SELECT 1 FROM content_jobs AS q
         WHERE q.company_id = c.id AND q.job_type = ANY(job_types)
           AND q.status = 'queued' AND q.run_at <= at
+        OFFSET 0
     )
     ORDER BY c.id
     FOR NO KEY UPDATE OF c;
