@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -19,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .errors import CallboardError
+from .jobs import parse_duration, parse_retention
 
 
 class SettingError(CallboardError, ValueError):
@@ -206,26 +206,24 @@ def _positive_float(name: str, raw: str) -> float:
     return value
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def _duration(name: str, raw: str) -> float:
     """Seconds, or a number with s/m/h/d (e.g. "7d", "36h")."""
-    match = _DURATION.match(raw.lower())
-    if not match or float(match.group(1)) <= 0:
-        raise SettingError(f"{name}: expected a duration such as 3600, 90m, 36h or 7d, got {raw!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        return parse_duration(raw)
+    except ValueError:
+        raise SettingError(
+            f"{name}: expected a duration such as 3600, 90m, 36h or 7d, got {raw!r}"
+        ) from None
 
 
 def _retention(name: str, raw: str) -> float | None:
     """A duration, or 0 / never / off: keep for ever (None)."""
-    if raw.strip().lower() in ("0", "never", "off"):
-        return None
-    match = _DURATION.match(raw.lower())
-    if not match or float(match.group(1)) <= 0:
-        raise SettingError(f"{name}: expected a duration such as 7d or 36h, or never, got {raw!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        return parse_retention(raw)
+    except ValueError:
+        raise SettingError(
+            f"{name}: expected a duration such as 7d or 36h, or never, got {raw!r}"
+        ) from None
 
 
 def _bind(name: str, raw: str) -> str:

@@ -780,7 +780,7 @@ class Schedule:
 # inclusive, `created_before` exclusive), so "older than 2 days" is `created_before =
 # now - 2d`. The stores, the runtime, the HTTP routes and the CLI read a filter alike.
 
-_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NEVER = {"0", "never", "off"}
 
