@@ -311,31 +311,100 @@ BEGIN
 END
 $$;
 
--- The fair claim's reads of the queue run in two functions with sorts disabled:
--- every plan other than content_jobs_fair needs a sort, so that index is the one plan
--- whatever the statistics say (PL/pgSQL keeps the plan made at a node's first claims,
--- often on an empty queue); their statements need no sort at all.
+-- The fair claim: its plans must not depend on the planner's row guesses, since
+-- PL/pgSQL keeps the plan made at a node's first claims, often on an empty queue. It
+-- runs with sorts and sequential scans disabled: every way to its reads of the queue
+-- other than content_jobs_fair needs one or the other.
 
--- The claim's candidates: for each (company, type) with queued jobs (one index
--- descent each, a skip scan of content_jobs_fair, so idle companies cost nothing) the
--- first jobs in claim order, read without locks, as many as the pair could take (its
--- type's cap, the claim's limit, its company's room under its cap), with its company's
--- running count and cap. STABLE: it reads in the calling statement's snapshot. A pair
--- is matched by two row comparisons, not two equalities: with equalities the
--- per-type index, content_jobs_claim, gives the same order and could be used.
-CREATE FUNCTION callboard_claim_candidates(
-    job_types text[], type_caps integer[], max_jobs integer, at timestamptz
-) RETURNS TABLE (
-    id text, company_id text, job_type text, priority integer, run_at timestamptz,
-    created_at timestamptz, seq bigint, cap integer, running bigint, max_running integer
-)
-LANGUAGE plpgsql STABLE
-SET enable_sort = off
-ROWS 10
+-- Starts the jobs a claim took (ids, locked by the caller's transaction), in that
+-- order, and appends their running events. The jobs are found by their ids alone,
+-- not checked to be queued again (the caller's lock on them has held since it read
+-- them queued): with no condition a partial index answers and sequential scans off,
+-- the primary key is the one plan, where a plan made on an empty table walked the
+-- queue (or the table) to find them.
+CREATE FUNCTION callboard_claim_take(
+    ids text[], at timestamptz, owner text, expires timestamptz
+) RETURNS TABLE (job content_jobs, payload text, event_id bigint)
+LANGUAGE plpgsql VOLATILE
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
+    WITH changed AS (
+        UPDATE content_jobs AS j
+        SET status = 'running',
+            attempt = j.attempt + 1,
+            started_at = at,
+            finished_at = NULL,
+            lease_owner = owner,
+            lease_expires_at = expires,
+            progress_percent = 0,
+            progress_message = NULL,
+            updated_at = at
+        WHERE j.id = ANY(ids)
+        RETURNING j AS row, j.id, j.company_id, callboard_job_payload(j) AS payload,
+                  array_position(ids, j.id) AS event_ord
+    ),
+    appended AS (
+        SELECT callboard_append_events(
+            array_agg(ch.id ORDER BY ch.event_ord), array_agg(ch.company_id ORDER BY ch.event_ord),
+            array_agg('content_job.running'::text ORDER BY ch.event_ord),
+            array_agg(ch.payload ORDER BY ch.event_ord), array_agg(at ORDER BY ch.event_ord)
+        ) AS last_id, count(*) AS n
+        FROM changed AS ch
+    )
+    SELECT ch.row, ch.payload, a.last_id - a.n + row_number() OVER (ORDER BY ch.event_ord)
+    FROM changed AS ch, appended AS a
+    ORDER BY ch.event_ord;
+END
+$$;
+
+-- The claim, fair between companies (JobStore.claim): a function, so that it runs
+-- its statements in one round trip; see its comments.
+CREATE FUNCTION callboard_claim(
+    job_types text[], type_caps integer[], max_jobs integer, at timestamptz,
+    owner text, expires timestamptz
+) RETURNS TABLE (job content_jobs, payload text, event_id bigint)
+LANGUAGE plpgsql VOLATILE
+SET enable_sort = off
+SET enable_seqscan = off
+AS $$
+#variable_conflict use_column
+DECLARE
+    taken text[];
+BEGIN
+    -- The companies with a cap that have runnable jobs of these types are locked in
+    -- id order (two claims never deadlock on them): claims that may take their jobs
+    -- take turns, and the statement below, in a snapshot taken after these locks,
+    -- sees the running jobs the claims before it committed. FOR NO KEY UPDATE:
+    -- submits (the foreign key's KEY SHARE lock) do not wait on it.
+    -- OFFSET 0 keeps the EXISTS a probe per capped company: as a join, the planner
+    -- may read every queued job of every company first (on a table without
+    -- statistics yet it did, at each claim).
+    PERFORM 1 FROM companies AS c
+    WHERE c.max_running IS NOT NULL AND EXISTS (
+        SELECT 1 FROM content_jobs AS q
+        WHERE q.company_id = c.id AND q.job_type = ANY(job_types)
+          AND q.status = 'queued' AND q.run_at <= at
+        OFFSET 0
+    )
+    ORDER BY c.id
+    FOR NO KEY UPDATE OF c;
+
+    -- pairs: every (company, type) with queued jobs, one index descent each (a skip
+    -- scan of content_jobs_fair), so idle companies cost nothing. heads: each
+    -- runnable pair's first jobs in claim order, read without locks. A pair is
+    -- matched by two row comparisons, not two equalities: only content_jobs_fair
+    -- (company, type, claim order) can use them, where with equalities the planner
+    -- may walk the type's whole queue in content_jobs_claim to find one company's.
+    -- Each company's heads are ranked on top of its running count (its load); those
+    -- at or past the company's cap are dropped, then those past their type's cap,
+    -- and the best max_jobs kept (picked), by priority, load, then age. locked
+    -- takes as many of each pair's jobs as were picked, skipping those another
+    -- claim holds, so two nodes claiming at once take different jobs of the same
+    -- companies; taken lists them in the fair order, in which they start (and their
+    -- events come).
     WITH RECURSIVE pairs AS (
         (
             SELECT j.company_id, j.job_type FROM content_jobs AS j
@@ -367,93 +436,21 @@ BEGIN
         JOIN companies AS c ON c.id = p.company_id
         LEFT JOIN busy AS b ON b.company_id = p.company_id
         WHERE c.max_running IS NULL OR coalesce(b.n, 0) < c.max_running
-    )
-    SELECT k.id, k.company_id, f.job_type, k.priority, k.run_at, k.created_at, k.seq,
-           f.cap, f.running, f.max_running
-    FROM fleet AS f CROSS JOIN LATERAL (
-        SELECT j.id, j.company_id, j.priority, j.run_at, j.created_at, j.seq
-        FROM content_jobs AS j
-        WHERE (j.company_id, j.job_type) >= (f.company_id, f.job_type)
-          AND (j.company_id, j.job_type) <= (f.company_id, f.job_type)
-          AND j.status = 'queued' AND j.run_at <= at
-        ORDER BY j.company_id, j.job_type, j.priority DESC, j.run_at, j.created_at, j.seq
-        LIMIT least(
-            coalesce(f.cap, max_jobs), max_jobs,
-            coalesce(f.max_running - f.running, max_jobs)
-        )
-    ) AS k;
-END
-$$;
-
--- Locks the first counts[i] runnable jobs of each (company_ids[i], pair_types[i]) in
--- claim order, skipping those another claim holds, so two nodes claiming at once take
--- different jobs of the same companies. VOLATILE, as FOR UPDATE requires: it reads in
--- a snapshot of its own, taken after its caller's; a job it locks that its caller
--- cannot see yet is left queued (and locked until the caller commits).
-CREATE FUNCTION callboard_claim_lock(
-    company_ids text[], pair_types text[], counts integer[], at timestamptz
-) RETURNS TABLE (
-    id text, company_id text, job_type text, priority integer, run_at timestamptz,
-    created_at timestamptz, seq bigint
-)
-LANGUAGE plpgsql VOLATILE
-SET enable_sort = off
-ROWS 10
-AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
-    SELECT k.id, k.company_id, pk.job_type, k.priority, k.run_at, k.created_at, k.seq
-    FROM unnest(company_ids, pair_types, counts) AS pk (company_id, job_type, n)
-    CROSS JOIN LATERAL (
-        SELECT j.id, j.company_id, j.priority, j.run_at, j.created_at, j.seq
-        FROM content_jobs AS j
-        WHERE (j.company_id, j.job_type) >= (pk.company_id, pk.job_type)
-          AND (j.company_id, j.job_type) <= (pk.company_id, pk.job_type)
-          AND j.status = 'queued' AND j.run_at <= at
-        ORDER BY j.company_id, j.job_type, j.priority DESC, j.run_at, j.created_at, j.seq
-        LIMIT pk.n
-        FOR UPDATE SKIP LOCKED
-    ) AS k;
-END
-$$;
-
--- The claim, fair between companies (JobStore.claim): a function, so that it runs
--- its statements in one round trip; see its comments.
-CREATE FUNCTION callboard_claim(
-    job_types text[], type_caps integer[], max_jobs integer, at timestamptz,
-    owner text, expires timestamptz
-) RETURNS TABLE (job content_jobs, payload text, event_id bigint)
-LANGUAGE plpgsql VOLATILE
-AS $$
-#variable_conflict use_column
-BEGIN
-    -- The companies with a cap that have runnable jobs of these types are locked in
-    -- id order (two claims never deadlock on them): claims that may take their jobs
-    -- take turns, and the statement below, in a snapshot taken after these locks,
-    -- sees the running jobs the claims before it committed. FOR NO KEY UPDATE:
-    -- submits (the foreign key's KEY SHARE lock) do not wait on it.
-    -- OFFSET 0 keeps the EXISTS a probe per capped company: as a join, the planner
-    -- may read every queued job of every company first (on a table without
-    -- statistics yet it did, at each claim).
-    PERFORM 1 FROM companies AS c
-    WHERE c.max_running IS NOT NULL AND EXISTS (
-        SELECT 1 FROM content_jobs AS q
-        WHERE q.company_id = c.id AND q.job_type = ANY(job_types)
-          AND q.status = 'queued' AND q.run_at <= at
-        OFFSET 0
-    )
-    ORDER BY c.id
-    FOR NO KEY UPDATE OF c;
-
-    -- Each company's candidates are ranked on top of its running count (its load);
-    -- those at or past the company's cap are dropped, then those past their type's
-    -- cap, and the best max_jobs kept (picked), by priority, load, then age. locked
-    -- takes as many of each pair's jobs as were picked; they start (and their events
-    -- come) in the fair order.
-    RETURN QUERY
-    WITH heads AS (
-        SELECT * FROM callboard_claim_candidates(job_types, type_caps, max_jobs, at)
+    ),
+    heads AS (
+        SELECT k.*, f.job_type, f.cap, f.running, f.max_running
+        FROM fleet AS f CROSS JOIN LATERAL (
+            SELECT j.id, j.company_id, j.priority, j.run_at, j.created_at, j.seq
+            FROM content_jobs AS j
+            WHERE (j.company_id, j.job_type) >= (f.company_id, f.job_type)
+              AND (j.company_id, j.job_type) <= (f.company_id, f.job_type)
+              AND j.status = 'queued' AND j.run_at <= at
+            ORDER BY j.company_id, j.job_type, j.priority DESC, j.run_at, j.created_at, j.seq
+            LIMIT least(
+                coalesce(f.cap, max_jobs), max_jobs,
+                coalesce(f.max_running - f.running, max_jobs)
+            )
+        ) AS k
     ),
     loaded AS (
         SELECT h.*, h.running - 1 + row_number() OVER (
@@ -469,8 +466,7 @@ BEGIN
         WHERE l.max_running IS NULL OR l.load < l.max_running
     ),
     picked AS (
-        SELECT e.company_id, e.job_type, min(e.running) AS running, count(*)::integer AS n
-        FROM (
+        SELECT e.company_id, e.job_type, min(e.running) AS running, count(*) AS n FROM (
             SELECT e.company_id, e.job_type, e.running FROM eligible AS e
             WHERE e.cap IS NULL OR e.type_rank <= e.cap
             ORDER BY e.priority DESC, e.load, e.run_at, e.created_at, e.seq
@@ -478,52 +474,31 @@ BEGIN
         ) AS e
         GROUP BY e.company_id, e.job_type
     ),
-    pairs AS (
-        SELECT array_agg(pk.company_id) AS companies, array_agg(pk.job_type) AS types,
-               array_agg(pk.n) AS counts
-        FROM picked AS pk
-    ),
     locked AS (
         SELECT k.*, pk.running - 1 + row_number() OVER (
             PARTITION BY k.company_id ORDER BY k.priority DESC, k.run_at, k.created_at, k.seq
         ) AS load
-        FROM pairs AS a
-        CROSS JOIN LATERAL callboard_claim_lock(a.companies, a.types, a.counts, at) AS k
-        JOIN picked AS pk ON pk.company_id = k.company_id AND pk.job_type = k.job_type
-    ),
-    taken AS (
+        FROM picked AS pk CROSS JOIN LATERAL (
+            SELECT j.id, j.company_id, j.priority, j.run_at, j.created_at, j.seq
+            FROM content_jobs AS j
+            WHERE (j.company_id, j.job_type) >= (pk.company_id, pk.job_type)
+              AND (j.company_id, j.job_type) <= (pk.company_id, pk.job_type)
+              AND j.status = 'queued' AND j.run_at <= at
+            ORDER BY j.company_id, j.job_type, j.priority DESC, j.run_at, j.created_at, j.seq
+            LIMIT pk.n
+            FOR UPDATE SKIP LOCKED
+        ) AS k
+    )
+    SELECT array_agg(t.id ORDER BY t.ord) INTO taken FROM (
         SELECT l.id, row_number() OVER (
             ORDER BY l.priority DESC, l.load, l.run_at, l.created_at, l.seq
-        ) AS event_ord
+        ) AS ord
         FROM locked AS l
         LIMIT max_jobs
-    ),
-    changed AS (
-        UPDATE content_jobs AS j
-        SET status = 'running',
-            attempt = j.attempt + 1,
-            started_at = at,
-            finished_at = NULL,
-            lease_owner = owner,
-            lease_expires_at = expires,
-            progress_percent = 0,
-            progress_message = NULL,
-            updated_at = at
-        FROM taken
-        WHERE j.id = taken.id
-        RETURNING j AS row, j.id, j.company_id, callboard_job_payload(j) AS payload,
-                  taken.event_ord
-    ),
-    appended AS (
-        SELECT callboard_append_events(
-            array_agg(ch.id ORDER BY ch.event_ord), array_agg(ch.company_id ORDER BY ch.event_ord),
-            array_agg('content_job.running'::text ORDER BY ch.event_ord),
-            array_agg(ch.payload ORDER BY ch.event_ord), array_agg(at ORDER BY ch.event_ord)
-        ) AS last_id, count(*) AS n
-        FROM changed AS ch
-    )
-    SELECT ch.row, ch.payload, a.last_id - a.n + row_number() OVER (ORDER BY ch.event_ord)
-    FROM changed AS ch, appended AS a
-    ORDER BY ch.event_ord;
+    ) AS t;
+
+    IF taken IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM callboard_claim_take(taken, at, owner, expires);
+    END IF;
 END
 $$;
