@@ -9,53 +9,10 @@
 -- - The claim runs with sorts and sequential scans disabled. Every way to its reads of
 --   the queue other than content_jobs_fair needs one or the other, so that index is
 --   the one plan whatever the statistics say. The sorts it cannot do without (the
---   ranking of a few rows) are in every plan alike, and no join is chosen above them.
--- - The update of the jobs taken moves to a function of its own, which finds them by
---   their ids alone: with sequential scans off the primary key is its one plan.
-
--- Starts the jobs a claim took (ids, locked by the caller's transaction), in that
--- order, and appends their running events. The jobs are found by their ids alone,
--- not checked to be queued again (the caller's lock on them has held since it read
--- them queued): with no condition a partial index answers and sequential scans off,
--- the primary key is the one plan, where a plan made on an empty table walked the
--- queue (or the table) to find them.
-CREATE FUNCTION callboard_claim_take(
-    ids text[], at timestamptz, owner text, expires timestamptz
-) RETURNS TABLE (job content_jobs, payload text, event_id bigint)
-LANGUAGE plpgsql VOLATILE
-SET enable_seqscan = off
-AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
-    WITH changed AS (
-        UPDATE content_jobs AS j
-        SET status = 'running',
-            attempt = j.attempt + 1,
-            started_at = at,
-            finished_at = NULL,
-            lease_owner = owner,
-            lease_expires_at = expires,
-            progress_percent = 0,
-            progress_message = NULL,
-            updated_at = at
-        WHERE j.id = ANY(ids)
-        RETURNING j AS row, j.id, j.company_id, callboard_job_payload(j) AS payload,
-                  array_position(ids, j.id) AS event_ord
-    ),
-    appended AS (
-        SELECT callboard_append_events(
-            array_agg(ch.id ORDER BY ch.event_ord), array_agg(ch.company_id ORDER BY ch.event_ord),
-            array_agg('content_job.running'::text ORDER BY ch.event_ord),
-            array_agg(ch.payload ORDER BY ch.event_ord), array_agg(at ORDER BY ch.event_ord)
-        ) AS last_id, count(*) AS n
-        FROM changed AS ch
-    )
-    SELECT ch.row, ch.payload, a.last_id - a.n + row_number() OVER (ORDER BY ch.event_ord)
-    FROM changed AS ch, appended AS a
-    ORDER BY ch.event_ord;
-END
-$$;
+--   ranking of a few rows) are in every plan alike.
+-- - The update finds the jobs taken by their ids alone: no partial index can answer
+--   it, and any other way to them than the primary key needs a sequential scan or
+--   another sort.
 
 CREATE OR REPLACE FUNCTION callboard_claim(
     job_types text[], type_caps integer[], max_jobs integer, at timestamptz,
@@ -66,8 +23,6 @@ SET enable_sort = off
 SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
-DECLARE
-    taken text[];
 BEGIN
     -- The companies with a cap that have runnable jobs of these types are locked in
     -- id order (two claims never deadlock on them): claims that may take their jobs
@@ -98,8 +53,10 @@ BEGIN
     -- and the best max_jobs kept (picked), by priority, load, then age. locked
     -- takes as many of each pair's jobs as were picked, skipping those another
     -- claim holds, so two nodes claiming at once take different jobs of the same
-    -- companies; taken lists them in the fair order, in which they start (and their
-    -- events come).
+    -- companies; they start (and their events come) in the fair order. changed finds
+    -- them by their ids alone, not checked to be queued again (the lock on them has
+    -- held since locked read them queued), so that the primary key is its one plan.
+    RETURN QUERY
     WITH RECURSIVE pairs AS (
         (
             SELECT j.company_id, j.job_type FROM content_jobs AS j
@@ -183,17 +140,40 @@ BEGIN
             LIMIT pk.n
             FOR UPDATE SKIP LOCKED
         ) AS k
-    )
-    SELECT array_agg(t.id ORDER BY t.ord) INTO taken FROM (
+    ),
+    taken AS (
         SELECT l.id, row_number() OVER (
             ORDER BY l.priority DESC, l.load, l.run_at, l.created_at, l.seq
-        ) AS ord
+        ) AS event_ord
         FROM locked AS l
         LIMIT max_jobs
-    ) AS t;
-
-    IF taken IS NOT NULL THEN
-        RETURN QUERY SELECT * FROM callboard_claim_take(taken, at, owner, expires);
-    END IF;
+    ),
+    changed AS (
+        UPDATE content_jobs AS j
+        SET status = 'running',
+            attempt = j.attempt + 1,
+            started_at = at,
+            finished_at = NULL,
+            lease_owner = owner,
+            lease_expires_at = expires,
+            progress_percent = 0,
+            progress_message = NULL,
+            updated_at = at
+        FROM taken
+        WHERE j.id = taken.id
+        RETURNING j AS row, j.id, j.company_id, callboard_job_payload(j) AS payload,
+                  taken.event_ord
+    ),
+    appended AS (
+        SELECT callboard_append_events(
+            array_agg(ch.id ORDER BY ch.event_ord), array_agg(ch.company_id ORDER BY ch.event_ord),
+            array_agg('content_job.running'::text ORDER BY ch.event_ord),
+            array_agg(ch.payload ORDER BY ch.event_ord), array_agg(at ORDER BY ch.event_ord)
+        ) AS last_id, count(*) AS n
+        FROM changed AS ch
+    )
+    SELECT ch.row, ch.payload, a.last_id - a.n + row_number() OVER (ORDER BY ch.event_ord)
+    FROM changed AS ch, appended AS a
+    ORDER BY ch.event_ord;
 END
 $$;
