@@ -13,6 +13,10 @@
 -- - The update finds the jobs taken by their ids alone: no partial index can answer
 --   it, and any other way to them than the primary key needs a sequential scan or
 --   another sort.
+-- - Bitmap scans are off too: the count of each company's running jobs was one, and
+--   a bitmap scan never marks an index entry dead, so each claim read again every
+--   job that had run since the last vacuum (0.7 ms of a 4 ms claim of 8 jobs with
+--   10 companies at work). A plain index scan marks them and then skips them.
 
 CREATE OR REPLACE FUNCTION callboard_claim(
     job_types text[], type_caps integer[], max_jobs integer, at timestamptz,
@@ -21,6 +25,7 @@ CREATE OR REPLACE FUNCTION callboard_claim(
 LANGUAGE plpgsql VOLATILE
 SET enable_sort = off
 SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 #variable_conflict use_column
 BEGIN

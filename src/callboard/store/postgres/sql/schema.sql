@@ -315,7 +315,8 @@ $$;
 -- PL/pgSQL keeps the plan made at a node's first claims, often on an empty queue. It
 -- runs with sorts and sequential scans disabled: every way to its reads of the queue
 -- other than content_jobs_fair, and to the jobs it updates other than the primary key,
--- needs one or the other.
+-- needs one or the other. Bitmap scans are off too: they never mark an index entry
+-- dead, so a count of running jobs by one read every job run since the last vacuum.
 
 -- The claim, fair between companies (JobStore.claim): a function, so that it runs
 -- its statements in one round trip; see its comments.
@@ -326,6 +327,7 @@ CREATE FUNCTION callboard_claim(
 LANGUAGE plpgsql VOLATILE
 SET enable_sort = off
 SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 #variable_conflict use_column
 BEGIN
