@@ -311,15 +311,14 @@ BEGIN
 END
 $$;
 
--- The fair claim: its plans must not depend on the planner's row guesses, since
--- PL/pgSQL keeps the plan made at a node's first claims, often on an empty queue. It
--- runs with sorts and sequential scans disabled: every way to its reads of the queue
--- other than content_jobs_fair, and to the jobs it updates other than the primary key,
--- needs one or the other. Bitmap scans are off too: they never mark an index entry
--- dead, so a count of running jobs by one read every job run since the last vacuum.
-
 -- The claim, fair between companies (JobStore.claim): a function, so that it runs
--- its statements in one round trip; see its comments.
+-- its statements in one round trip; see its comments. Its plans must not depend on
+-- the planner's row guesses, since PL/pgSQL keeps the plan made at a node's first
+-- claims, often on an empty queue. It runs with sorts and sequential scans disabled:
+-- every way to its reads of the queue other than content_jobs_fair, and to the jobs
+-- it updates other than the primary key, needs one or the other. Bitmap scans are off
+-- too: they never mark an index entry dead, so a count of running jobs by one read
+-- every job run since the last vacuum.
 CREATE FUNCTION callboard_claim(
     job_types text[], type_caps integer[], max_jobs integer, at timestamptz,
     owner text, expires timestamptz
