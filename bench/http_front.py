@@ -5,7 +5,9 @@ turns within each round (so the machine's noise hits all alike):
 
 - `bare`: a bare Quart-Trio app on Hypercorn's trio worker with one JSON POST route
   (it parses the body and answers 202 with a small JSON object) and one GET route;
-  what any app on this stack pays per request (bench/bare_app.py);
+  what any app on this stack pays per request (bench/bare_app.py); and the same POST
+  route in plain ASGI on the same server, the floor of callboard's submit routes
+  (they are plain ASGI ahead of Quart: src/callboard/web/submits.py);
 - `web-only`: `callboard serve --workers 0` on a fresh PostgreSQL database (another
   node would run the jobs): single submits `POST .../content-jobs {"jobType":"noop"}`,
   `GET /healthz`, and batch submits of 500 jobs (`POST .../content-jobs/batch`);
@@ -15,7 +17,9 @@ turns within each round (so the machine's noise hits all alike):
 
 Printed per round, then the median of each figure over the rounds, and the ratios the
 targets name (web-only submit / bare POST, p99 ratio, healthz / bare, embedded jobs
-done per second / bare POST). Figures are printed, never asserted.
+done per second / bare POST), and web-only submit against the plain-ASGI route (no
+target: what callboard's own work costs beside its floor). Figures are printed, never
+asserted.
 
 Needs wrk (`apt-get install wrk`) and a PostgreSQL server (`--pg`).
 
@@ -124,6 +128,8 @@ def one_round(work: Path, seconds: int, pg_admin: str) -> dict[str, float]:
     try:
         result = wrk(f"{bare.base}/submit", seconds, lua_script(work, "bare", single, None))
         out.update({"bare_rps": result["rps"], "bare_p99": result["p99"]})
+        result = wrk(f"{bare.base}/asgi/submit", seconds, lua_script(work, "asgi", single, None))
+        out.update({"asgi_rps": result["rps"], "asgi_p99": result["p99"]})
         out["bare_get_rps"] = wrk(f"{bare.base}/healthz", seconds)["rps"]
     finally:
         bare.stop()
@@ -176,6 +182,8 @@ ROWS = [
     ("bare POST req/s", "bare_rps", "{:,.0f}"),
     ("bare POST p99 ms", "bare_p99", "{:.1f}"),
     ("bare GET req/s", "bare_get_rps", "{:,.0f}"),
+    ("bare plain-ASGI POST req/s", "asgi_rps", "{:,.0f}"),
+    ("bare plain-ASGI POST p99 ms", "asgi_p99", "{:.1f}"),
     ("web-only submit req/s", "web_rps", "{:,.0f}"),
     ("web-only submit p99 ms", "web_p99", "{:.1f}"),
     ("web-only non-2xx", "web_non2xx", "{:.0f}"),
@@ -194,6 +202,9 @@ RATIOS = [
     ("web-only submit p99 / bare POST p99", "web_p99", "bare_p99", "<= 1.25"),
     ("web-only /healthz / bare POST", "healthz_rps", "bare_rps", ">= 0.95"),
     ("embedded done jobs/s / bare POST", "emb_done_s", "bare_rps", ">= 0.5"),
+    # No target: callboard's submit routes are plain ASGI, so this is their own floor.
+    ("web-only submit / bare plain-ASGI POST", "web_rps", "asgi_rps", "none"),
+    ("web-only p99 / bare plain-ASGI p99", "web_p99", "asgi_p99", "none"),
 ]
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 from quart import current_app, request
 
 from ..config import Settings
-from ..jobs import Job, iso
+from ..jobs import Job
 from ..running_board import RunningBoard
 from .auth import Authenticator, Principal
 from .backlog import Backlog
@@ -40,16 +39,35 @@ class WebContext:
             self.known_companies.clear()  # bounded; the next requests read them again
         self.known_companies.add(company_id)
 
+    async def company_for(self, who: Principal, company_id: str) -> str:
+        """The company id if `who` may act on it; 404 otherwise (also for another
+        company's id, so ids cannot be probed)."""
+        if not is_uuid(company_id):
+            raise not_found(f"company {company_id!r} not found")
+        who.require_company(company_id)
+        if who.is_operator and company_id not in self.known_companies:
+            if await self.rt.get_company(company_id) is None:
+                raise not_found(f"company {company_id!r} not found")
+            self.saw_company(company_id)
+        return company_id
+
 
 def ctx() -> WebContext:
     return current_app.extensions["callboard"]
 
 
-def bearer_token(*, allow_query: bool = False) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
+def token_in(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer` header's value."""
+    scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
+    return None
+
+
+def bearer_token(*, allow_query: bool = False) -> str | None:
+    token = token_in(request.headers.get("Authorization", ""))
+    if token is not None:
+        return token
     if allow_query:
         # EventSource cannot set headers; the access log never shows query strings.
         return request.args.get("token") or None
@@ -75,18 +93,7 @@ def is_uuid(value: str) -> bool:
 
 
 async def company_for(who: Principal, company_id: str) -> str:
-    """The company id if `who` may act on it; 404 otherwise (also for another
-    company's id, so ids cannot be probed)."""
-    if not is_uuid(company_id):
-        raise not_found(f"company {company_id!r} not found")
-    who.require_company(company_id)
-    if who.is_operator:
-        web = ctx()
-        if company_id not in web.known_companies:
-            if await web.rt.get_company(company_id) is None:
-                raise not_found(f"company {company_id!r} not found")
-            web.saw_company(company_id)
-    return company_id
+    return await ctx().company_for(who, company_id)
 
 
 async def job_for(who: Principal, job_id: str, company_id: str | None = None) -> Job:
@@ -100,7 +107,3 @@ async def job_for(who: Principal, job_id: str, company_id: str | None = None) ->
     if not who.is_operator and job.company_id != who.company_id:
         raise not_found(message)
     return job
-
-
-def accepted_job(job: Job) -> dict[str, Any]:
-    return {"jobId": job.id, "status": str(job.status), "createdAt": iso(job.created_at)}

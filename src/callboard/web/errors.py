@@ -3,6 +3,7 @@ into `{"error": {"code", "message"}}` in one place (`app.py`)."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 from ..errors import (
@@ -50,6 +51,24 @@ def forbidden(message: str = "this route needs the operator token") -> ApiError:
 
 def not_found(message: str) -> ApiError:
     return ApiError(404, "not_found", message)
+
+
+def error_body(error: ApiError) -> bytes:
+    return json.dumps({"error": {"code": error.code, "message": error.message}}).encode()
+
+
+def error_headers(error: ApiError) -> dict[str, str]:
+    """Beside Content-Type: a 401's challenge, and the error's own (Allow, Retry-After)."""
+    headers = {"WWW-Authenticate": 'Bearer realm="callboard"'} if error.status == 401 else {}
+    headers.update(error.headers)
+    return headers
+
+
+def internal(method: str, path: str, error: Exception) -> ApiError:
+    """A 500 for an error no handler expected, logged with its traceback."""
+    # trio.Cancelled is a BaseException: it never gets here.
+    log.error("unhandled error on %s %s", method, path, exc_info=error)
+    return ApiError(500, "internal", "internal server error")
 
 
 def from_domain(exc: CallboardError) -> ApiError:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from quart import Blueprint, request
 from werkzeug.exceptions import MethodNotAllowed
 
-from .context import accepted_job, company_for, ctx, job_for, operator, principal
+from .context import company_for, ctx, job_for, operator, principal
 from .job_filters import query_filter
-from .validation import batch_specs, check_query, job_spec, parse_json, query_int
+from .submits import submit
+from .validation import check_query, query_int
 
 jobs = Blueprint("jobs", __name__)
 
@@ -23,28 +24,18 @@ _LIST_QUERY = {
 }
 
 
+# Served by `submits.SubmitRoutes` ahead of Quart; these views are the same submit for
+# the requests it passes on (and what the URL map and the OpenAPI description know).
 @jobs.post("/api/companies/<company_id>/content-jobs")
-async def submit(company_id: str):
-    who = await principal()
-    company = await company_for(who, company_id)
-    body = await request.get_data()  # before the turn: a slow client must not hold one
-    async with ctx().backlog.turn():
-        spec = job_spec(parse_json(body))
-        await ctx().backlog.admit()
-        (job,) = await ctx().rt.submit_many(company, [spec])
-    return accepted_job(job), 202
+async def submit_one(company_id: str):
+    authorization = request.headers.get("Authorization", "")
+    return await submit(ctx(), authorization, company_id, request.get_data, batch=False), 202
 
 
 @jobs.post("/api/companies/<company_id>/content-jobs/batch")
 async def submit_batch(company_id: str):
-    who = await principal()
-    company = await company_for(who, company_id)
-    body = await request.get_data()
-    async with ctx().backlog.turn():
-        specs = batch_specs(parse_json(body))
-        await ctx().backlog.admit()
-        submitted = await ctx().rt.submit_many(company, specs)
-    return {"jobs": [accepted_job(job) for job in submitted]}, 202
+    authorization = request.headers.get("Authorization", "")
+    return await submit(ctx(), authorization, company_id, request.get_data, batch=True), 202
 
 
 @jobs.get("/api/companies/<company_id>/content-jobs")

@@ -22,12 +22,18 @@ from ..jobs import (
     JobSpec,
     is_reference,
 )
-from .errors import bad_request
+from .errors import ApiError, bad_request
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH = 1000
 #: Event ids are 64-bit signed integers in every store.
 MAX_LAST_EVENT_ID = 2**63 - 1
+
+
+def body_too_large() -> ApiError:
+    return ApiError(
+        413, "too_large", f"the body is larger than the {MAX_BODY_BYTES} bytes (1 MiB) limit"
+    )
 
 
 def parse_json(raw: bytes) -> Any:
