@@ -119,8 +119,8 @@ class SubmitRoutes:
                 authorization = value.decode("latin-1")
             elif name == b"origin" and origin is None:
                 origin = value.decode("latin-1")
-            elif name == b"content-length" and declared is None:
-                declared = int(value)  # h11 refuses a malformed one before we see it
+            elif name == b"content-length" and declared is None and value.isdigit():
+                declared = int(value)  # h11 refuses a malformed one before we get here
 
         async def read_body() -> bytes:
             return await _read_body(receive, declared)
