@@ -40,7 +40,11 @@ from ..running_board import RunningBoard
 from .errors import ApiError
 
 #: Submits worked on at once by a node that also runs jobs (see the module docstring).
-SUBMIT_TURNS = 2
+#: Four, not fewer: the submits of one turn's round share a grouped write, and on the
+#: embedded store, whose writer thread is the node's limit, four turns finished a fifth
+#: more jobs per second under 50 submitting clients than two (its queue still empty
+#: when the load stopped); eight let the queue grow (docs/benchmarks.md, "Issue 14").
+SUBMIT_TURNS = 4
 #: How old the queue's length may be before a submit reads it again.
 REFRESH_SECONDS = 0.25
 #: What a refused client is told to wait, in seconds.
