@@ -3,6 +3,7 @@ thread, interruptible reads. Real threads and real files, so no virtual clock he
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
 import threading
@@ -448,6 +449,107 @@ async def test_asset_lists_seek_their_index(db: SqliteStore) -> None:
     assert "USING INDEX assets_company_created (company_id=?)" in company
     assert "USING INDEX assets_source_task (company_id=? AND source_task_id=?)" in task
     assert "(object_key=?)" in keys  # the UNIQUE constraint's index, once per key
+
+
+async def test_claim_and_renewal_look_jobs_up_by_key(db: SqliteStore) -> None:
+    # Without statistics the planner read every queued (running) job through
+    # content_jobs_status and tested each against the ids: each claim cost O(queue).
+    conn = sqlite3.connect(db.path)
+    params = {"now": "t", "lease_owner": "w", "lease_expires_at": "t", "ids": '["a"]'}
+    try:
+        for name, ids in (("claim", "ids"), ("renew_leases", "job_ids")):
+            plan = [
+                row[3]
+                for row in conn.execute("EXPLAIN QUERY PLAN " + Q[name], {**params, ids: "[]"})
+            ]
+            assert any("sqlite_autoindex_content_jobs_1 (id=?)" in step for step in plan), plan
+        plan = " ".join(
+            row[3]
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN " + Q["prunable_jobs"], {"before": "t", "limit": 1}
+            )
+        )
+        assert "content_jobs_finished (finished_at<?)" in plan
+    finally:
+        conn.close()
+
+
+async def test_job_writes_build_no_temporary_tables(db: SqliteStore) -> None:
+    # SQLite builds a temporary b-tree for RETURNING and for an IN list of three values
+    # or more, each time the statement runs; the per-job writes need neither.
+    conn = sqlite3.connect(db.path)
+    conn.execute("PRAGMA foreign_keys = ON")
+    names = ("insert_job", "insert_event", "record_progress", "complete", "fail_final")
+    names += ("fail_retry", "mark_cancelled", "retry")
+    try:
+        for name in names:
+            params = dict.fromkeys(re.findall(r":(\w+)", Q[name]))
+            ops = [row[1] for row in conn.execute("EXPLAIN " + Q[name], params)]
+            assert "OpenEphemeral" not in ops, name
+    finally:
+        conn.close()
+
+
+async def test_the_built_queued_row_equals_the_stored_one(db: SqliteStore) -> None:
+    from callboard.store.sqlite.store import _new_job_row, _queued_row
+
+    company = await db.create_company("acme", T0)
+    plain = new_job(company.id)
+    full = new_job(
+        company.id,
+        input={"a": [1, "é"]},
+        priority=-3,
+        max_attempts=4,
+        timeout_seconds=30,  # an int, stored as REAL
+        run_at=datetime(2030, 1, 2, tzinfo=UTC),
+        source_task_id="task-1",
+        idempotency_key="key-1",
+    )
+    inserted = await db.insert_jobs([plain, full], T0)
+    conn = sqlite3.connect(db.path)
+    conn.row_factory = sqlite3.Row
+    try:
+        for new, item in zip([plain, full], inserted, strict=True):
+            row = conn.execute("SELECT * FROM content_jobs WHERE id = ?", (new.id,)).fetchone()
+            built = _queued_row(_new_job_row(new, "2030-01-01T00:00:00.000000Z"))
+            assert built == dict(row)
+            assert [type(v) for v in built.values()] == [type(v) for v in dict(row).values()]
+            assert item.job == await db.get_job(new.id)
+    finally:
+        conn.close()
+
+
+async def test_migration_9_keeps_the_status_check(tmp_path) -> None:
+    # 0009 rewrites content_jobs' stored CHECK text; on a database that holds jobs from
+    # before it, the check still refuses an unknown status and the file is sound.
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for migration in discover("sqlite")[:8]:
+            for statement in split_sqlite_script(migration.sql):
+                conn.execute(statement)
+        conn.execute("INSERT INTO companies (id, name, created_at) VALUES ('c', 'c', 't')")
+        conn.execute(
+            "INSERT INTO content_jobs (id, company_id, job_type, status, input, run_at,"
+            " created_at, updated_at, finished_at) VALUES"
+            " ('j', 'c', 'noop', 'done', '{}', 't', 't', 't', 't')"
+        )
+        migration = discover("sqlite")[8]
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in split_sqlite_script(migration.sql):
+            conn.execute(statement)
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA writable_schema = RESET")
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        (text,) = conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'content_jobs'")
+        assert "status IN" not in text[0] and "status = 'cancelled'" in text[0]
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            conn.execute("UPDATE content_jobs SET status = 'lost' WHERE id = 'j'")
+        count = "SELECT count(*) FROM content_jobs WHERE"
+        where = "(status = 'done' OR status = 'failed' OR status = 'cancelled')"
+        assert conn.execute(f"{count} {where} AND finished_at < 'u'").fetchone() == (1,)
+    finally:
+        conn.close()
 
 
 async def test_claim_matches_a_reference_across_types_caps_and_priorities(

@@ -106,6 +106,10 @@ def apply_sqlite(conn: sqlite3.Connection) -> list[int]:
                 conn.execute("ROLLBACK")
             raise
         done.append(migration.version)
+    if done:
+        # A migration may rewrite a table's stored text (0009 does, under
+        # writable_schema), which this connection would not read again by itself.
+        conn.execute("PRAGMA writable_schema = RESET")
     return done
 
 

@@ -66,7 +66,7 @@ from ..base import ApiToken, CancelOutcome, JobStore, NodeInfo, Reachability, Re
 from ..encoding import decode_cursor, encode_cursor, input_json, newest_first
 from ..migrations import apply_sqlite
 from ..queries import load_queries
-from ..rows import Rows
+from ..rows import Row, Rows
 from .writer import Checkpointer, Writer, WriterStatistics, outbox
 
 __all__ = ["SqliteStatistics", "SqliteStore"]
@@ -147,7 +147,7 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
 # --- statements run inside the writer's transaction ------------------------------------
 
 
-def _wire(row: sqlite3.Row, job: Job) -> dict[str, Any]:
+def _wire(row: Row, job: Job) -> dict[str, Any]:
     """`job.to_dict()` for the job read from `row`, without formatting its times
     again: the row holds them as `iso()` text already (test_sqlite_store checks that
     the two agree)."""
@@ -196,21 +196,58 @@ def _new_job_row(new: NewJob, created_at: str) -> dict[str, Any]:
     }
 
 
+def _queued_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The content_jobs row `insert_job` writes for `row` (a `_new_job_row`), as
+    `SELECT *` would read it back. Built here rather than asked for with RETURNING,
+    for which SQLite fills a temporary table per statement (test_sqlite_store checks
+    that the two agree)."""
+    timeout = row["timeout_seconds"]
+    return {
+        "id": row["id"],
+        "company_id": row["company_id"],
+        "job_type": row["job_type"],
+        "status": "queued",
+        "priority": row["priority"],
+        "input": row["input"],
+        "progress_percent": 0,
+        "progress_message": None,
+        "attempt": 0,
+        "max_attempts": row["max_attempts"],
+        "timeout_seconds": None if timeout is None else float(timeout),  # a REAL column
+        "run_at": row["run_at"],
+        "result_asset_id": None,
+        "error_message": None,
+        "source_task_id": row["source_task_id"],
+        "idempotency_key": row["idempotency_key"],
+        "created_at": row["created_at"],
+        "started_at": None,
+        "finished_at": None,
+        "updated_at": row["created_at"],
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "cancel_requested": 0,
+        "result": None,
+        "schedule_id": None,
+        "scheduled_for": None,
+        "error_type": None,
+        "error_traceback": None,
+    }
+
+
 def _insert_queued(conn: sqlite3.Connection, row: Mapping[str, Any]) -> Inserted:
     """Insert one job (its `_new_job_row`) queued, with its queued event."""
     try:
-        inserted = conn.execute(Q["insert_job"], row).fetchone()
+        conn.execute(Q["insert_job"], row)
     except sqlite3.IntegrityError as exc:
         if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
             raise InvalidRequest(f"job id {row['id']!r} already exists") from None
         raise
+    inserted = _queued_row(row)
     job = ROWS.job(inserted)
     return Inserted(job, _record(conn, EventType.QUEUED, inserted, job, row["created_at"]), True)
 
 
-def _record(
-    conn: sqlite3.Connection, type_: EventType, row: sqlite3.Row, job: Job, now: str
-) -> JobEvent:
+def _record(conn: sqlite3.Connection, type_: EventType, row: Row, job: Job, now: str) -> JobEvent:
     """Write the event row for a change just made to `job` (read from `row`); the event
     as a reader will see it: `Job.from_dict()` of the payload, i.e. the job without
     its lease fields and with its input parsed anew from JSON."""
@@ -222,7 +259,7 @@ def _record(
         "payload": payload,
         "created_at": now,
     }
-    (event_id,) = conn.execute(Q["insert_event"], params).fetchone()
+    event_id = conn.execute(Q["insert_event"], params).lastrowid
     created_at = _dt(now)
     assert created_at is not None
     snapshot = dataclasses.replace(
@@ -240,9 +277,12 @@ def _record(
 def _change(
     conn: sqlite3.Connection, query: str, params: Mapping[str, Any], type_: EventType
 ) -> JobEvent | None:
-    """One guarded UPDATE ... RETURNING and its event; None when no row matched."""
-    row = conn.execute(query, params).fetchone()
-    return None if row is None else _record(conn, type_, row, ROWS.job(row), params["now"])
+    """One guarded UPDATE of job :id and its event; None when no row matched. The row
+    is read back by its key: cheaper in SQLite than RETURNING (queries.sql says why)."""
+    if conn.execute(query, params).rowcount == 0:
+        return None
+    row = conn.execute(Q["get_job"], {"id": params["id"]}).fetchone()
+    return _record(conn, type_, row, ROWS.job(row), params["now"])
 
 
 def _get_job(conn: sqlite3.Connection, job_id: str) -> Job:

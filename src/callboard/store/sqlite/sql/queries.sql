@@ -108,6 +108,7 @@ SELECT * FROM content_jobs
 WHERE company_id = :company_id AND idempotency_key = :idempotency_key;
 
 -- name: insert_job
+-- No RETURNING: the store builds the row it wrote (sqlite/store.py, _queued_row).
 INSERT INTO content_jobs (
     id, company_id, job_type, status, priority, input, progress_percent,
     progress_message, attempt, max_attempts, timeout_seconds, run_at,
@@ -116,8 +117,7 @@ INSERT INTO content_jobs (
     :id, :company_id, :job_type, 'queued', :priority, :input, 0,
     NULL, 0, :max_attempts, :timeout_seconds, :run_at,
     :source_task_id, :idempotency_key, :created_at, :created_at
-)
-RETURNING *;
+);
 
 -- name: overtakes_queued
 -- A queued job of :job_type, due at :now, with the same or a higher :priority than
@@ -143,9 +143,9 @@ WHERE id = :id AND status = 'queued'
 RETURNING *;
 
 -- name: insert_event
+-- No RETURNING: the new id is the cursor's lastrowid.
 INSERT INTO content_job_events (job_id, company_id, type, payload, created_at)
-VALUES (:job_id, :company_id, :type, :payload, :created_at)
-RETURNING id;
+VALUES (:job_id, :company_id, :type, :payload, :created_at);
 
 -- name: list_jobs_company
 SELECT * FROM content_jobs
@@ -261,7 +261,9 @@ LIMIT :limit;
 
 -- name: claim
 -- Starts the jobs of :ids (a JSON array, from claim_order, in the same transaction).
--- The caller puts the RETURNING rows (unordered) back in claim order.
+-- The caller puts the RETURNING rows (unordered) back in claim order. The unary +
+-- keeps the planner on the primary key: without statistics it would read every
+-- queued job through content_jobs_status and test each against :ids.
 UPDATE content_jobs
 SET status = 'running',
     attempt = attempt + 1,
@@ -272,21 +274,24 @@ SET status = 'running',
     progress_percent = 0,
     progress_message = NULL,
     updated_at = :now
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'queued'
 RETURNING *, rowid AS seq;
 
 -- name: renew_leases
+-- The unary + keeps the planner on the primary key, as in claim.
 UPDATE content_jobs
 SET lease_expires_at = :lease_expires_at
 WHERE id IN (SELECT value FROM json_each(:job_ids))
-  AND status = 'running' AND lease_owner = :lease_owner
+  AND +status = 'running' AND lease_owner = :lease_owner
 RETURNING id, cancel_requested;
 
 -- name: record_progress
+-- This and the guarded transitions after it (complete to retry) have no RETURNING:
+-- SQLite fills a temporary table per statement for it, and reading the row back by
+-- its key costs less (sqlite/store.py, _change).
 UPDATE content_jobs
 SET progress_percent = :percent, progress_message = :message, updated_at = :now
-WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
-RETURNING *;
+WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner;
 
 -- name: complete
 UPDATE content_jobs
@@ -301,8 +306,7 @@ SET status = 'done',
     result_asset_id = coalesce(:result_asset_id, result_asset_id),
     result = :result,
     updated_at = :now
-WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
-RETURNING *;
+WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner;
 
 -- name: fail_retry
 UPDATE content_jobs
@@ -314,8 +318,7 @@ SET status = 'queued',
     lease_owner = NULL,
     lease_expires_at = NULL,
     updated_at = :now
-WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
-RETURNING *;
+WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner;
 
 -- name: fail_final
 UPDATE content_jobs
@@ -327,8 +330,7 @@ SET status = 'failed',
     lease_owner = NULL,
     lease_expires_at = NULL,
     updated_at = :now
-WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
-RETURNING *;
+WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner;
 
 -- name: mark_cancelled
 -- With :only_if_requested = 1 it acts only on a job asked to stop: a failed attempt
@@ -343,8 +345,7 @@ SET status = 'cancelled',
     lease_expires_at = NULL,
     updated_at = :now
 WHERE id = :id AND status = 'running' AND lease_owner = :lease_owner
-  AND (:only_if_requested = 0 OR cancel_requested = 1)
-RETURNING *;
+  AND (:only_if_requested = 0 OR cancel_requested = 1);
 
 -- name: cancel_queued
 UPDATE content_jobs
@@ -371,8 +372,7 @@ SET status = 'queued',
     finished_at = NULL,
     max_attempts = max(max_attempts, attempt + 1),
     updated_at = :now
-WHERE id = :id AND status IN ('failed', 'cancelled')
-RETURNING *;
+WHERE id = :id AND status IN ('failed', 'cancelled');
 
 -- name: expired_leases
 SELECT id FROM content_jobs
@@ -455,15 +455,17 @@ WHERE id IN (
 RETURNING id;
 
 -- name: prunable_jobs
--- Finished jobs past the retention, oldest first (content_jobs_finished).
-SELECT id FROM content_jobs
-WHERE status IN ('done', 'failed', 'cancelled') AND finished_at < :before
+-- Finished jobs past the retention, oldest first. INDEXED BY: left to itself, the
+-- planner (without statistics) reads every finished job through content_jobs_status
+-- and sorts them; the WHERE repeats the index's word for word, as it must.
+SELECT id FROM content_jobs INDEXED BY content_jobs_finished
+WHERE (status = 'done' OR status = 'failed' OR status = 'cancelled') AND finished_at < :before
 ORDER BY finished_at
 LIMIT :limit;
 
 -- name: count_prunable_jobs
-SELECT count(*) FROM content_jobs
-WHERE status IN ('done', 'failed', 'cancelled') AND finished_at < :before;
+SELECT count(*) FROM content_jobs INDEXED BY content_jobs_finished
+WHERE (status = 'done' OR status = 'failed' OR status = 'cancelled') AND finished_at < :before;
 
 -- name: prune_job_events
 -- The events of the jobs being pruned (:ids, a JSON array), by content_job_events_job.
