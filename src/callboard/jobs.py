@@ -74,10 +74,12 @@ def utcnow() -> datetime:
 
 
 def iso(ts: datetime | None) -> str | None:
-    """RFC 3339 in UTC with a trailing Z and microseconds, so strings sort as times do."""
+    """RFC 3339 in UTC with a trailing Z and microseconds, so strings sort as times do.
+    isoformat, not strftime: it pads the year to four digits (strftime gives "26-..."
+    for the year 26) and costs about half as much on every write."""
     if ts is None:
         return None
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return ts.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_iso(value: str | None) -> datetime | None:
