@@ -479,7 +479,8 @@ async def test_job_writes_build_no_temporary_tables(db: SqliteStore) -> None:
     # or more, each time the statement runs; the per-job writes need neither.
     conn = sqlite3.connect(db.path)
     conn.execute("PRAGMA foreign_keys = ON")
-    names = ("insert_job", "insert_event", "record_progress", "complete", "fail_final")
+    names = ("insert_job", "insert_running_job", "insert_event", "record_progress", "complete")
+    names += ("fail_final",)
     names += ("fail_retry", "mark_cancelled", "retry")
     try:
         for name in names:
@@ -491,7 +492,7 @@ async def test_job_writes_build_no_temporary_tables(db: SqliteStore) -> None:
 
 
 async def test_the_built_queued_row_equals_the_stored_one(db: SqliteStore) -> None:
-    from callboard.store.sqlite.store import _new_job_row, _queued_row
+    from callboard.store.sqlite.store import ROWS, _new_job_row, _queued_row
 
     company = await db.create_company("acme", T0)
     plain = new_job(company.id)
@@ -515,6 +516,19 @@ async def test_the_built_queued_row_equals_the_stored_one(db: SqliteStore) -> No
             assert built == dict(row)
             assert [type(v) for v in built.values()] == [type(v) for v in dict(row).values()]
             assert item.job == await db.get_job(new.id)
+        # Started on insert: written running at once, the row as `SELECT *` reads it.
+        now = datetime(2030, 1, 1, 0, 0, 5, tzinfo=UTC)
+        started = await db.insert_running(
+            new_job(company.id, job_type="other", timeout_seconds=7, source_task_id="t"),
+            now,
+            lease_owner="w",
+            lease_expires_at=datetime(2030, 1, 1, 0, 1, tzinfo=UTC),
+        )
+        assert started is not None
+        (inserted_job, running) = started
+        row = conn.execute("SELECT * FROM content_jobs WHERE id = ?", (running.id,)).fetchone()
+        assert running == await db.get_job(running.id) == ROWS.job(row)
+        assert inserted_job.job.status is JobStatus.QUEUED
     finally:
         conn.close()
 

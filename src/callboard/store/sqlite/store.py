@@ -234,17 +234,20 @@ def _queued_row(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _insert_queued(conn: sqlite3.Connection, row: Mapping[str, Any]) -> Inserted:
-    """Insert one job (its `_new_job_row`) queued, with its queued event."""
+def _insert_queued(
+    conn: sqlite3.Connection, row: Mapping[str, Any], query: str = Q["insert_job"]
+) -> Inserted:
+    """Insert one job (its `_new_job_row`) with its queued event; `query` may write it
+    in another state (insert_running_job), its queued event comes first all the same."""
     try:
-        conn.execute(Q["insert_job"], row)
+        conn.execute(query, row)
     except sqlite3.IntegrityError as exc:
         if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
             raise InvalidRequest(f"job id {row['id']!r} already exists") from None
         raise
-    inserted = _queued_row(row)
-    job = ROWS.job(inserted)
-    return Inserted(job, _record(conn, EventType.QUEUED, inserted, job, row["created_at"]), True)
+    queued = _queued_row(row)
+    job = ROWS.job(queued)
+    return Inserted(job, _record(conn, EventType.QUEUED, queued, job, row["created_at"]), True)
 
 
 def _record(conn: sqlite3.Connection, type_: EventType, row: Row, job: Job, now: str) -> JobEvent:
@@ -642,8 +645,16 @@ class SqliteStore(JobStore):
                 return None
             if conn.execute(Q["overtakes_queued"], row).fetchone() is not None:
                 return None
-            inserted = _insert_queued(conn, row)
-            started = conn.execute(Q["start_job"], row).fetchone()
+            inserted = _insert_queued(conn, row, Q["insert_running_job"])
+            started = {
+                **_queued_row(row),
+                "status": "running",
+                "attempt": 1,
+                "started_at": at,
+                "updated_at": at,
+                "lease_owner": row["lease_owner"],
+                "lease_expires_at": row["lease_expires_at"],
+            }
             running = ROWS.job(started)
             _record(conn, EventType.RUNNING, started, running, at)
             return inserted, running

@@ -130,17 +130,21 @@ UNION ALL
 SELECT 1 FROM companies WHERE id = :company_id AND max_running IS NOT NULL
 LIMIT 1;
 
--- name: start_job
--- The job just inserted, started under :lease_owner's lease (as claim starts one).
-UPDATE content_jobs
-SET status = 'running',
-    attempt = attempt + 1,
-    started_at = :now,
-    lease_owner = :lease_owner,
-    lease_expires_at = :lease_expires_at,
-    updated_at = :now
-WHERE id = :id AND status = 'queued'
-RETURNING *;
+-- name: insert_running_job
+-- A job started as it is inserted (insert_running): written running at once, under
+-- :lease_owner's lease, so it never enters the queued indexes; the store still
+-- records its queued event first. No RETURNING, as for insert_job.
+INSERT INTO content_jobs (
+    id, company_id, job_type, status, priority, input, progress_percent,
+    progress_message, attempt, max_attempts, timeout_seconds, run_at,
+    source_task_id, idempotency_key, created_at, started_at, updated_at,
+    lease_owner, lease_expires_at
+) VALUES (
+    :id, :company_id, :job_type, 'running', :priority, :input, 0,
+    NULL, 1, :max_attempts, :timeout_seconds, :run_at,
+    :source_task_id, :idempotency_key, :created_at, :now, :now,
+    :lease_owner, :lease_expires_at
+);
 
 -- name: insert_event
 -- No RETURNING: the new id is the cursor's lastrowid.
