@@ -479,9 +479,8 @@ async def test_job_writes_build_no_temporary_tables(db: SqliteStore) -> None:
     # or more, each time the statement runs; the per-job writes need neither.
     conn = sqlite3.connect(db.path)
     conn.execute("PRAGMA foreign_keys = ON")
-    names = ("insert_job", "insert_running_job", "insert_event", "record_progress", "complete")
-    names += ("fail_final",)
-    names += ("fail_retry", "mark_cancelled", "retry")
+    names = ("insert_job", "insert_running_job", "insert_event", "record_progress")
+    names += ("complete", "fail_final", "fail_retry", "mark_cancelled", "retry")
     try:
         for name in names:
             params = dict.fromkeys(re.findall(r":(\w+)", Q[name]))

@@ -236,9 +236,10 @@ def _queued_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _insert_queued(
     conn: sqlite3.Connection, row: Mapping[str, Any], query: str = Q["insert_job"]
-) -> Inserted:
-    """Insert one job (its `_new_job_row`) with its queued event; `query` may write it
-    in another state (insert_running_job), its queued event comes first all the same."""
+) -> tuple[Inserted, dict[str, Any]]:
+    """Insert one job (its `_new_job_row`) with its queued event; the Inserted and the
+    queued row. `query` may write the job in another state (insert_running_job): its
+    queued event comes first all the same."""
     try:
         conn.execute(query, row)
     except sqlite3.IntegrityError as exc:
@@ -247,7 +248,8 @@ def _insert_queued(
         raise
     queued = _queued_row(row)
     job = ROWS.job(queued)
-    return Inserted(job, _record(conn, EventType.QUEUED, queued, job, row["created_at"]), True)
+    event = _record(conn, EventType.QUEUED, queued, job, row["created_at"])
+    return Inserted(job, event, True), queued
 
 
 def _record(conn: sqlite3.Connection, type_: EventType, row: Row, job: Job, now: str) -> JobEvent:
@@ -609,7 +611,7 @@ class SqliteStore(JobStore):
                         by_key[key] = existing
                         out.append(Inserted(existing, None, False))
                         continue
-                inserted = _insert_queued(conn, row)
+                inserted, _ = _insert_queued(conn, row)
                 if row["idempotency_key"] is not None:
                     by_key[key] = inserted.job
                 out.append(inserted)
@@ -645,9 +647,9 @@ class SqliteStore(JobStore):
                 return None
             if conn.execute(Q["overtakes_queued"], row).fetchone() is not None:
                 return None
-            inserted = _insert_queued(conn, row, Q["insert_running_job"])
+            inserted, queued = _insert_queued(conn, row, Q["insert_running_job"])
             started = {
-                **_queued_row(row),
+                **queued,
                 "status": "running",
                 "attempt": 1,
                 "started_at": at,
