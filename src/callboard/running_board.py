@@ -27,8 +27,8 @@ the node: no new submits, no new claims, running jobs get `shutdown_grace` secon
 to finish, then everything is cancelled. A job still running then keeps its lease,
 which runs out; the reaper of the next start (or of another node) reclaims it.
 
-The store's three hooks (`on_commit`, `on_jobs_queued`, `on_cancel_requested`) are
-set in `run_node`, and nowhere else.
+The store's four hooks (`on_commit`, `on_jobs_queued`, `on_cancel_requested`,
+`events_wanted`) are set in `run_node`, and nowhere else.
 
 Every `RunningBoard` method validates its input first and raises a typed error
 (`UnknownJobType`, `InvalidRequest`, `CompanyNotFound`, `JobNotFound`,
@@ -733,12 +733,16 @@ async def run_node(
         on_release=slot_freed,
     )
     ledger = Ledger(store, broker, clock, registry, wake_dispatcher, start_now)
-    # The store's three hooks, all wired here: committed events go to the broker (in
+    # The store's hooks, all wired here: committed events go to the broker (in
     # id order, after their commit); a store shared with other nodes relays their
     # submits (wake the dispatcher) and their cancels (of jobs running here).
     store.on_commit = broker.publish_many
     store.on_jobs_queued = wake_dispatcher
     store.on_cancel_requested = capacity.cancel
+    # Other nodes' events are read back only for someone here: a node without workers
+    # and without listeners (an API node, a producer) leaves them in the database.
+    has_workers = settings.workers > 0
+    store.events_wanted = lambda: has_workers or broker.heeded
     to_workers, from_dispatcher = trio.open_memory_channel[Job](0)
     worker_settings = WorkerSettings(
         lease_owner=lease_owner,

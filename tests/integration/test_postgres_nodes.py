@@ -204,6 +204,47 @@ async def test_two_nodes_run_every_job_once_and_see_the_same_events(pg_url, tmp_
         assert got == expected, f"node {name} saw a different event sequence"
 
 
+async def test_a_producer_nobody_listens_to_reads_no_events_back_until_someone_does(
+    pg_url, tmp_path
+):
+    """A node without workers and without listeners (a producer) does not read back
+    the events the worker node commits; a subscription or a `wait` that starts later
+    on it still gets every event committed after it began, in order."""
+    producer = callboard.Board(database_url=pg_url, workers=0, storage_dir=tmp_path / "p")
+    runner = callboard.Board(database_url=pg_url, workers=2, storage_dir=tmp_path / "w")
+    async with producer.running() as rt_p, runner.running() as rt_w:
+        company = await rt_p.create_company("acme")
+        jobs = await rt_p.submit_many(company.id, [JobSpec("noop")] * 20)
+
+        async def all_done() -> bool:
+            return (await rt_w.counts(company.id))[JobStatus.DONE] == len(jobs)
+
+        await _until(all_done, "the worker node running every job", timeout=30)
+        feed = rt_p.store._feed  # type: ignore[attr-defined]
+        head = await rt_p.store.last_event_id()
+
+        async def skipped_to_head() -> bool:
+            await trio.lowlevel.checkpoint()
+            return feed.published == head
+
+        await _until(skipped_to_head, "the producer's feed at the head", timeout=10)
+        assert feed.catch_ups == 0
+        assert feed.skipped >= 2 * len(jobs)  # each job's running and done, unread
+
+        async with rt_p.subscribe(company_id=company.id) as events:
+            job = await rt_p.submit(company.id, "noop")
+            with trio.fail_after(10):
+                seen = [await events.receive() for _ in range(3)]
+            assert [(e.job_id, e.type) for e in seen] == [
+                (job.id, QUEUED),
+                (job.id, RUNNING),
+                (job.id, DONE),
+            ]
+        assert feed.catch_ups > 0
+        waited = await rt_p.submit(company.id, "noop")
+        assert (await rt_p.wait(waited.id, timeout=10)).status is JobStatus.DONE
+
+
 # --- 2. a cancel crosses nodes ---------------------------------------------------------
 
 

@@ -59,3 +59,48 @@ async def test_other_nodes_queued_jobs_wake_the_dispatcher_unless_already_starte
         assert [e.id for e in published] == [1, 2, 3]
         assert wakes == [3]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_feed_nobody_wants_reads_nothing_and_resumes_where_a_listener_begins(
+    autojump_clock,
+):
+    stored: list[JobEvent] = []
+    reads: list[tuple[int, int]] = []
+
+    async def read_after(after: int, through: int, limit: int) -> list[JobEvent]:
+        await trio.lowlevel.checkpoint()
+        reads.append((after, through))
+        return [e for e in stored if after < e.id <= through][:limit]
+
+    async def read_head() -> int:
+        await trio.lowlevel.checkpoint()
+        return stored[-1].id if stored else 0
+
+    published: list[JobEvent] = []
+    listening = False
+    feed = EventFeed(read_after, read_head)
+    feed.publish = published.extend
+    feed.wanted = lambda: listening
+    feed.start_at(0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(feed.run)
+        # Other nodes commit, announced or found by the poll of the head: nothing here
+        # wants their events, so none is read.
+        stored += [event(i, EventType.QUEUED, new_id()) for i in (1, 2, 3)]
+        feed.notified(2)
+        await trio.sleep(3)  # a few polls of the head
+        assert reads == [] and published == []
+        assert (feed.published, feed.skipped) == (3, 3)
+        # This node's own commit goes out at once, past another node's id it never read.
+        stored += [event(4, EventType.QUEUED, new_id()), event(5, EventType.QUEUED, new_id())]
+        feed.committed([stored[-1]])
+        assert [e.id for e in published] == [5]
+        assert (feed.published, feed.skipped) == (5, 4)
+        # A listener arrives: everything committed from then on is read and published.
+        listening = True
+        stored += [event(6, EventType.QUEUED, new_id()), event(7, EventType.RUNNING, new_id())]
+        feed.notified(7)
+        await trio.sleep(0.5)
+        assert [e.id for e in published] == [5, 6, 7]
+        assert reads == [(5, 7)]
+        nursery.cancel_scope.cancel()

@@ -113,6 +113,12 @@ class Broker:
             dropped=self._dropped,
         )
 
+    @property
+    def heeded(self) -> bool:
+        """Whether an event published now would reach anyone (a subscriber or an
+        observer)."""
+        return bool(self._subscribers or self._observers)
+
     def publish(self, event: Any) -> None:
         """Offer `event` to every matching subscriber; never blocks, never raises for a
         slow subscriber (it is dropped instead)."""

@@ -190,6 +190,10 @@ class JobStore(abc.ABC):
     #: ... or asked to cancel a running job (stop it if it runs here; the lease holder
     #: would otherwise learn of it at its next renewal).
     on_cancel_requested: Callable[[str], None] | None = None
+    #: Set by the runtime: whether anything on this node consumes the events other
+    #: nodes commit (a subscriber, an observer, a dispatcher to wake). A store shared
+    #: by several nodes need not read those back while it returns False; None: always.
+    events_wanted: Callable[[], bool] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 

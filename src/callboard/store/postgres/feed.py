@@ -22,6 +22,16 @@ Events of other nodes that queue work wake this node's dispatcher
 claim does not wait for the events to be read back; and, for queued events no such
 notification announced (the listener was down, or the writer is an older node),
 when the catch-up reads them.
+
+Reading other nodes' events back costs this node and the database a query and a
+decode per event, which only pays while something here consumes them: a subscriber,
+an observer, a dispatcher to wake. `wanted` says whether anything does. While it says
+no (an API node or a producer with nobody listening), the feed reads nothing: it
+moves its published mark to each new head as it is announced, and this node's own
+commits go out at once even when other nodes' ids come before them. Nothing a later
+subscriber is owed is lost: a subscription receives what commits after it began,
+and since ids become visible in id order, all of that lies above the head known at
+that moment, which is where the feed resumes reading.
 """
 
 from __future__ import annotations
@@ -72,6 +82,10 @@ class EventFeed:
         #: at or below it woke the dispatcher already.
         self.queued_through = 0
         self.catch_ups = 0
+        #: Whether anything on this node consumes other nodes' events (None: always).
+        self.wanted: Callable[[], bool] | None = None
+        #: Event ids moved past unread while nothing wanted them.
+        self.skipped = 0
 
     def start_at(self, head: int) -> None:
         """Publish only what commits after `head` (older events are replayed from the
@@ -95,6 +109,8 @@ class EventFeed:
         """A local statement committed these (consecutive ids, ascending)."""
         if not events or events[-1].id <= self.published:
             return
+        if events[0].id > self.published + 1 and self._unwanted():
+            self._skip_to(events[0].id - 1)
         if events[0].id <= self.published + 1:
             self._deliver([e for e in events if e.id > self.published], remote=False)
             self._drain_pending()
@@ -108,7 +124,10 @@ class EventFeed:
         if head > self.head:
             self.head = head
         if self.head > self.published:
-            self._wake.set()
+            if self._unwanted():
+                self._skip_to(self.head)
+            else:
+                self._wake.set()
 
     def queued(self, head: int) -> None:
         """Another node committed events up to `head`, some of which queue work."""
@@ -123,6 +142,19 @@ class EventFeed:
         self._wake.set()
 
     # --- publishing --------------------------------------------------------------------
+
+    def _unwanted(self) -> bool:
+        return self.wanted is not None and not self.wanted()
+
+    def _skip_to(self, event_id: int) -> None:
+        """Count everything through `event_id` as published without reading it. Local
+        events held back for a gap below them are dropped with it: nobody listens."""
+        if event_id > self.published:
+            self.skipped += event_id - self.published
+            self.published = event_id
+        if self.published > self.head:
+            self.head = self.published
+        self._drain_pending()
 
     def _deliver(self, events: list[JobEvent], *, remote: bool) -> None:
         if not events:
@@ -162,6 +194,8 @@ class EventFeed:
                 except Exception as exc:  # the store is down: try again next time
                     log.debug("event feed: cannot read the head: %s", exc)
                     continue
+            if self.head > self.published and self._unwanted():
+                self._skip_to(self.head)
             if self.head <= self.published:
                 continue
             await self._let_local_writes_land()

@@ -262,6 +262,14 @@ class PostgresStore(JobStore):
     def on_jobs_queued(self, fn: Callable[[], None] | None) -> None:
         self._feed.on_jobs_queued = fn
 
+    @property  # type: ignore[override]
+    def events_wanted(self) -> Callable[[], bool] | None:
+        return self._feed.wanted
+
+    @events_wanted.setter
+    def events_wanted(self, fn: Callable[[], bool] | None) -> None:
+        self._feed.wanted = fn
+
     def _cancel_notified(self, job_id: str) -> None:
         if self.on_cancel_requested is not None:
             self.on_cancel_requested(job_id)
