@@ -17,15 +17,22 @@ stdout. For each worker count (--workers, default 10 and 100):
 Every job must end done with exactly queued -> running -> done, or the run fails.
 Each round runs on a fresh database; the last lines are the medians of the rounds.
 `--profile DIR` records the worker node with py-spy (`-f raw`) during the run.
+`--activity` samples `pg_stat_activity` every 5 ms during each burst (from a thread
+of this process, on a connection of its own) and prints how many of the bench's
+database sessions were, on average, in each state: running a statement, waiting for
+the WAL to reach the disk, waiting for a lock. It shows whether PostgreSQL (or the
+lock that keeps event ids gapless) is what the burst waits on.
 
     flock /tmp/cb-bench.lock .venv/bin/python bench/apart.py [--rounds 3]
         [--workers 10,100] [--jobs 5000] [--paced 1000] [--only burst,paced]
-        [--pg postgresql://postgres@127.0.0.1:5432/postgres] [--profile DIR]
+        [--pg postgresql://postgres@127.0.0.1:5432/postgres] [--profile DIR] [--activity]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import collections
 import os
 import signal
 import statistics
@@ -35,9 +42,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import asyncpg
 import benchkit
 import trio
 from noop_throughput import check_event_sequences
@@ -46,6 +55,7 @@ from store_nodes import database
 import callboard
 from callboard import JobSpec
 from callboard.store import open_store
+from callboard.store.queries import load_queries
 
 
 async def _migrate(url: str) -> None:
@@ -157,6 +167,61 @@ def postgres_cpu_seconds() -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def _query_name(text: str) -> str:
+    """The store's name for a statement pg_stat_activity shows (it may cut the text)."""
+    head = text.strip()[:200]
+    for name, sql in load_queries("postgres").items():
+        if sql[:200] == head:
+            return name
+    return " ".join(head.split())[:40]
+
+
+class ActivitySampler:
+    """What the bench database's sessions are doing, sampled from a thread with plain
+    asyncio: the mean number of sessions per (statement, wait) pair."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._database = urlsplit(url).path.lstrip("/")
+        self._stop = threading.Event()
+        self.samples = 0
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._sample()))
+
+    def __enter__(self) -> ActivitySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    async def _sample(self) -> None:
+        conn = await asyncpg.connect(self._url, timeout=10)
+        try:
+            while not self._stop.is_set():
+                rows = await conn.fetch(
+                    "SELECT coalesce(wait_event_type || ':' || wait_event, 'on CPU') AS wait,"
+                    " query AS statement FROM pg_stat_activity"
+                    " WHERE datname = $1 AND state = 'active' AND pid <> pg_backend_pid()",
+                    self._database,
+                )
+                self.samples += 1
+                for row in rows:
+                    self.counts[(_query_name(row["statement"]), row["wait"])] += 1
+                await asyncio.sleep(0.005)
+        finally:
+            await conn.close()
+
+    def report(self) -> str:
+        n = max(1, self.samples)
+        busy = sum(self.counts.values()) / n
+        lines = [f"  PostgreSQL sessions active on average: {busy:.2f} ({self.samples} samples)"]
+        for (statement, wait), count in self.counts.most_common(8):
+            lines.append(f"    {count / n:5.3f}  {wait:<24} {statement}")
+        return "\n".join(lines)
+
+
 async def wait_done(worker: WorkerProcess, ids: list[str], seconds: float = 120) -> float:
     with trio.fail_after(seconds):
         # The reader thread fills `worker.done`: polled, so it needs no trio token.
@@ -180,14 +245,18 @@ async def produce(url: str, worker: WorkerProcess, args: argparse.Namespace) -> 
         if "burst" in args.only:
             cpu = worker.cpu_seconds()
             own_cpu, pg_cpu = time.process_time(), postgres_cpu_seconds()
-            start = time.time()
-            burst: list[str] = []
-            for offset in range(0, args.jobs, args.batch):
-                size = min(args.batch, args.jobs - offset)
-                jobs = await rt.submit_many(company.id, [JobSpec("noop")] * size)
-                burst += [j.id for j in jobs]
-            submitted_by = time.time()
-            last = await wait_done(worker, burst)
+            sampler = ActivitySampler(url) if args.activity else nullcontext()
+            with sampler:
+                start = time.time()
+                burst: list[str] = []
+                for offset in range(0, args.jobs, args.batch):
+                    size = min(args.batch, args.jobs - offset)
+                    jobs = await rt.submit_many(company.id, [JobSpec("noop")] * size)
+                    burst += [j.id for j in jobs]
+                submitted_by = time.time()
+                last = await wait_done(worker, burst)
+            if isinstance(sampler, ActivitySampler):
+                print(sampler.report(), flush=True)
             results["burst"] = args.jobs / (last - start)
             results["burst_cpu"] = worker.cpu_seconds() - cpu
             results["burst_producer_cpu"] = time.process_time() - own_cpu
@@ -302,6 +371,9 @@ def main() -> int:
     parser.add_argument("--only", default="burst,paced")
     parser.add_argument("--pg", default=benchkit.PG_ADMIN)
     parser.add_argument("--profile", default=None, help="py-spy raw profiles into this dir")
+    parser.add_argument(
+        "--activity", action="store_true", help="sample pg_stat_activity during each burst"
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     results: dict[int, list[dict[str, float]]] = {n: [] for n in counts}

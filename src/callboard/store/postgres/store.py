@@ -1,9 +1,9 @@
 """The PostgreSQL JobStore: several callboard nodes sharing one queue.
 
-- asyncpg under trio-asyncio, behind `postgres_driver.PgDriver` (pool, shielded
+- asyncpg under trio-asyncio, behind `driver.PgDriver` (pool, shielded
   writes, LISTEN). Open it with `async with store.opened():` — the driver's event
   loop and the store's background tasks live in that block.
-- Every state change is one statement (store/sql/postgres/queries.sql): the job
+- Every state change is one statement (sql/queries.sql beside this module): the job
   rows change and their events are appended by `callboard_append_events()`, whose
   id lock is held to commit, so ids become visible in id order on every node.
 - Completions without assets are batched: while one batch commits, the next
