@@ -13,6 +13,8 @@ import pytest
 import trio
 from webkit import Server, create_company
 
+from callboard.web.early_answers import EarlyAnswerGuard
+
 pytestmark = pytest.mark.trio
 
 LATE = 0.05
@@ -153,3 +155,28 @@ async def test_http2_is_refused_on_the_plain_listener(server: Server):
         assert upgraded.status_code == 200 and upgraded.http_version == "HTTP/1.1"
     restarts = [c.restarts for c in server.rt.statistics().supervisor.children if c.name == "web"]
     assert restarts == [0]
+
+
+async def test_a_connection_closing_under_an_early_answer_ends_it_quietly():
+    """Hypercorn's close sends its EOF outside the lock its sends take, so the last
+    write of an answer that closes the connection may meet it: that answer just ends.
+    A collision on an answer that keeps the connection is a bug, and is raised."""
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 413, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive():
+        await trio.sleep_forever()
+
+    async def colliding_send(message):
+        await trio.lowlevel.checkpoint()
+        if message["type"] == "http.response.body":
+            raise trio.BusyResourceError("another task is currently sending data")
+
+    chunked = {"type": "http", "headers": [(b"transfer-encoding", b"chunked")]}
+    # A chunked body is never drained: the answer closes the connection, quietly.
+    await EarlyAnswerGuard(app)(chunked, receive, colliding_send)
+    # A request without a body keeps its connection: the collision is raised.
+    with pytest.raises(trio.BusyResourceError):
+        await EarlyAnswerGuard(app)({"type": "http", "headers": []}, receive, colliding_send)

@@ -14,15 +14,21 @@ instead, and the connection is closed after it: a client that reads while it sen
 gets the answer, then opens a new connection; one that is still pushing megabytes
 when the close comes may see a reset instead of the answer (routes that expect big
 bodies, uploads, read and drop what they refuse themselves, within their own bound).
-Either way nothing waits on a body nobody reads.
+Either way nothing waits on a body nobody reads. When the connection closes while
+such an answer is still being written (the client read it and left, or Hypercorn's
+own close ran into the answer's last write), the answer ends there, quietly: there is
+nobody left to send it to, and no traceback is logged for each such client.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import trio
+
+log = logging.getLogger("callboard.web")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -69,16 +75,28 @@ class EarlyAnswerGuard:
             body.note(message)
             return message
 
+        closing = False
+
         async def guarded_send(message: Message) -> None:
+            nonlocal closing
             if message["type"] == "http.response.start" and not body.done.is_set():
                 if not await body.drain(receive):
+                    closing = True
                     headers = [
                         (name, value)
                         for name, value in message.get("headers", ())
                         if name.lower() != b"connection"
                     ]
                     message = {**message, "headers": [*headers, (b"connection", b"close")]}
-            await send(message)
+            try:
+                await send(message)
+            except trio.BusyResourceError:
+                if not closing:
+                    raise
+                # The connection is closing under the answer: Hypercorn's close sends
+                # its EOF outside the lock its sends take, so the answer's last write
+                # can collide with it. Nothing more can go out; the answer is over.
+                log.debug("the connection closed while its early answer was sent")
 
         await self.app(scope, tracked_receive, guarded_send)
 
