@@ -474,6 +474,12 @@ async def test_claim_and_renewal_look_jobs_up_by_key(db: SqliteStore) -> None:
         conn.close()
 
 
+def _opcodes(conn: sqlite3.Connection, name: str) -> list[str]:
+    """The bytecode of statement `name`, its parameters all NULL."""
+    params = dict.fromkeys(re.findall(r":(\w+)", Q[name]))
+    return [row[1] for row in conn.execute("EXPLAIN " + Q[name], params)]
+
+
 async def test_job_writes_build_no_temporary_tables(db: SqliteStore) -> None:
     # SQLite builds a temporary b-tree for RETURNING and for an IN list of three values
     # or more, each time the statement runs; the per-job writes need neither.
@@ -483,9 +489,7 @@ async def test_job_writes_build_no_temporary_tables(db: SqliteStore) -> None:
     names += ("complete", "fail_final", "fail_retry", "mark_cancelled", "retry")
     try:
         for name in names:
-            params = dict.fromkeys(re.findall(r":(\w+)", Q[name]))
-            ops = [row[1] for row in conn.execute("EXPLAIN " + Q[name], params)]
-            assert "OpenEphemeral" not in ops, name
+            assert "OpenEphemeral" not in _opcodes(conn, name), name
     finally:
         conn.close()
 
@@ -559,10 +563,7 @@ async def test_migration_9_keeps_the_status_check(tmp_path) -> None:
     await store.open()
     try:
         assert store.applied_migrations == [9]
-        params = dict.fromkeys(re.findall(r":(\w+)", Q["complete"]))
-        ops = await store._write(
-            lambda conn: [row[1] for row in conn.execute("EXPLAIN " + Q["complete"], params)]
-        )
+        ops = await store._write(lambda conn: _opcodes(conn, "complete"))
         assert "OpenEphemeral" not in ops
     finally:
         await store.aclose()
